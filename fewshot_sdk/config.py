@@ -1,0 +1,124 @@
+"""Pydantic models shared by every method, by training and by evaluation.
+
+Configuration is validated at the boundary (``fs.create`` keyword arguments, a
+checkpoint's ``config.json``, CLI flags) so that nothing downstream has to guess
+what a field means. Every model forbids unknown keys: a typo is an error, not a
+silently ignored setting.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class StrictModel(BaseModel):
+    """Base of every config: unknown keys are refused, values are re-validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+class PreprocessConfig(StrictModel):
+    """How an image becomes the tensor a model consumes; stored in every checkpoint."""
+
+    image_size: tuple[int, int] = (28, 28)
+    channels: Literal[1, 3] = 1
+    mean: tuple[float, ...] = (0.92,)
+    std: tuple[float, ...] = (0.22,)
+
+    @field_validator("image_size", mode="before")
+    @classmethod
+    def _square_from_int(cls, value: object) -> object:
+        return (value, value) if isinstance(value, int) else value
+
+    @field_validator("std")
+    @classmethod
+    def _positive_std(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(s <= 0 for s in value):
+            raise ValueError("every std entry must be > 0")
+        return value
+
+    @model_validator(mode="after")
+    def _stats_match_channels(self) -> PreprocessConfig:
+        for name in ("mean", "std"):
+            if len(getattr(self, name)) not in (1, self.channels):
+                raise ValueError(f"{name} needs 1 or {self.channels} entries")
+        return self
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (self.channels, *self.image_size)
+
+
+class BackboneConfig(StrictModel):
+    """The feature extractor: a named architecture or a user's own module ("custom")."""
+
+    name: Literal["conv4", "resnet12", "custom"] = "conv4"
+    hidden: int = Field(64, ge=1, description="conv4: filters per block")
+    pooled_blocks: int = Field(4, ge=0, le=4, description="conv4: how many blocks end in 2x2 max-pooling")
+    flatten: bool = Field(True, description="False keeps feature maps (Relation Networks)")
+    widths: tuple[int, ...] = Field((64, 160, 320, 640), description="resnet12: channels per stage")
+    description: str = Field("", description="custom: what the user's module is (informational)")
+
+
+class AccuracyResult(StrictModel):
+    """One evaluation figure with its 95% confidence interval."""
+
+    n_way: int
+    k_shot: int
+    q_queries: int
+    episodes: int
+    accuracy: float
+    ci95: float
+    split: str = "test"
+    seed: int = 0
+
+
+class TrainingInfo(StrictModel):
+    """Where a checkpoint's weights came from, so results can be reproduced."""
+
+    dataset: str
+    split_seed: int | None = None
+    train_classes: int | None = None
+    episodes: int = 0
+    n_way: int | None = None
+    k_shot: int | None = None
+    q_queries: int | None = None
+    seed: int | None = None
+    best_val_accuracy: float | None = None
+    extra: dict[str, object] = Field(default_factory=dict)
+
+
+class LakeRunsResult(StrictModel):
+    """Lake's 20-run one-shot challenge: accuracy over the 400 test images."""
+
+    runs: int
+    test_images: int
+    correct: int
+    accuracy: float
+    per_run_errors: list[int] = Field(default_factory=list)
+
+
+class Provenance(StrictModel):
+    """What is known about a learner's weights: how they were trained and what they scored."""
+
+    training: TrainingInfo | None = None
+    results: list[AccuracyResult] = Field(default_factory=list)
+    lake_runs: LakeRunsResult | None = None
+
+    def record(self, result: AccuracyResult) -> None:
+        """Add a result, replacing an earlier one of the same protocol."""
+        key = (result.n_way, result.k_shot, result.q_queries, result.split)
+        kept = [r for r in self.results if (r.n_way, r.k_shot, r.q_queries, r.split) != key]
+        self.results = sorted([*kept, result], key=lambda r: (r.split, r.n_way, r.k_shot))
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """A pydantic error as one line: ``field.path: message; ...``."""
+    parts = []
+    for error in exc.errors()[:3]:
+        where = ".".join(str(p) for p in error["loc"]) or "value"
+        parts.append(f"{where}: {error['msg']}")
+    more = len(exc.errors()) - 3
+    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")

@@ -1,0 +1,180 @@
+"""Omniglot: the background splits (zips or extracted folders) and Lake's one-shot runs.
+
+The shared data holds the two "minimal" background splits. They overlap (Greek and
+Latin are in both), so characters are keyed by (alphabet, character) and kept
+once. Characters, not images, are split into train / validation / test with a
+fixed seed, so test characters are never seen in training; training characters
+are augmented with 90-degree rotations as new classes, as in the literature.
+``all_runs.zip`` is a test set only: it is read by :func:`load_lake_runs` and by
+nothing that trains or selects a model.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from fewshot_sdk.data.images import Preprocessor, is_image_file
+from fewshot_sdk.data.labelled import LabelledImages
+from fewshot_sdk.errors import InputError
+
+BACKGROUND_ZIPS = ("images_background_small1.zip", "images_background_small2.zip")
+LAKE_RUNS_ZIP = "all_runs.zip"
+
+CharacterKey = tuple[str, str]
+
+
+def _zip_characters(path: Path) -> dict[CharacterKey, list[tuple[str, bytes]]]:
+    """``{(alphabet, character): [(file name, png bytes)]}`` from one background zip."""
+    found: dict[CharacterKey, list[tuple[str, bytes]]] = {}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for name in sorted(archive.namelist()):
+                parts = name.split("/")
+                if len(parts) < 3 or not parts[-1].lower().endswith(".png") or "__MACOSX" in parts:
+                    continue
+                key = (parts[-3], parts[-2])
+                found.setdefault(key, []).append((parts[-1], archive.read(name)))
+    except zipfile.BadZipFile:
+        raise InputError(f"{path} is not a valid zip file") from None
+    return found
+
+
+def _folder_characters(root: Path) -> dict[CharacterKey, list[tuple[str, Path]]]:
+    """The same mapping from an extracted ``<root>/<Alphabet>/<character>/*.png`` tree."""
+    found: dict[CharacterKey, list[tuple[str, Path]]] = {}
+    for character_dir in sorted(p for p in root.glob("*/*") if p.is_dir()):
+        files = sorted(p for p in character_dir.iterdir() if is_image_file(p))
+        if files:
+            found[(character_dir.parent.name, character_dir.name)] = [(p.name, p) for p in files]
+    return found
+
+
+def background_sources(data: str | Path) -> list[Path]:
+    """The background zips or extracted folders under ``data`` (or ``data`` itself)."""
+    path = Path(data)
+    if not path.exists():
+        raise InputError(f"Omniglot data not found: {path}")
+    if path.is_file():
+        return [path]
+    zips = [path / name for name in BACKGROUND_ZIPS if (path / name).is_file()]
+    if zips:
+        return zips
+    folders = sorted(p for p in path.glob("images_background*") if p.is_dir())
+    if folders:
+        return folders
+    if any(p.is_dir() for p in path.glob("*/*")):
+        return [path]
+    raise InputError(f"{path} holds neither {' nor '.join(BACKGROUND_ZIPS)} nor an <alphabet>/<character>/*.png tree")
+
+
+def load_background_characters(data: str | Path, preprocessor: Preprocessor) -> LabelledImages:
+    """All background characters, de-duplicated, as classes named ``Alphabet/characterNN``."""
+    merged: dict[CharacterKey, list] = {}
+    for source in background_sources(data):
+        characters = _zip_characters(source) if source.is_file() else _folder_characters(source)
+        for key, files in characters.items():
+            merged.setdefault(key, files)
+    if not merged:
+        raise InputError(f"no Omniglot characters found in {data}")
+    keys = sorted(merged)
+    images, labels = [], []
+    for index, key in enumerate(keys):
+        opened = [_open(item, f"{key[0]}/{key[1]}/{name}") for name, item in merged[key]]
+        images.append(torch.stack([preprocessor.image_to_tensor(im) for im in opened]))
+        labels.append(torch.full((len(opened),), index, dtype=torch.long))
+    names = tuple(f"{alphabet}/{character}" for alphabet, character in keys)
+    return LabelledImages(torch.cat(images), torch.cat(labels), names)
+
+
+def _open(item: bytes | Path, label: str) -> Image.Image:
+    try:
+        image = Image.open(io.BytesIO(item) if isinstance(item, bytes) else item)
+        image.load()
+    except OSError as exc:
+        raise InputError(f"cannot read Omniglot image {label}: {exc}") from None
+    return image
+
+
+@dataclass(frozen=True)
+class OmniglotSplits:
+    train: LabelledImages
+    val: LabelledImages
+    test: LabelledImages
+    split_seed: int
+
+
+def split_characters(
+    characters: LabelledImages,
+    split_seed: int = 0,
+    n_val: int = 22,
+    n_test: int = 60,
+    rotate_train: bool = True,
+) -> OmniglotSplits:
+    """Disjoint character-level train / val / test; rotations added to train only."""
+    if n_val + n_test >= characters.num_classes:
+        raise InputError(f"cannot hold out {n_val}+{n_test} of {characters.num_classes} characters")
+    order = torch.randperm(characters.num_classes, generator=torch.Generator().manual_seed(split_seed)).tolist()
+    test_ids, val_ids, train_ids = order[:n_test], order[n_test : n_test + n_val], order[n_test + n_val :]
+    train = characters.subset_classes(sorted(train_ids))
+    return OmniglotSplits(
+        train=train.with_rotations() if rotate_train else train,
+        val=characters.subset_classes(sorted(val_ids)),
+        test=characters.subset_classes(sorted(test_ids)),
+        split_seed=split_seed,
+    )
+
+
+@dataclass(frozen=True)
+class LakeRun:
+    """One run of Lake's challenge: 20 training images (one per class), 20 test images."""
+
+    name: str
+    training: list[tuple[str, Image.Image]]
+    test: list[tuple[str, Image.Image]]
+    answers: list[int]
+
+
+def load_lake_runs(path: str | Path) -> list[LakeRun]:
+    """The 20 runs of ``all_runs.zip`` (or its extracted folder), answers included. Test data only."""
+    source = Path(path)
+    if source.is_dir() and (source / LAKE_RUNS_ZIP).is_file():
+        source = source / LAKE_RUNS_ZIP
+    if not source.exists():
+        raise InputError(f"Lake runs not found: {source}")
+    files = _read_tree(source)
+    run_names = sorted({name.split("/")[0] for name in files if re.fullmatch(r"run\d+/class_labels\.txt", name)})
+    if not run_names:
+        raise InputError(f"{source} holds no runNN/class_labels.txt: is it Omniglot's all_runs?")
+    runs = []
+    for run in run_names:
+        pairs = [line.split() for line in files[f"{run}/class_labels.txt"].decode().splitlines() if line.strip()]
+        training_names = sorted(n for n in files if n.startswith(f"{run}/training/") and n.endswith(".png"))
+        test_names = [test for test, _ in pairs]
+        index_of = {name: i for i, name in enumerate(training_names)}
+        answers = [index_of[train] for _, train in pairs]
+        runs.append(
+            LakeRun(
+                name=run,
+                training=[(n, _open(files[n], n)) for n in training_names],
+                test=[(n, _open(files[n], n)) for n in test_names],
+                answers=answers,
+            )
+        )
+    return runs
+
+
+def _read_tree(source: Path) -> dict[str, bytes]:
+    if source.is_file():
+        try:
+            with zipfile.ZipFile(source) as archive:
+                return {n: archive.read(n) for n in archive.namelist() if not n.endswith("/")}
+        except zipfile.BadZipFile:
+            raise InputError(f"{source} is not a valid zip file") from None
+    return {str(p.relative_to(source)): p.read_bytes() for p in source.rglob("*") if p.is_file()}

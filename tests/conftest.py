@@ -1,0 +1,68 @@
+"""Session-wide test setup.
+
+Triton kernels are compiled for the device when they are first *defined*, so the
+interpreter switch must be set before anything imports ``fewshot_sdk.kernels``:
+this file is the first thing pytest imports.
+"""
+
+import os
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_OMNIGLOT = REPO.parent / "shared" / "data" / "omniglot"
+EXAMPLES = REPO / "examples"
+
+
+@pytest.fixture(scope="session")
+def omniglot_dir() -> Path:
+    """The real Omniglot background zips (``../shared/data/omniglot``, beside the repo in CI)."""
+    if not (SHARED_OMNIGLOT / "images_background_small1.zip").is_file():
+        pytest.fail(f"Omniglot data not found at {SHARED_OMNIGLOT}: the tests need ../shared beside the repo")
+    return SHARED_OMNIGLOT
+
+
+@pytest.fixture(scope="session")
+def omniglot_characters(omniglot_dir):
+    """All 242 background characters at 28x28 (decoded once per session, ~0.5 s)."""
+    from fewshot_sdk.config import PreprocessConfig
+    from fewshot_sdk.data.images import Preprocessor
+    from fewshot_sdk.data.omniglot import load_background_characters
+
+    return load_background_characters(omniglot_dir, Preprocessor(PreprocessConfig()))
+
+
+@pytest.fixture(scope="session")
+def omniglot_splits(omniglot_characters):
+    from fewshot_sdk.data.omniglot import split_characters
+
+    return split_characters(omniglot_characters, split_seed=0)
+
+
+@pytest.fixture(scope="session")
+def examples_dir() -> Path:
+    return EXAMPLES
+
+
+@pytest.fixture()
+def image_folder(tmp_path):
+    """A support root with two classes of tiny synthetic images: ``root/{dark,light}/*.png``."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "support"
+    for name, level in (("dark", 40), ("light", 220)):
+        folder = root / name
+        folder.mkdir(parents=True)
+        for i in range(3):
+            pixels = np.clip(rng.normal(level, 10, size=(32, 32)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(folder / f"{i}.png")
+    return root
