@@ -1,0 +1,141 @@
+"""An adapted model: a learner plus one task's state, ready to predict for months.
+
+It is what ``learner.adapt(support)`` returns. It holds a reference to the learner
+(never a copy, never a mutation) and the task state tensors; ``save`` writes both
+into one folder so an application can adapt once and reload the task later.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from PIL import Image
+
+from fewshot_sdk.api import Prediction
+from fewshot_sdk.config import StrictModel
+from fewshot_sdk.errors import CheckpointError, InputError
+from fewshot_sdk.methods.base import Learner, TaskState
+from fewshot_sdk.train.checkpoint import (
+    LearnerConfig,
+    build_learner,
+    learner_config,
+    load_state_into,
+    prepare_output_folder,
+    read_json_model,
+    read_weights,
+    write_json,
+    write_weights,
+)
+from fewshot_sdk.version import __version__
+
+TASK_FILE = "task.json"
+TASK_WEIGHTS = "task.safetensors"
+QueryLike = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor | Sequence
+
+
+class TaskConfig(StrictModel):
+    """``task.json``: the learner's config, the class names and the names of the state tensors."""
+
+    format: Literal["fewshot-sdk/task"] = "fewshot-sdk/task"
+    format_version: Literal[1] = 1
+    sdk_version: str = __version__
+    learner: LearnerConfig
+    class_names: list[str]
+    state_names: list[str]
+
+
+class AdaptedModel:
+    """A learner adapted to one support set."""
+
+    def __init__(self, learner: Learner, state: TaskState, class_names: Sequence[str]) -> None:
+        self.learner = learner
+        self.state = state
+        self.class_names = tuple(class_names)
+
+    @property
+    def method(self) -> str:
+        return self.learner.method
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def preprocess(self, images: Sequence | str | os.PathLike | Image.Image | np.ndarray) -> torch.Tensor:
+        """The exact [B, C, H, W] tensor the model consumes (and that an exported ONNX file takes)."""
+        return self.learner.preprocess(images)
+
+    def as_batch(self, query: QueryLike) -> torch.Tensor:
+        """Any supported query form -> a validated model-ready batch."""
+        preprocessor = self.learner.preprocessor
+        if isinstance(query, torch.Tensor):
+            return preprocessor.check_batch(query, "query")
+        if isinstance(query, (str, os.PathLike, Image.Image, np.ndarray)):
+            return preprocessor([query])
+        if isinstance(query, Sequence):
+            if len(query) == 0:
+                raise InputError("no query images given")
+            if all(isinstance(item, torch.Tensor) for item in query):
+                return preprocessor.check_batch(torch.stack(list(query)), "query")
+            return preprocessor(list(query))
+        raise InputError(
+            f"cannot predict on a {type(query).__name__}: pass a path, a list of paths, PIL images, "
+            "or a [B, C, H, W] tensor"
+        )
+
+    def logits(self, query: QueryLike, batch_size: int = 256) -> torch.Tensor:
+        batch = self.as_batch(query)
+        device = self.learner.device
+        with torch.inference_mode():
+            chunks = [self.learner.score(self.state, chunk.to(device)) for chunk in torch.split(batch, batch_size)]
+        return torch.cat(chunks).cpu()
+
+    def predict(self, query: QueryLike, batch_size: int = 256) -> Prediction:
+        """Classify queries: class indices, names, and every class's probability."""
+        logits = self.logits(query, batch_size)
+        with torch.inference_mode():
+            probs = self.learner.probabilities(logits)
+        return Prediction(indices=probs.argmax(dim=1), probs=probs, classes=self.class_names, logits=logits)
+
+    def save(self, folder: str | os.PathLike, overwrite: bool = False) -> Path:
+        """One folder with the learner and the task state; reload with ``fs.load_task``."""
+        path = prepare_output_folder(folder, overwrite, (TASK_FILE, TASK_WEIGHTS))
+        tensors = {f"learner.{k}": v for k, v in self.learner.state_dict().items()}
+        tensors.update({f"state.{k}": v for k, v in self.state.items()})
+        write_weights(path / TASK_WEIGHTS, tensors, {"format": "fewshot-sdk/task"})
+        config = TaskConfig(
+            learner=learner_config(self.learner), class_names=list(self.class_names), state_names=list(self.state)
+        )
+        write_json(path / TASK_FILE, config)
+        return path
+
+    def export_onnx(self, path: str | os.PathLike, opset: int | None = None, overwrite: bool = False) -> Path:
+        """One self-contained ``.onnx`` file (outputs ``logits`` and ``probs``) for onnxruntime alone."""
+        from fewshot_sdk.export.onnx import export_task
+
+        return export_task(self, path, opset=opset, overwrite=overwrite)
+
+    def __repr__(self) -> str:
+        return f"AdaptedModel(method={self.method!r}, classes={list(self.class_names)})"
+
+
+def load_task(folder: str | os.PathLike, backbone_module: torch.nn.Module | None = None) -> AdaptedModel:
+    """Reload a task written by ``AdaptedModel.save``."""
+    path = Path(folder)
+    if not path.is_dir():
+        raise CheckpointError(f"saved task not found: {path} is not a folder")
+    config: TaskConfig = read_json_model(path / TASK_FILE, TaskConfig)
+    tensors = read_weights(path / TASK_WEIGHTS)
+    learner = build_learner(config.learner, backbone_module)
+    learner_tensors = {k[len("learner.") :]: v for k, v in tensors.items() if k.startswith("learner.")}
+    load_state_into(learner, learner_tensors, path / TASK_WEIGHTS)
+    state = {k[len("state.") :]: v for k, v in tensors.items() if k.startswith("state.")}
+    if sorted(state) != sorted(config.state_names):
+        raise CheckpointError(
+            f"{path / TASK_WEIGHTS} holds task state {sorted(state)} but {TASK_FILE} lists {config.state_names}"
+        )
+    return AdaptedModel(learner.eval(), {name: state[name] for name in config.state_names}, config.class_names)

@@ -1,0 +1,185 @@
+"""The user-facing data types: what goes into ``adapt`` and what comes out of ``predict``.
+
+A :class:`SupportSet` keeps what the user gave (paths, PIL images, arrays, or
+model-ready tensors) and is turned into tensors only by a learner, because only
+the learner knows its resolution, channels and normalisation.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from fewshot_sdk.data.folders import list_class_images, scan_class_folders
+from fewshot_sdk.data.images import ImageLike, Preprocessor
+from fewshot_sdk.errors import InputError
+
+TaskKind = Literal["classification", "regression"]
+SupportItem = ImageLike | torch.Tensor
+
+
+@dataclass(frozen=True)
+class SupportSet:
+    """A handful of labelled examples per class.
+
+    Build one with :meth:`from_folder`, :meth:`from_folders`, :meth:`from_mapping`
+    or :meth:`from_tensors`. Tensors are taken as model-ready (the output of
+    ``task.preprocess``); every other item is an image that the learner resizes
+    and normalises.
+    """
+
+    class_names: tuple[str, ...]
+    items: tuple[SupportItem, ...] = ()
+    labels: tuple[int, ...] = ()
+    tensors: torch.Tensor | None = None
+    targets: torch.Tensor | None = None
+    task: TaskKind = "classification"
+    sources: tuple[str, ...] = field(default=(), compare=False)
+
+    # ----------------------------------------------------------------- builders
+    @classmethod
+    def from_folder(cls, root: str | os.PathLike) -> SupportSet:
+        """``root/<class name>/*.png``: one subfolder per class."""
+        classes = scan_class_folders(root)
+        return cls.from_mapping(classes)
+
+    @classmethod
+    def from_folders(cls, folders: Sequence[str | os.PathLike]) -> SupportSet:
+        """One folder per class, each named after its class (the CLI's repeated ``--support``)."""
+        classes: dict[str, list[Path]] = {}
+        for folder in folders:
+            name = Path(folder).resolve().name
+            if name in classes:
+                raise InputError(f"two support folders are both named {name!r}: class names must differ")
+            classes[name] = list_class_images(folder)
+        return cls.from_mapping(classes)
+
+    @classmethod
+    def from_mapping(cls, classes: Mapping[str, Sequence[SupportItem]]) -> SupportSet:
+        """``{class name: [paths, PIL images, arrays or [C, H, W] tensors]}``."""
+        if not isinstance(classes, Mapping):
+            raise InputError("from_mapping takes a dict {class name: [images]}")
+        items: list[SupportItem] = []
+        labels: list[int] = []
+        for index, (name, examples) in enumerate(classes.items()):
+            if isinstance(examples, (str, os.PathLike, torch.Tensor)) or not isinstance(examples, Sequence):
+                examples = [examples]  # one example given bare
+            if len(examples) == 0:
+                raise InputError(f"class {name!r} has no examples")
+            items.extend(examples)
+            labels.extend([index] * len(examples))
+        sources = tuple(str(item) for item in items if isinstance(item, (str, os.PathLike)))
+        support = cls(tuple(str(n) for n in classes), tuple(items), tuple(labels), sources=sources)
+        support._check_classes()
+        return support
+
+    @classmethod
+    def from_tensors(
+        cls,
+        x: torch.Tensor,
+        y: torch.Tensor | Sequence[int] | Sequence[float],
+        class_names: Sequence[str] | None = None,
+        task: TaskKind = "classification",
+    ) -> SupportSet:
+        """Model-ready inputs ``x`` [N, ...] with labels ``y`` [N] (0..C-1), or targets for regression."""
+        if not isinstance(x, torch.Tensor):
+            raise InputError(f"x must be a torch.Tensor, got {type(x).__name__}")
+        y = torch.as_tensor(y)
+        if len(x) != len(y):
+            raise InputError(f"x has {len(x)} examples but y has {len(y)} labels")
+        if len(x) == 0:
+            raise InputError("the support set is empty")
+        if x.is_floating_point() and not torch.isfinite(x).all():
+            raise InputError("support tensor x contains NaN or infinite values")
+        if task == "regression":
+            if not y.is_floating_point() or not torch.isfinite(y).all():
+                raise InputError("regression targets y must be finite floating-point values")
+            return cls(("value",), tensors=x, targets=y, task="regression")
+        if y.is_floating_point() or y.ndim != 1:
+            raise InputError("classification labels y must be a 1-d integer tensor (0..C-1)")
+        present = torch.unique(y)
+        n_classes = int(y.max()) + 1 if len(y) else 0
+        if int(y.min()) < 0 or len(present) != n_classes:
+            raise InputError(f"labels y must use every class index 0..{n_classes - 1}; found {present.tolist()}")
+        names = tuple(str(n) for n in class_names) if class_names is not None else tuple(map(str, range(n_classes)))
+        if len(names) != n_classes:
+            raise InputError(f"{len(names)} class_names given for {n_classes} classes in y")
+        support = cls(names, labels=tuple(y.tolist()), tensors=x)
+        support._check_classes()
+        return support
+
+    # ---------------------------------------------------------------- checks
+    def _check_classes(self) -> None:
+        if len(self.class_names) < 2:
+            only = f" ({self.class_names[0]!r})" if self.class_names else ""
+            raise InputError(
+                f"a support set needs at least 2 classes; got {len(self.class_names)}{only}. "
+                "Add one folder (or mapping entry) per class"
+            )
+        if len(set(self.class_names)) != len(self.class_names):
+            raise InputError(f"class names must be unique; got {list(self.class_names)}")
+
+    # ------------------------------------------------------------ properties
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def __len__(self) -> int:
+        return len(self.tensors) if self.tensors is not None else len(self.items)
+
+    def shots(self) -> dict[str, int]:
+        counts = torch.bincount(torch.tensor(self.labels), minlength=self.num_classes).tolist()
+        return dict(zip(self.class_names, counts, strict=True))
+
+    def to_tensors(self, preprocessor: Preprocessor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(x, y)`` as the model consumes them: x [N, C, H, W] float32, y [N] long (or float targets)."""
+        if self.task == "regression":
+            assert self.tensors is not None and self.targets is not None
+            return self.tensors.float(), self.targets.float()
+        labels = torch.tensor(self.labels, dtype=torch.long)
+        if self.tensors is not None:
+            return preprocessor.check_batch(self.tensors, "support tensor x"), labels
+        batch = []
+        for item in self.items:
+            if isinstance(item, torch.Tensor):
+                batch.append(preprocessor.check_batch(item, "a support tensor")[0])
+            else:
+                batch.append(preprocessor([item])[0])
+        return torch.stack(batch), labels
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What ``predict`` returns: per query, the class index, its name and every class's probability."""
+
+    indices: torch.Tensor
+    probs: torch.Tensor
+    classes: tuple[str, ...]
+    logits: torch.Tensor | None = None
+    values: torch.Tensor | None = None
+
+    @property
+    def class_names(self) -> list[str]:
+        return [self.classes[i] for i in self.indices.tolist()]
+
+    @property
+    def confidence(self) -> torch.Tensor:
+        """The probability of each predicted class."""
+        return self.probs.gather(1, self.indices.unsqueeze(1)).squeeze(1)
+
+    def top_k(self, k: int) -> list[list[tuple[str, float]]]:
+        """For each query, the k most probable classes with their probabilities."""
+        k = max(1, min(k, len(self.classes)))
+        values, indices = self.probs.topk(k, dim=1)
+        return [
+            [(self.classes[i], float(p)) for i, p in zip(row_i, row_p, strict=True)]
+            for row_i, row_p in zip(indices.tolist(), values.tolist(), strict=True)
+        ]
+
+    def __len__(self) -> int:
+        return len(self.indices) if self.values is None else len(self.values)

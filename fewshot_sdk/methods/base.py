@@ -1,0 +1,168 @@
+"""The base every method stands on: a Learner that adapts to a support set.
+
+A method writes three things, in the words of its paper:
+
+- ``fit_task(support_x, support_y, n_way)``: the task state (prototypes, stored
+  embeddings, memory, fast weights, adapted parameters) as a dict of tensors,
+  differentiable so that meta-training can backpropagate through it;
+- ``score(state, query_x)``: the logits of every query for every class;
+- optionally ``episode_loss`` / ``train_step`` where its paper trains differently
+  from "adapt on the support, cross-entropy on the query".
+
+Everything else (preprocessing, validation, batching, devices, Prediction,
+saving, export) is shared here and in :mod:`fewshot_sdk.adapted`.
+"""
+
+from __future__ import annotations
+
+from abc import ABCMeta, abstractmethod
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fewshot_sdk.config import BackboneConfig, PreprocessConfig, Provenance, StrictModel
+from fewshot_sdk.data.episodes import Episode
+from fewshot_sdk.data.images import ImageLike, Preprocessor
+from fewshot_sdk.errors import InputError
+from fewshot_sdk.models.backbones import build_backbone
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from fewshot_sdk.adapted import AdaptedModel
+    from fewshot_sdk.api import SupportSet
+
+TaskState = dict[str, torch.Tensor]
+
+
+class Learner(nn.Module, metaclass=ABCMeta):
+    """Meta-learned weights plus the recipe to adapt them to a new task.
+
+    ``adapt`` never mutates the learner: one learner serves many tasks, from many
+    threads. Learners are returned in eval mode; the training loop switches modes.
+    """
+
+    method: ClassVar[str]
+    aliases: ClassVar[tuple[str, ...]] = ()
+    Config: ClassVar[type[StrictModel]]
+    #: Backbone settings this method needs unless the user says otherwise.
+    default_backbone: ClassVar[dict[str, object]] = {}
+
+    def __init__(
+        self,
+        config: StrictModel | None = None,
+        backbone: BackboneConfig | None = None,
+        preprocess: PreprocessConfig | None = None,
+        backbone_module: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        self.config = config if config is not None else self.Config()
+        self.backbone_config = backbone if backbone is not None else BackboneConfig(**self.default_backbone)
+        self.preprocess_config = preprocess if preprocess is not None else PreprocessConfig()
+        self.preprocessor = Preprocessor(self.preprocess_config)
+        self.backbone = build_backbone(self.backbone_config, self.preprocess_config, backbone_module)
+        self.provenance = Provenance()
+
+    # ------------------------------------------------------- method hooks
+    @abstractmethod
+    def fit_task(self, support_x: torch.Tensor, support_y: torch.Tensor, n_way: int) -> TaskState:
+        """The task state adapted to the support set (differentiable w.r.t. the learner)."""
+
+    @abstractmethod
+    def score(self, state: TaskState, query_x: torch.Tensor) -> torch.Tensor:
+        """Logits [B, n_way] of model-ready queries under a task state."""
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Class probabilities from ``score``'s output; softmax unless the paper says otherwise."""
+        return logits.softmax(dim=-1)
+
+    def episode_loss(self, episode: Episode) -> tuple[torch.Tensor, torch.Tensor]:
+        """Meta-training loss of one episode and the query logits (for accuracy)."""
+        state = self.fit_task(episode.support_x, episode.support_y, episode.n_way)
+        logits = self.score(state, episode.query_x)
+        return F.cross_entropy(logits, episode.query_y), logits
+
+    def train_step(self, episodes: Sequence[Episode], optimizer: torch.optim.Optimizer) -> dict[str, float]:
+        """One meta-update from a batch of episodes; returns loss and query accuracy."""
+        optimizer.zero_grad(set_to_none=True)
+        total_loss, correct, count = 0.0, 0, 0
+        for episode in episodes:
+            loss, logits = self.episode_loss(episode)
+            (loss / len(episodes)).backward()
+            total_loss += float(loss.detach())
+            correct += int((logits.argmax(-1) == episode.query_y).sum())
+            count += len(episode.query_y)
+        optimizer.step()
+        return {"loss": total_loss / len(episodes), "accuracy": correct / max(count, 1)}
+
+    def export_module(self, state: TaskState) -> nn.Module:
+        """An ``nn.Module`` mapping a model-ready batch to logits with the task state baked in (ONNX)."""
+        return _ScoreWithState(self, state)
+
+    # ------------------------------------------------------- shared API
+    @property
+    def device(self) -> torch.device:
+        for tensor in self.parameters():
+            return tensor.device
+        return torch.device("cpu")
+
+    def preprocess(self, images: Sequence[ImageLike] | ImageLike) -> torch.Tensor:
+        """The exact [B, C, H, W] tensor this learner consumes for these images."""
+        if isinstance(images, (str, bytes)) or not isinstance(images, Sequence):
+            images = [images]  # type: ignore[list-item]
+        return self.preprocessor(list(images))
+
+    def adapt(self, support: SupportSet) -> AdaptedModel:
+        """Adapt to a support set; returns the task, leaves the learner untouched."""
+        from fewshot_sdk.adapted import AdaptedModel
+        from fewshot_sdk.api import SupportSet
+
+        if not isinstance(support, SupportSet):
+            raise InputError(
+                f"adapt takes a fs.SupportSet, got {type(support).__name__}; build one with "
+                "SupportSet.from_folder / from_mapping / from_tensors"
+            )
+        x, y = support.to_tensors(self.preprocessor)
+        state = self.adapt_tensors(x, y, support.num_classes)
+        return AdaptedModel(self, state, support.class_names)
+
+    def adapt_tensors(self, x: torch.Tensor, y: torch.Tensor, n_way: int) -> TaskState:
+        """The task state for model-ready tensors (no validation; the evaluation loop's fast path)."""
+        device = self.device
+        with torch.no_grad():
+            state = self.fit_task(x.to(device), y.to(device), n_way)
+        return {name: tensor.detach() for name, tensor in state.items()}
+
+    def save(self, folder: str | Path, overwrite: bool = False) -> Path:
+        """Write this learner as a checkpoint folder (``weights.safetensors`` + ``config.json``)."""
+        from fewshot_sdk.train.checkpoint import save_learner
+
+        return save_learner(self, folder, overwrite=overwrite)
+
+    def extra_repr(self) -> str:
+        return f"method={self.method!r}, config={self.config!r}"
+
+
+class _ScoreWithState(nn.Module):
+    """Generic export wrapper: the learner's ``score`` with the task state as buffers."""
+
+    def __init__(self, learner: Learner, state: TaskState) -> None:
+        super().__init__()
+        self.learner = learner
+        self.names = list(state)
+        for index, name in enumerate(self.names):
+            self.register_buffer(f"state_{index}", state[name])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        state = {name: getattr(self, f"state_{i}") for i, name in enumerate(self.names)}
+        return self.learner.score(state, x)
+
+
+def class_means(embeddings: torch.Tensor, labels: torch.Tensor, n_way: int) -> torch.Tensor:
+    """Per-class mean of embeddings [N, D] -> [n_way, D] (ProtoNet's prototypes, eq. 1)."""
+    one_hot = F.one_hot(labels, n_way).to(embeddings.dtype)
+    counts = one_hot.sum(0).clamp_min(1).unsqueeze(1)
+    return one_hot.t() @ embeddings / counts

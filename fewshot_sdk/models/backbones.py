@@ -1,0 +1,117 @@
+"""Backbones: the embedding networks every method shares.
+
+Conv4 is the field's standard few-shot embedding (Vinyals 2016; Snell 2017): four
+blocks of 3x3 conv (64 filters), batch norm, ReLU and 2x2 max-pooling, giving 64-d
+features at 28x28 and 1600-d at 84x84. ResNet-12 is the stronger backbone of
+later work (TADAM, MetaOptNet). Any ``nn.Module`` can stand in via
+:class:`WrappedBackbone`. Each exposes ``out_features`` (flattened size) and
+``out_shape`` (feature-map shape), measured by one dry run, so methods never
+hard-code them.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from fewshot_sdk.config import BackboneConfig, PreprocessConfig
+from fewshot_sdk.errors import InputError
+
+
+def conv_block(in_channels: int, out_channels: int, pool: bool) -> nn.Sequential:
+    layers: list[nn.Module] = [
+        nn.Conv2d(in_channels, out_channels, 3, padding=1),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    ]
+    if pool:
+        layers.append(nn.MaxPool2d(2))
+    return nn.Sequential(*layers)
+
+
+class Conv4(nn.Sequential):
+    """Four conv blocks; the first ``pooled_blocks`` end in 2x2 max-pooling."""
+
+    def __init__(self, in_channels: int = 1, hidden: int = 64, pooled_blocks: int = 4) -> None:
+        blocks = [conv_block(in_channels if i == 0 else hidden, hidden, pool=i < pooled_blocks) for i in range(4)]
+        super().__init__(*blocks)
+
+
+class ResidualBlock(nn.Module):
+    """ResNet-12 stage: three 3x3 convs with a 1x1 projection shortcut, then 2x2 max-pooling."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.LeakyReLU(0.1),
+            nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.LeakyReLU(0.1),
+            nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(out_channels),
+        )
+        self.shortcut = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels))
+        self.out = nn.Sequential(nn.LeakyReLU(0.1), nn.MaxPool2d(2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.body(x) + self.shortcut(x))
+
+
+class ResNet12(nn.Sequential):
+    def __init__(self, in_channels: int = 3, widths: tuple[int, ...] = (64, 160, 320, 640)) -> None:
+        channels = (in_channels, *widths)
+        super().__init__(*(ResidualBlock(channels[i], channels[i + 1]) for i in range(len(widths))))
+
+
+class Backbone(nn.Module):
+    """A feature-map network plus the choice to flatten; knows its own output size."""
+
+    def __init__(self, body: nn.Module, input_shape: tuple[int, int, int], flatten: bool) -> None:
+        super().__init__()
+        self.body = body
+        self.flatten = flatten
+        was_training = body.training
+        body.eval()
+        try:
+            with torch.no_grad():
+                probe = body(torch.zeros(2, *input_shape))
+        except Exception as exc:  # a user module that cannot take the configured input
+            raise InputError(
+                f"the backbone cannot process inputs of shape {input_shape} (channels, height, width): {exc}"
+            ) from None
+        finally:
+            body.train(was_training)
+        self.out_shape = tuple(probe.shape[1:])
+        self.out_features = int(probe[0].numel())
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The unflattened output (feature maps for conv backbones)."""
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.body(x)
+        return out.flatten(1) if self.flatten else out
+
+
+class WrappedBackbone(Backbone):
+    """Any feature extractor: its output is flattened to one vector per input."""
+
+    def __init__(self, module: nn.Module, input_shape: tuple[int, int, int]) -> None:
+        super().__init__(module, input_shape, flatten=True)
+
+
+def build_backbone(config: BackboneConfig, preprocess: PreprocessConfig, module: nn.Module | None = None) -> Backbone:
+    shape = preprocess.input_shape
+    if config.name == "custom" or module is not None:
+        if module is None:
+            raise InputError(
+                "this model uses a custom backbone: pass the same nn.Module again, e.g. fs.load(path, backbone=MyNet())"
+            )
+        return WrappedBackbone(module, shape)
+    if config.name == "conv4":
+        body: nn.Module = Conv4(shape[0], config.hidden, config.pooled_blocks)
+    else:
+        body = ResNet12(shape[0], config.widths)
+    return Backbone(body, shape, config.flatten)

@@ -1,0 +1,169 @@
+"""The checkpoint format: a folder with ``weights.safetensors`` and ``config.json``.
+
+Nothing is pickled: weights are safetensors (plain tensors, no code) and the
+configuration is JSON validated by pydantic, so opening a checkpoint someone
+shared cannot run their code. Every failure names the file and what is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+from pydantic import Field, ValidationError
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from fewshot_sdk.config import (
+    BackboneConfig,
+    PreprocessConfig,
+    Provenance,
+    StrictModel,
+    describe_validation_error,
+)
+from fewshot_sdk.errors import CheckpointError, InputError
+from fewshot_sdk.version import __version__
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from fewshot_sdk.methods.base import Learner
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "weights.safetensors"
+
+
+class LearnerConfig(StrictModel):
+    """Everything needed to rebuild a learner's architecture, plus what is known of its weights."""
+
+    format: Literal["fewshot-sdk/learner"] = "fewshot-sdk/learner"
+    format_version: Literal[1] = 1
+    sdk_version: str = __version__
+    method: str
+    method_config: dict[str, Any] = Field(default_factory=dict)
+    backbone: BackboneConfig
+    preprocess: PreprocessConfig
+    provenance: Provenance = Field(default_factory=Provenance)
+
+
+def learner_config(learner: Learner) -> LearnerConfig:
+    return LearnerConfig(
+        method=learner.method,
+        method_config=learner.config.model_dump(mode="json"),
+        backbone=learner.backbone_config,
+        preprocess=learner.preprocess_config,
+        provenance=learner.provenance,
+    )
+
+
+def build_learner(config: LearnerConfig, backbone_module: nn.Module | None = None) -> Learner:
+    """An untrained learner of the architecture ``config`` describes."""
+    from fewshot_sdk.registry import method_class
+
+    cls = method_class(config.method)
+    try:
+        method_config = cls.Config.model_validate(config.method_config)
+    except ValidationError as exc:
+        raise InputError(f"invalid {config.method} settings: {describe_validation_error(exc)}") from None
+    learner = cls(method_config, config.backbone, config.preprocess, backbone_module=backbone_module)
+    learner.provenance = config.provenance.model_copy(deep=True)
+    return learner
+
+
+def tensors_for_saving(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """safetensors wants contiguous CPU tensors that share no memory."""
+    return {name: t.detach().to("cpu").contiguous().clone() for name, t in tensors.items()}
+
+
+def prepare_output_folder(folder: str | Path, overwrite: bool, files: tuple[str, ...]) -> Path:
+    """Create ``folder``; refuse to replace an existing checkpoint unless ``overwrite``."""
+    path = Path(folder)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{path} exists and is not a folder")
+    existing = [name for name in files if (path / name).exists()]
+    if existing and not overwrite:
+        raise InputError(f"{path} already holds {', '.join(existing)}; pass overwrite=True (--overwrite) to replace it")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def write_json(path: Path, model: StrictModel) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(model.model_dump(mode="json"), indent=2) + "\n")
+    tmp.replace(path)
+
+
+def write_weights(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    save_file(tensors_for_saving(tensors), str(tmp), metadata=metadata)
+    tmp.replace(path)
+
+
+def save_learner(learner: Learner, folder: str | Path, overwrite: bool = False) -> Path:
+    path = prepare_output_folder(folder, overwrite, (CONFIG_FILE, WEIGHTS_FILE))
+    write_weights(path / WEIGHTS_FILE, learner.state_dict(), {"format": "fewshot-sdk/learner"})
+    write_json(path / CONFIG_FILE, learner_config(learner))
+    return path
+
+
+def read_json_model(path: Path, model: type[StrictModel]) -> Any:
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing: is {path.parent} a fewshot-sdk checkpoint folder?")
+    try:
+        raw = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path} is not valid JSON ({exc}); the checkpoint is corrupt") from None
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise CheckpointError(f"{path} is not a valid {model.__name__}: {describe_validation_error(exc)}") from None
+
+
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing: the checkpoint has no weights")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({exc}); the checkpoint is corrupt") from None
+
+
+def load_state_into(module: nn.Module, tensors: dict[str, torch.Tensor], source: Path) -> None:
+    """``load_state_dict`` with a one-line error that says which tensors do not fit."""
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(tensors) if expected[k].shape != tensors[k].shape)
+    if missing or unexpected or wrong:
+        details = []
+        if missing:
+            details.append(f"missing {missing[:3]}")
+        if unexpected:
+            details.append(f"unexpected {unexpected[:3]}")
+        if wrong:
+            k = wrong[0]
+            details.append(f"{k} is {tuple(tensors[k].shape)} but the model needs {tuple(expected[k].shape)}")
+        raise CheckpointError(f"{source} does not match its config.json: {'; '.join(details)}")
+    module.load_state_dict(tensors, strict=True)
+
+
+def load_learner(folder: str | Path, backbone_module: nn.Module | None = None) -> Learner:
+    path = Path(folder)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if not path.is_dir():
+        raise CheckpointError(f"{path} is not a checkpoint folder (expected {CONFIG_FILE} + {WEIGHTS_FILE})")
+    config = read_json_model(path / CONFIG_FILE, LearnerConfig)
+    learner = build_learner(config, backbone_module)
+    load_state_into(learner, read_weights(path / WEIGHTS_FILE), path / WEIGHTS_FILE)
+    return learner.eval()
+
+
+def copy_checkpoint(source: str | Path, destination: str | Path, overwrite: bool = False) -> Path:
+    dest = prepare_output_folder(destination, overwrite, (CONFIG_FILE, WEIGHTS_FILE))
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        shutil.copyfile(Path(source) / name, dest / name)
+    return dest

@@ -1,0 +1,89 @@
+"""The evaluation protocol of the literature: mean accuracy over many episodes with a 95% CI.
+
+N-way K-shot episodes with 15 queries per class, 600 or more of them, drawn with a
+fixed seed from classes the learner never trained on; the interval is
+1.96 * sample std / sqrt(episodes). Lake's one-shot challenge is scored through
+the public ``adapt``/``predict`` path, exactly as a user would run it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+from fewshot_sdk.api import SupportSet
+from fewshot_sdk.config import AccuracyResult, LakeRunsResult
+from fewshot_sdk.data.episodes import Episode, EpisodeSampler
+from fewshot_sdk.data.labelled import LabelledImages
+from fewshot_sdk.data.omniglot import LakeRun
+from fewshot_sdk.methods.base import Learner
+
+
+def episode_accuracy(learner: Learner, episode: Episode) -> float:
+    """Query accuracy of one episode, through the same fit_task/score path as ``adapt``/``predict``."""
+    device = learner.device
+    state = learner.adapt_tensors(episode.support_x, episode.support_y, episode.n_way)
+    with torch.inference_mode():
+        logits = learner.score(state, episode.query_x.to(device))
+    return float((logits.argmax(-1).cpu() == episode.query_y).float().mean())
+
+
+def mean_ci95(values: list[float]) -> tuple[float, float]:
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, float("nan")
+    variance = sum((v - mean) ** 2 for v in values) / (n - 1)
+    return mean, 1.96 * math.sqrt(variance / n)
+
+
+def evaluate_episodes(
+    learner: Learner,
+    dataset: LabelledImages,
+    n_way: int,
+    k_shot: int,
+    q_queries: int = 15,
+    episodes: int = 600,
+    seed: int = 0,
+    split: str = "test",
+    on_episode: Callable[[int], None] | None = None,
+) -> AccuracyResult:
+    """Mean query accuracy ± 95% CI over ``episodes`` seeded episodes."""
+    sampler = EpisodeSampler(dataset, n_way, k_shot, q_queries, seed=seed)
+    was_training = learner.training
+    learner.eval()
+    accuracies = []
+    try:
+        for index in range(episodes):
+            accuracies.append(episode_accuracy(learner, sampler.sample()))
+            if on_episode is not None:
+                on_episode(index)
+    finally:
+        learner.train(was_training)
+    mean, ci = mean_ci95(accuracies)
+    return AccuracyResult(
+        n_way=n_way,
+        k_shot=k_shot,
+        q_queries=q_queries,
+        episodes=episodes,
+        accuracy=mean,
+        ci95=ci,
+        split=split,
+        seed=seed,
+    )
+
+
+def evaluate_lake_runs(learner: Learner, runs: list[LakeRun]) -> LakeRunsResult:
+    """Lake et al.'s 20 within-alphabet 20-way 1-shot runs: accuracy over all test images."""
+    errors = []
+    for run in runs:
+        support = SupportSet.from_mapping({name: [image] for name, image in run.training})
+        prediction = learner.adapt(support).predict([image for _, image in run.test])
+        errors.append(sum(int(p != a) for p, a in zip(prediction.indices.tolist(), run.answers, strict=True)))
+    total = sum(len(run.test) for run in runs)
+    correct = total - sum(errors)
+    return LakeRunsResult(
+        runs=len(runs), test_images=total, correct=correct, accuracy=correct / total, per_run_errors=errors
+    )

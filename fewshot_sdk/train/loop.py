@@ -1,0 +1,128 @@
+"""Episodic meta-training: sample episodes, take a method's ``train_step``, validate, keep the best.
+
+The loop is the same for every method; a method changes how one step learns
+(``episode_loss`` / ``train_step``), never the loop. Validation uses a fixed set
+of episodes from held-out classes, so "best" compares like with like.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from fewshot_sdk.config import StrictModel
+from fewshot_sdk.data.episodes import EpisodeSampler
+from fewshot_sdk.data.labelled import LabelledImages
+from fewshot_sdk.methods.base import Learner
+from fewshot_sdk.train.evaluate import episode_accuracy, mean_ci95
+
+
+class TrainConfig(StrictModel):
+    """Meta-training settings (printed into every checkpoint trained with them)."""
+
+    episodes: int = Field(5000, ge=1, description="meta-updates")
+    n_way: int = Field(60, ge=2)
+    k_shot: int = Field(5, ge=1)
+    q_queries: int = Field(5, ge=1)
+    meta_batch: int = Field(1, ge=1, description="episodes per meta-update")
+    optimizer: Literal["adam", "sgd"] = "adam"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    lr_decay_every: int = Field(2000, ge=1, description="episodes between LR halvings (StepLR)")
+    lr_decay: float = Field(0.5, gt=0, le=1)
+    val_every: int = Field(500, ge=1)
+    val_episodes: int = Field(200, ge=1)
+    val_n_way: int = Field(5, ge=2)
+    val_k_shot: int = Field(1, ge=1)
+    val_q_queries: int = Field(15, ge=1)
+    seed: int = 0
+    device: str = "auto"
+
+
+@dataclass
+class TrainResult:
+    best_val_accuracy: float
+    best_episode: int
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def make_optimizer(learner: Learner, config: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in learner.parameters() if p.requires_grad]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
+    return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def meta_train(
+    learner: Learner,
+    train_data: LabelledImages,
+    val_data: LabelledImages,
+    config: TrainConfig,
+    on_progress: Callable[[int, dict[str, float]], None] | None = None,
+) -> TrainResult:
+    """Train ``learner`` in place; at the end it holds the weights of the best validation score."""
+    seed_everything(config.seed)
+    device = resolve_device(config.device)
+    learner.to(device)
+    sampler = EpisodeSampler(train_data, config.n_way, config.k_shot, config.q_queries, seed=config.seed)
+    val_episodes = EpisodeSampler(
+        val_data, config.val_n_way, config.val_k_shot, config.val_q_queries, seed=config.seed + 1
+    ).episodes(config.val_episodes)
+    optimizer = make_optimizer(learner, config)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, config.lr_decay_every, gamma=config.lr_decay)
+
+    best_accuracy, best_episode, best_state = -1.0, 0, copy.deepcopy(learner.state_dict())
+    history: list[dict[str, float]] = []
+    start = time.perf_counter()
+    running = {"loss": 0.0, "accuracy": 0.0}
+    for episode_index in range(1, config.episodes + 1):
+        learner.train()
+        batch = [sampler.sample().to(device) for _ in range(config.meta_batch)]
+        metrics = learner.train_step(batch, optimizer)
+        scheduler.step()
+        for key in running:
+            running[key] = 0.95 * running[key] + 0.05 * metrics[key] if episode_index > 1 else metrics[key]
+        if episode_index % config.val_every == 0 or episode_index == config.episodes:
+            learner.eval()
+            accuracies = [episode_accuracy(learner, ep) for ep in val_episodes]
+            val_accuracy, val_ci = mean_ci95(accuracies)
+            record = {
+                "episode": episode_index,
+                "loss": running["loss"],
+                "train_accuracy": running["accuracy"],
+                "val_accuracy": val_accuracy,
+                "val_ci95": val_ci,
+                "seconds": time.perf_counter() - start,
+            }
+            history.append(record)
+            if val_accuracy > best_accuracy:
+                best_accuracy, best_episode = val_accuracy, episode_index
+                best_state = copy.deepcopy(learner.state_dict())
+            if on_progress is not None:
+                on_progress(episode_index, {**record, "best_val_accuracy": best_accuracy})
+        elif on_progress is not None:
+            on_progress(episode_index, {"loss": running["loss"], "train_accuracy": running["accuracy"]})
+    learner.load_state_dict(best_state)
+    learner.eval()
+    return TrainResult(best_accuracy, best_episode, history, time.perf_counter() - start)

@@ -1,0 +1,93 @@
+"""Ready training recipes: what ``fewshot train`` runs, so a checkpoint's command reproduces it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from fewshot_sdk.config import TrainingInfo
+from fewshot_sdk.data.omniglot import OmniglotSplits, load_background_characters, split_characters
+from fewshot_sdk.methods.base import Learner
+from fewshot_sdk.train.loop import TrainConfig, TrainResult, meta_train
+
+
+def omniglot_splits(data: str | Path, learner: Learner, split_seed: int = 0) -> OmniglotSplits:
+    """The background characters at the learner's resolution, split train / val / test by character."""
+    return split_characters(load_background_characters(data, learner.preprocessor), split_seed=split_seed)
+
+
+def train_on_omniglot(
+    learner: Learner,
+    data: str | Path,
+    config: TrainConfig,
+    split_seed: int = 0,
+    on_progress: Callable[[int, dict[str, float]], None] | None = None,
+) -> TrainResult:
+    """Meta-train on the Omniglot background splits and record how in the learner's provenance."""
+    splits = omniglot_splits(data, learner, split_seed)
+    result = meta_train(learner, splits.train, splits.val, config, on_progress=on_progress)
+    learner.provenance.training = TrainingInfo(
+        dataset="omniglot-background-small1+small2",
+        split_seed=split_seed,
+        train_classes=splits.train.num_classes,
+        episodes=config.episodes,
+        n_way=config.n_way,
+        k_shot=config.k_shot,
+        q_queries=config.q_queries,
+        seed=config.seed,
+        best_val_accuracy=result.best_val_accuracy,
+        extra={
+            "train_config": config.model_dump(mode="json"),
+            "best_episode": result.best_episode,
+            "seconds": round(result.seconds, 1),
+        },
+    )
+    return result
+
+
+def is_omniglot(data: str | Path) -> bool:
+    path = Path(data)
+    return path.is_file() or any(path.glob("images_background*"))
+
+
+def folder_splits(data: str | Path, learner: Learner, split_seed: int = 0, val_fraction: float = 0.2) -> OmniglotSplits:
+    """A class-per-folder dataset split by class into train / val / test (60 / 20 / 20 by default)."""
+    from fewshot_sdk.data.folders import scan_class_folders
+    from fewshot_sdk.data.labelled import LabelledImages
+
+    classes = LabelledImages.from_mapping(scan_class_folders(data), learner.preprocessor)
+    held_out = max(2, round(val_fraction * classes.num_classes))
+    return split_characters(classes, split_seed, n_val=held_out, n_test=held_out, rotate_train=False)
+
+
+def dataset_splits(data: str | Path, learner: Learner, split_seed: int = 0) -> OmniglotSplits:
+    """Omniglot's background splits, or any class-per-folder dataset, split by class."""
+    if is_omniglot(data):
+        return omniglot_splits(data, learner, split_seed)
+    return folder_splits(data, learner, split_seed)
+
+
+def train_on_dataset(
+    learner: Learner,
+    data: str | Path,
+    config: TrainConfig,
+    split_seed: int = 0,
+    on_progress: Callable[[int, dict[str, float]], None] | None = None,
+) -> TrainResult:
+    if is_omniglot(data):
+        return train_on_omniglot(learner, data, config, split_seed, on_progress)
+    splits = folder_splits(data, learner, split_seed)
+    result = meta_train(learner, splits.train, splits.val, config, on_progress=on_progress)
+    learner.provenance.training = TrainingInfo(
+        dataset=f"folders:{Path(data).name}",
+        split_seed=split_seed,
+        train_classes=splits.train.num_classes,
+        episodes=config.episodes,
+        n_way=config.n_way,
+        k_shot=config.k_shot,
+        q_queries=config.q_queries,
+        seed=config.seed,
+        best_val_accuracy=result.best_val_accuracy,
+        extra={"train_config": config.model_dump(mode="json"), "best_episode": result.best_episode},
+    )
+    return result

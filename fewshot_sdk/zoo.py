@@ -1,0 +1,83 @@
+"""``fs.load``, ``fs.create`` and ``fs.available``: getting a learner by name, path or recipe."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from torch import nn
+
+from fewshot_sdk.config import BackboneConfig, PreprocessConfig, describe_validation_error
+from fewshot_sdk.errors import CheckpointError, InputError
+from fewshot_sdk.methods.base import Learner
+from fewshot_sdk.registry import method_class, method_names, zoo_names, zoo_path
+from fewshot_sdk.train.checkpoint import load_learner
+
+PREPROCESS_KEYS = ("image_size", "channels", "mean", "std")
+
+
+def load(name_or_path: str | os.PathLike, backbone: nn.Module | None = None, device: str | None = None) -> Learner:
+    """A pretrained learner: a bundled zoo name (``"protonet-omniglot"``) or a checkpoint folder.
+
+    ``backbone`` is needed only for checkpoints trained with a custom ``nn.Module``.
+    """
+    path = Path(name_or_path)
+    if path.exists():
+        learner = load_learner(path, backbone)
+    elif (bundled := zoo_path(str(name_or_path))) is not None:
+        learner = load_learner(bundled, backbone)
+    else:
+        names = ", ".join(zoo_names()) or "none installed"
+        raise CheckpointError(f"no checkpoint folder or bundled model named {str(name_or_path)!r}; bundled: {names}")
+    return learner.to(device) if device else learner
+
+
+def create(
+    method: str,
+    *,
+    backbone: str | dict[str, Any] | BackboneConfig | nn.Module | None = None,
+    preprocess: dict[str, Any] | PreprocessConfig | None = None,
+    **settings: Any,
+) -> Learner:
+    """An untrained learner, e.g. ``fs.create("protonet", backbone="resnet12", image_size=84, channels=3)``.
+
+    ``image_size``, ``channels``, ``mean`` and ``std`` set the preprocessing; every
+    other keyword is a setting of the method's config model (validated).
+    """
+    cls = method_class(method)
+    preprocess_settings = {k: settings.pop(k) for k in PREPROCESS_KEYS if k in settings}
+    try:
+        if isinstance(preprocess, PreprocessConfig):
+            preprocess_config = preprocess.model_copy(update=preprocess_settings)
+        else:
+            preprocess_config = PreprocessConfig(**{**(preprocess or {}), **preprocess_settings})
+        module = backbone if isinstance(backbone, nn.Module) else None
+        backbone_config = _backbone_config(cls, backbone)
+        config = cls.Config(**settings)
+    except ValidationError as exc:
+        raise InputError(f"invalid settings for {method}: {describe_validation_error(exc)}") from None
+    return cls(config, backbone_config, preprocess_config, backbone_module=module).eval()
+
+
+def _backbone_config(cls: type[Learner], backbone: object) -> BackboneConfig:
+    defaults = dict(cls.default_backbone)
+    if backbone is None:
+        return BackboneConfig(**defaults)
+    if isinstance(backbone, BackboneConfig):
+        return backbone
+    if isinstance(backbone, str):
+        return BackboneConfig(**{**defaults, "name": backbone})
+    if isinstance(backbone, dict):
+        return BackboneConfig(**{**defaults, **backbone})
+    if isinstance(backbone, nn.Module):
+        return BackboneConfig(name="custom", description=type(backbone).__name__)
+    raise InputError(
+        f"backbone must be a name, a dict, a BackboneConfig or an nn.Module; got {type(backbone).__name__}"
+    )
+
+
+def available() -> dict[str, list[str]]:
+    """The registered methods and the bundled pretrained models."""
+    return {"methods": method_names(), "models": zoo_names()}
