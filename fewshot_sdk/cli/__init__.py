@@ -1,0 +1,1 @@
+"""The ``fewshot`` command line (typer)."""

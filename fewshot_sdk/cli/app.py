@@ -1,0 +1,247 @@
+"""``fewshot``: classify with a bundled model, train, evaluate and list models from the shell."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from fewshot_sdk.cli.errors import clean_errors, fail
+from fewshot_sdk.cli.progress import progress_bar
+from fewshot_sdk.cli.sources import expand_queries, support_from_options
+
+DEFAULT_MODEL = "protonet-omniglot"
+
+app = typer.Typer(
+    name="fewshot",
+    help="Few-shot classification: adapt a meta-learned model to a few examples per class.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+
+
+@app.command()
+@clean_errors
+def classify(
+    query: Annotated[list[Path], typer.Option("--query", "-q", help="Image file or folder of images to classify.")],
+    support: Annotated[
+        list[Path] | None,
+        typer.Option("--support", "-s", help="A class folder (repeat per class), or one folder of class subfolders."),
+    ] = None,
+    model: Annotated[str, typer.Option(help="Bundled model name, checkpoint folder or exported .onnx file.")] = (
+        DEFAULT_MODEL
+    ),
+    top_k: Annotated[int, typer.Option("--top-k", min=1, help="Show the k most probable classes.")] = 1,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Adapt to the support images and classify the query images."""
+    queries = expand_queries(query)
+    if model.endswith(".onnx"):
+        from fewshot_sdk.export.runtime import classify_with_onnx
+
+        if support:
+            fail("an .onnx model already holds its support set: drop --support")
+        class_names, probs = classify_with_onnx(model, queries)
+    else:
+        import fewshot_sdk as fs
+
+        if not support:
+            fail("give the support images with --support (a folder per class, or one folder of class folders)")
+        learner = fs.load(model)
+        prediction = learner.adapt(support_from_options(support)).predict(queries)
+        class_names, probs = list(prediction.classes), prediction.probs.numpy()
+    print_predictions(queries, class_names, probs, top_k, as_json)
+
+
+def print_predictions(queries: list[Path], class_names: list[str], probs: Any, top_k: int, as_json: bool) -> None:
+    k = min(top_k, len(class_names))
+    rows = []
+    for path, row in zip(queries, probs, strict=True):
+        order = sorted(range(len(class_names)), key=lambda i: -float(row[i]))[:k]
+        rows.append(
+            {
+                "query": str(path),
+                "class": class_names[order[0]],
+                "probability": round(float(row[order[0]]), 6),
+                "top_k": [{"class": class_names[i], "probability": round(float(row[i]), 6)} for i in order],
+            }
+        )
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        ranked = ", ".join(f"{entry['class']} ({entry['probability']:.3f})" for entry in row["top_k"])
+        typer.echo(f"{row['query']}: {ranked}")
+
+
+@app.command()
+@clean_errors
+def train(
+    out: Annotated[Path, typer.Option(help="Checkpoint folder to write.")],
+    data: Annotated[Path, typer.Option(help="Omniglot folder (background zips) or a folder of class subfolders.")],
+    method: Annotated[str, typer.Option(help="Method name (see `fewshot models`).")] = "protonet",
+    episodes: Annotated[int, typer.Option(min=1, help="Meta-updates.")] = 5000,
+    n_way: Annotated[int, typer.Option("--n-way", min=2)] = 60,
+    k_shot: Annotated[int, typer.Option("--k-shot", min=1)] = 1,
+    q_queries: Annotated[int, typer.Option("--q-queries", min=1)] = 5,
+    meta_batch: Annotated[int, typer.Option("--meta-batch", min=1)] = 1,
+    lr: Annotated[float, typer.Option(min=0.0)] = 1e-3,
+    lr_decay_every: Annotated[int, typer.Option("--lr-decay-every", min=1)] = 2000,
+    val_every: Annotated[int, typer.Option("--val-every", min=1)] = 500,
+    val_episodes: Annotated[int, typer.Option("--val-episodes", min=1)] = 200,
+    seed: Annotated[int, typer.Option()] = 0,
+    split_seed: Annotated[int, typer.Option("--split-seed")] = 0,
+    backbone: Annotated[str | None, typer.Option(help="conv4 or resnet12.")] = None,
+    image_size: Annotated[int | None, typer.Option("--image-size", min=8)] = None,
+    setting: Annotated[
+        list[str] | None, typer.Option("--set", help="A method setting as key=value (JSON value), repeatable.")
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing checkpoint in --out.")] = False,
+) -> None:
+    """Meta-train a method episodically; keeps the weights with the best validation accuracy."""
+    import fewshot_sdk as fs
+    from fewshot_sdk.train.checkpoint import CONFIG_FILE, prepare_output_folder
+    from fewshot_sdk.train.loop import TrainConfig
+    from fewshot_sdk.train.recipes import train_on_dataset
+
+    prepare_output_folder(out, overwrite, (CONFIG_FILE,))  # fail before hours of training, not after
+    settings = parse_settings(setting or [])
+    if image_size is not None:
+        settings["image_size"] = image_size
+    learner = fs.create(method, backbone=backbone, **settings)
+    config = TrainConfig(
+        episodes=episodes,
+        n_way=n_way,
+        k_shot=k_shot,
+        q_queries=q_queries,
+        meta_batch=meta_batch,
+        lr=lr,
+        lr_decay_every=lr_decay_every,
+        val_every=val_every,
+        val_episodes=val_episodes,
+        seed=seed,
+        device=device,
+    )
+    with progress_bar(console, "training", episodes) as advance:
+        result = train_on_dataset(learner, data, config, split_seed=split_seed, on_progress=advance)
+    learner.save(out, overwrite=overwrite)
+    console.print(
+        f"best validation accuracy {result.best_val_accuracy:.4f} at episode {result.best_episode}; saved {out}"
+    )
+
+
+def parse_settings(pairs: list[str]) -> dict[str, Any]:
+    settings: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            fail(f"--set takes key=value, got {pair!r}")
+        try:
+            settings[key] = json.loads(value)
+        except json.JSONDecodeError:
+            settings[key] = value
+    return settings
+
+
+@app.command()
+@clean_errors
+def evaluate(
+    model: Annotated[str, typer.Option(help="Bundled model name or checkpoint folder.")] = DEFAULT_MODEL,
+    data: Annotated[Path | None, typer.Option(help="Omniglot folder (background zips) or class folders.")] = None,
+    n_way: Annotated[list[int] | None, typer.Option("--n-way", help="Ways (repeatable).")] = None,
+    k_shot: Annotated[list[int] | None, typer.Option("--k-shot", help="Shots (repeatable).")] = None,
+    queries: Annotated[int, typer.Option(min=1, help="Queries per class.")] = 15,
+    episodes: Annotated[int, typer.Option(min=1)] = 600,
+    seed: Annotated[int, typer.Option()] = 0,
+    split: Annotated[str, typer.Option(help="test or val characters.")] = "test",
+    split_seed: Annotated[int | None, typer.Option("--split-seed", help="Default: the checkpoint's.")] = None,
+    lake_runs: Annotated[Path | None, typer.Option("--lake-runs", help="Omniglot all_runs.zip (test only).")] = None,
+    record: Annotated[bool, typer.Option(help="Write the results into the checkpoint's config.json.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON results.")] = False,
+) -> None:
+    """Mean accuracy ± 95% CI over seeded N-way K-shot episodes, and/or Lake's 20 one-shot runs."""
+    import fewshot_sdk as fs
+    from fewshot_sdk.data.omniglot import load_lake_runs
+    from fewshot_sdk.train.evaluate import evaluate_episodes, evaluate_lake_runs
+    from fewshot_sdk.train.recipes import dataset_splits
+
+    if data is None and lake_runs is None:
+        fail("give --data (held-out classes for N-way K-shot episodes) and/or --lake-runs")
+    if split not in ("test", "val"):
+        fail(f"--split must be test or val, got {split!r}")
+    learner = fs.load(model)
+    results: dict[str, Any] = {"model": model, "method": learner.method, "episodes": []}
+    if data is not None:
+        training = learner.provenance.training
+        seed_of_split = split_seed if split_seed is not None else (training.split_seed if training else 0) or 0
+        held_out = getattr(dataset_splits(data, learner, seed_of_split), split)
+        for ways in n_way or [5]:
+            for shots in k_shot or [1]:
+                label = f"{ways}-way {shots}-shot"
+                with progress_bar(console, label, episodes, quiet=as_json) as advance:
+                    result = evaluate_episodes(
+                        learner,
+                        held_out,
+                        ways,
+                        shots,
+                        queries,
+                        episodes,
+                        seed,
+                        split,
+                        on_episode=lambda i: advance(i + 1, {}),
+                    )
+                learner.provenance.record(result)
+                results["episodes"].append(result.model_dump())
+                if not as_json:
+                    typer.echo(f"{label}: {100 * result.accuracy:.2f} ± {100 * result.ci95:.2f}% ({episodes} episodes)")
+    if lake_runs is not None:
+        lake = evaluate_lake_runs(learner, load_lake_runs(lake_runs))
+        learner.provenance.lake_runs = lake
+        results["lake_runs"] = lake.model_dump()
+        if not as_json:
+            typer.echo(f"Lake's 20 runs: {100 * lake.accuracy:.2f}% correct ({lake.correct}/{lake.test_images})")
+    if record:
+        from fewshot_sdk.registry import zoo_path
+
+        folder = zoo_path(model) or Path(model)
+        learner.save(folder, overwrite=True)
+    if as_json:
+        typer.echo(json.dumps(results, indent=2))
+
+
+@app.command()
+@clean_errors
+def models(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List the methods and the bundled pretrained models with their recorded accuracy."""
+    import fewshot_sdk as fs
+    from fewshot_sdk.registry import zoo_path
+    from fewshot_sdk.train.checkpoint import CONFIG_FILE, LearnerConfig, read_json_model
+
+    listing = fs.available()
+    bundled = []
+    for name in listing["models"]:
+        config: LearnerConfig = read_json_model(zoo_path(name) / CONFIG_FILE, LearnerConfig)  # type: ignore[operator]
+        figures = {f"{r.n_way}w{r.k_shot}s": round(r.accuracy, 4) for r in config.provenance.results}
+        bundled.append({"name": name, "method": config.method, "results": figures})
+    if as_json:
+        typer.echo(json.dumps({"methods": listing["methods"], "models": bundled}, indent=2))
+        return
+    typer.echo("methods: " + ", ".join(listing["methods"]))
+    table = Table(title="bundled models")
+    for column in ("name", "method", "test accuracy"):
+        table.add_column(column)
+    for entry in bundled:
+        figures = ", ".join(f"{k} {100 * v:.1f}%" for k, v in entry["results"].items()) or "not measured"
+        table.add_row(entry["name"], entry["method"], figures)
+    Console().print(table)
+
+
+def main() -> None:
+    app()

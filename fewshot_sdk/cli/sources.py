@@ -1,0 +1,35 @@
+"""Reading the CLI's --support and --query paths into a SupportSet and a list of image files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fewshot_sdk.api import SupportSet
+from fewshot_sdk.data.folders import list_class_images
+from fewshot_sdk.errors import InputError
+
+
+def support_from_options(folders: list[Path]) -> SupportSet:
+    """Several --support: one class each. One --support: a root whose subfolders are the classes."""
+    if len(folders) == 1:
+        root = folders[0]
+        if root.is_dir() and not any(p.is_dir() and not p.name.startswith(".") for p in root.iterdir()):
+            raise InputError(
+                f"only one class given ({root}): repeat --support once per class, or pass one folder "
+                "whose subfolders are the classes"
+            )
+        return SupportSet.from_folder(root)
+    return SupportSet.from_folders(folders)
+
+
+def expand_queries(paths: list[Path]) -> list[Path]:
+    """Query files as given; a folder stands for the images in it."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files.extend(list_class_images(path))
+        elif not path.exists():
+            raise InputError(f"query image not found: {path}")
+        else:
+            files.append(path)
+    return files

@@ -1,0 +1,158 @@
+import json
+
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+import fewshot_sdk as fs
+from fewshot_sdk.cli.app import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    return str(fs.create("protonet").save(tmp_path_factory.mktemp("ckpt") / "model"))
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def assert_clean_error(result, fragment):
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert fragment in result.output, result.output
+
+
+def test_classify_with_the_bundled_model_gets_the_examples_right(examples_dir):
+    classes = sorted((examples_dir / "support").iterdir())
+    result = run(
+        "classify", *[x for c in classes for x in ("--support", c)], "--query", examples_dir / "queries", "--json"
+    )
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)
+    assert len(rows) == 3
+    for row in rows:
+        assert row["query"].split("/")[-1].startswith(row["class"]), row
+        assert row["probability"] > 0.5
+
+
+def test_classify_one_root_with_class_subfolders_and_top_k(image_folder, checkpoint):
+    query = next((image_folder / "dark").glob("*.png"))
+    result = run("classify", "--support", image_folder, "--query", query, "--model", checkpoint, "--top-k", 2)
+    assert result.exit_code == 0, result.output
+    line = result.output.strip()
+    assert line.startswith(f"{query}: ") and "dark" in line and "light" in line
+
+
+def test_classify_refuses_bad_input_with_one_line(tmp_path, image_folder, checkpoint):
+    query = next((image_folder / "dark").glob("*.png"))
+    assert_clean_error(
+        run("classify", "--support", tmp_path / "nope", "--query", query, "--model", checkpoint), "folder not found"
+    )
+    assert_clean_error(
+        run("classify", "--support", image_folder / "dark", "--query", query, "--model", checkpoint),
+        "only one class given",
+    )
+    (image_folder / "empty").mkdir()
+    assert_clean_error(
+        run("classify", "--support", image_folder, "--query", query, "--model", checkpoint),
+        "empty holds no image files",
+    )
+    (image_folder / "empty").rmdir()
+    bad = tmp_path / "bad.png"
+    bad.write_text("hello")
+    assert_clean_error(
+        run("classify", "--support", image_folder, "--query", bad, "--model", checkpoint), "bad.png is not an image"
+    )
+    assert_clean_error(
+        run("classify", "--support", image_folder, "--query", tmp_path / "none.png", "--model", checkpoint),
+        "query image not found",
+    )
+    assert_clean_error(run("classify", "--query", query, "--model", checkpoint), "--support")
+
+
+def test_classify_refuses_a_corrupt_checkpoint(tmp_path, image_folder, checkpoint):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(checkpoint, broken)
+    (broken / "weights.safetensors").write_bytes(b"\x00" * 10)
+    query = next((image_folder / "dark").glob("*.png"))
+    assert_clean_error(
+        run("classify", "--support", image_folder, "--query", query, "--model", broken),
+        "not a readable safetensors file",
+    )
+
+
+def test_classify_refuses_a_decompression_bomb(tmp_path, image_folder, checkpoint, monkeypatch):
+    from fewshot_sdk.data import images
+
+    monkeypatch.setattr(images, "MAX_IMAGE_PIXELS", 32 * 32)  # the support images are 32x32
+    big = tmp_path / "big.png"
+    Image.new("L", (40, 40)).save(big)
+    assert_clean_error(
+        run("classify", "--support", image_folder, "--query", big, "--model", checkpoint), "big.png is 40x40 pixels"
+    )
+
+
+def test_train_then_evaluate_writes_a_checkpoint_with_its_results(tmp_path, omniglot_dir):
+    out = tmp_path / "trained"
+    result = run(
+        "train",
+        "--out",
+        out,
+        "--data",
+        omniglot_dir,
+        "--episodes",
+        3,
+        "--n-way",
+        5,
+        "--val-every",
+        3,
+        "--val-episodes",
+        2,
+        "--set",
+        'metric="cosine"',
+    )
+    assert result.exit_code == 0, result.output
+    assert fs.load(out).config.metric == "cosine"
+    assert fs.load(out).provenance.training.split_seed == 0
+    assert_clean_error(run("train", "--out", out, "--data", omniglot_dir, "--episodes", 1), "--overwrite")
+
+    result = run(
+        "evaluate",
+        "--model",
+        out,
+        "--data",
+        omniglot_dir,
+        "--n-way",
+        5,
+        "--k-shot",
+        1,
+        "--episodes",
+        4,
+        "--json",
+        "--record",
+    )
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.output)
+    (entry,) = payload["episodes"]
+    assert entry["n_way"] == 5 and entry["episodes"] == 4 and 0 <= entry["accuracy"] <= 1
+    assert fs.load(out).provenance.results[0].episodes == 4
+
+
+def test_evaluate_on_lake_runs_and_models_listing(checkpoint, omniglot_dir):
+    result = run("evaluate", "--model", checkpoint, "--lake-runs", omniglot_dir / "all_runs.zip")
+    assert result.exit_code == 0, result.output
+    assert "Lake's 20 runs:" in result.output and "/400)" in result.output
+    listing = run("models", "--json")
+    assert listing.exit_code == 0
+    assert "protonet" in json.loads(listing.output)["methods"]
+
+
+def test_evaluate_needs_something_to_evaluate_on(checkpoint):
+    assert_clean_error(run("evaluate", "--model", checkpoint), "--lake-runs")
