@@ -17,9 +17,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import fewshot_sdk as fs  # noqa: E402
-from fewshot_sdk.methods.base import class_means  # noqa: E402
-from timing import device_name, median_seconds  # noqa: E402
+from timing import device_name, median_seconds
+
+import fewshot_sdk as fs
+from fewshot_sdk.methods.base import class_means
 
 
 def main() -> None:
@@ -57,7 +58,7 @@ def main() -> None:
     bare_s, api_s = sorted(bare_times)[2], sorted(api_times)[2]
     overhead = api_s / bare_s - 1
     lines = [
-        f"# API overhead: one 5-way 5-shot episode (25 support + 75 query images, 28x28, Conv4)\n",
+        "# API overhead: one 5-way 5-shot episode (25 support + 75 query images, 28x28, Conv4)\n",
         f"device: {device_name()}; torch {torch.__version__}; median of {args.repeats} runs after warm-up\n",
         "| path | median latency (ms) |",
         "| --- | --- |",

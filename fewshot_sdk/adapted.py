@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fewshot_sdk.api import Prediction
+from fewshot_sdk.api import Prediction, TaskKind
 from fewshot_sdk.config import StrictModel
 from fewshot_sdk.errors import CheckpointError, InputError
 from fewshot_sdk.methods.base import Learner, TaskState
@@ -47,15 +47,19 @@ class TaskConfig(StrictModel):
     learner: LearnerConfig
     class_names: list[str]
     state_names: list[str]
+    task: TaskKind = "classification"
 
 
 class AdaptedModel:
     """A learner adapted to one support set."""
 
-    def __init__(self, learner: Learner, state: TaskState, class_names: Sequence[str]) -> None:
+    def __init__(
+        self, learner: Learner, state: TaskState, class_names: Sequence[str], task: TaskKind = "classification"
+    ) -> None:
         self.learner = learner
         self.state = state
         self.class_names = tuple(class_names)
+        self.task = task
 
     @property
     def method(self) -> str:
@@ -72,6 +76,12 @@ class AdaptedModel:
     def as_batch(self, query: QueryLike) -> torch.Tensor:
         """Any supported query form -> a validated model-ready batch."""
         preprocessor = self.learner.preprocessor
+        if self.task == "regression":
+            if not isinstance(query, torch.Tensor) or not query.is_floating_point() or len(query) == 0:
+                raise InputError("a regression task predicts on a non-empty floating-point tensor of inputs")
+            if not torch.isfinite(query).all():
+                raise InputError("query contains NaN or infinite values")
+            return query.float()
         if isinstance(query, torch.Tensor):
             return preprocessor.check_batch(query, "query")
         if isinstance(query, (str, os.PathLike, Image.Image, np.ndarray)):
@@ -95,8 +105,14 @@ class AdaptedModel:
         return torch.cat(chunks).cpu()
 
     def predict(self, query: QueryLike, batch_size: int = 256) -> Prediction:
-        """Classify queries: class indices, names, and every class's probability."""
+        """Classify queries: class indices, names, and every class's probability.
+
+        For a regression task, ``Prediction.values`` holds the predicted outputs.
+        """
         logits = self.logits(query, batch_size)
+        if self.task == "regression":
+            empty = torch.empty(0)
+            return Prediction(indices=empty.long(), probs=empty, classes=self.class_names, values=logits)
         with torch.inference_mode():
             probs = self.learner.probabilities(logits)
         return Prediction(indices=probs.argmax(dim=1), probs=probs, classes=self.class_names, logits=logits)
@@ -108,7 +124,10 @@ class AdaptedModel:
         tensors.update({f"state.{k}": v for k, v in self.state.items()})
         write_weights(path / TASK_WEIGHTS, tensors, {"format": "fewshot-sdk/task"})
         config = TaskConfig(
-            learner=learner_config(self.learner), class_names=list(self.class_names), state_names=list(self.state)
+            learner=learner_config(self.learner),
+            class_names=list(self.class_names),
+            state_names=list(self.state),
+            task=self.task,
         )
         write_json(path / TASK_FILE, config)
         return path
@@ -138,4 +157,5 @@ def load_task(folder: str | os.PathLike, backbone_module: torch.nn.Module | None
         raise CheckpointError(
             f"{path / TASK_WEIGHTS} holds task state {sorted(state)} but {TASK_FILE} lists {config.state_names}"
         )
-    return AdaptedModel(learner.eval(), {name: state[name] for name in config.state_names}, config.class_names)
+    ordered = {name: state[name] for name in config.state_names}
+    return AdaptedModel(learner.eval(), ordered, config.class_names, task=config.task)

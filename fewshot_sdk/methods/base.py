@@ -68,7 +68,7 @@ class Learner(nn.Module, metaclass=ABCMeta):
 
     # ------------------------------------------------------- method hooks
     @abstractmethod
-    def fit_task(self, support_x: torch.Tensor, support_y: torch.Tensor, n_way: int) -> TaskState:
+    def fit_task(self, support_x: torch.Tensor, support_y: torch.Tensor, n_way: int, **options: object) -> TaskState:
         """The task state adapted to the support set (differentiable w.r.t. the learner)."""
 
     @abstractmethod
@@ -115,8 +115,11 @@ class Learner(nn.Module, metaclass=ABCMeta):
             images = [images]  # type: ignore[list-item]
         return self.preprocessor(list(images))
 
-    def adapt(self, support: SupportSet) -> AdaptedModel:
-        """Adapt to a support set; returns the task, leaves the learner untouched."""
+    def adapt(self, support: SupportSet, **options: object) -> AdaptedModel:
+        """Adapt to a support set; returns the task, leaves the learner untouched.
+
+        ``options`` go to the method's ``fit_task`` (e.g. MAML's ``steps`` and ``lr``).
+        """
         from fewshot_sdk.adapted import AdaptedModel
         from fewshot_sdk.api import SupportSet
 
@@ -126,14 +129,18 @@ class Learner(nn.Module, metaclass=ABCMeta):
                 "SupportSet.from_folder / from_mapping / from_tensors"
             )
         x, y = support.to_tensors(self.preprocessor)
-        state = self.adapt_tensors(x, y, support.num_classes)
-        return AdaptedModel(self, state, support.class_names)
+        state = self.adapt_tensors(x, y, support.num_classes, **options)
+        return AdaptedModel(self, state, support.class_names, task=support.task)
 
-    def adapt_tensors(self, x: torch.Tensor, y: torch.Tensor, n_way: int) -> TaskState:
-        """The task state for model-ready tensors (no validation; the evaluation loop's fast path)."""
+    def adapt_tensors(self, x: torch.Tensor, y: torch.Tensor, n_way: int, **options: object) -> TaskState:
+        """The task state for model-ready tensors (no validation; the evaluation loop's fast path).
+
+        Runs under ``no_grad``; a method whose adaptation needs gradients (MAML) opens
+        ``torch.enable_grad()`` inside its ``fit_task``.
+        """
         device = self.device
         with torch.no_grad():
-            state = self.fit_task(x.to(device), y.to(device), n_way)
+            state = self.fit_task(x.to(device), y.to(device), n_way, **options)
         return {name: tensor.detach() for name, tensor in state.items()}
 
     def save(self, folder: str | Path, overwrite: bool = False) -> Path:
