@@ -14,7 +14,6 @@ of repeated calls, with ``torch.cuda.Event`` on GPU and ``time.perf_counter`` on
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import statistics
 import sys
@@ -64,7 +63,7 @@ def cpu_name() -> str:
 
 def cpu_peak() -> Peak:
     """Nominal FP32 peak: cores x clock x FLOP/cycle (2 FMA units: AVX-512 64, AVX2 32)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = torch.get_num_threads()  # the cores torch's kernels actually use
     mhz, flags = 2000.0, ""
     try:
         info = Path("/proc/cpuinfo").read_text()
@@ -78,7 +77,7 @@ def cpu_peak() -> Peak:
     dst = torch.empty_like(src)
     copy_s = median_time(lambda: dst.copy_(src), torch.device("cpu"), warmup=1, reps=5)
     bandwidth = 2 * CPU_BANDWIDTH_PROBE_BYTES / copy_s  # read + write
-    label = f"{cpu_name()}: {cores} cores nominal FLOP/s, measured copy bandwidth"
+    label = f"{cpu_name()}: nominal FLOP/s of {cores} thread(s), measured copy bandwidth"
     return Peak(label, flops, flops, bandwidth)
 
 
@@ -226,7 +225,16 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--quick", action="store_true", help="smaller sizes (CPU runs, < 2 minutes)")
     parser.add_argument("--reps", type=int, default=None, help="timed repetitions per implementation")
     parser.add_argument("--output", type=Path, default=None, help="also write the markdown table here")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (1 gives stable numbers on a shared machine, where a multi-threaded "
+        "op waits for its slowest thread's time slice)",
+    )
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     dyn = torch._dynamo.config
     for limit in ("cache_size_limit", "recompile_limit"):  # one compiled fn serves several shapes
@@ -243,7 +251,7 @@ def main(argv: list[str] | None = None) -> str:
         f"## fewshot_sdk kernels benchmark on {dev_name}",
         "",
         f"torch {torch.__version__}, float32, mode {'quick' if args.quick else 'full'}, "
-        f"warm-up {warmup}, median of {reps}.",
+        f"{torch.get_num_threads()} CPU thread(s), warm-up {warmup}, median of {reps}.",
     ]
     if peak is None:
         lines.append("Peak numbers unknown for this device: floor fractions are not computed.")
