@@ -96,3 +96,21 @@ def test_bad_queries_are_refused(learner, image_folder):
         task.predict(torch.zeros(1, 3, 28, 28))
     with pytest.raises(InputError, match="image not found"):
         task.predict("nowhere.png")
+
+
+def test_one_learner_serves_many_tasks_from_many_threads(learner, omniglot_splits):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fewshot_sdk.data.episodes import EpisodeSampler
+
+    episodes = EpisodeSampler(omniglot_splits.test, 5, 1, 3, seed=4).episodes(6)
+
+    def run(episode):
+        support = fs.SupportSet.from_tensors(episode.support_x, episode.support_y)
+        return learner.adapt(support).predict(episode.query_x).probs
+
+    serial = [run(e) for e in episodes]
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        threaded = list(pool.map(run, episodes))
+    for a, b in zip(serial, threaded, strict=True):
+        torch.testing.assert_close(a, b)

@@ -130,8 +130,15 @@ def train(
         device=device,
     )
     with progress_bar(console, "training", episodes) as advance:
-        result = train_on_dataset(learner, data, config, split_seed=split_seed, on_progress=advance)
-    learner.save(out, overwrite=overwrite)
+        result = train_on_dataset(
+            learner,
+            data,
+            config,
+            split_seed=split_seed,
+            on_progress=advance,
+            on_new_best=lambda best: best.save(out, overwrite=True),  # keep the best so far on disk
+        )
+    learner.save(out, overwrite=True)  # the best weights, now with their full training record
     console.print(
         f"best validation accuracy {result.best_val_accuracy:.4f} at episode {result.best_episode}; saved {out}"
     )
@@ -241,6 +248,38 @@ def models(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
         figures = ", ".join(f"{k} {100 * v:.1f}%" for k, v in entry["results"].items()) or "not measured"
         table.add_row(entry["name"], entry["method"], figures)
     Console().print(table)
+
+
+@app.command()
+@clean_errors
+def export(
+    out: Annotated[Path, typer.Option(help="The .onnx file to write.")],
+    support: Annotated[
+        list[Path] | None,
+        typer.Option("--support", "-s", help="A class folder (repeat per class), or one folder of class subfolders."),
+    ] = None,
+    model: Annotated[
+        str, typer.Option(help="Bundled model name or checkpoint folder; or a saved task folder (then no --support).")
+    ] = DEFAULT_MODEL,
+    opset: Annotated[int | None, typer.Option(help="ONNX opset to target (default: the exporter's).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out file.")] = False,
+) -> None:
+    """Adapt to the support images and write the task as one .onnx file that onnxruntime runs alone."""
+    import fewshot_sdk as fs
+    from fewshot_sdk.adapted import TASK_FILE
+    from fewshot_sdk.export.onnx import check_destination
+
+    check_destination(out, overwrite)  # fail before adapting, not after
+    if (Path(model) / TASK_FILE).is_file():
+        if support:
+            fail("a saved task already holds its support set: drop --support")
+        task = fs.load_task(model)
+    else:
+        if not support:
+            fail("give the support images with --support (a folder per class, or one folder of class folders)")
+        task = fs.load(model).adapt(support_from_options(support))
+    path = task.export_onnx(out, opset=opset, overwrite=overwrite)
+    console.print(f"exported the {task.method} task ({task.num_classes} classes) to {path}")
 
 
 def main() -> None:

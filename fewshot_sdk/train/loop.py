@@ -80,8 +80,13 @@ def meta_train(
     val_data: LabelledImages,
     config: TrainConfig,
     on_progress: Callable[[int, dict[str, float]], None] | None = None,
+    on_new_best: Callable[[Learner], None] | None = None,
 ) -> TrainResult:
-    """Train ``learner`` in place; at the end it holds the weights of the best validation score."""
+    """Train ``learner`` in place; at the end it holds the weights of the best validation score.
+
+    ``on_new_best`` is called with the learner each time validation improves (the CLI
+    writes the checkpoint then, so an interrupted run keeps its best weights).
+    """
     seed_everything(config.seed)
     device = resolve_device(config.device)
     learner.to(device)
@@ -119,6 +124,8 @@ def meta_train(
             if val_accuracy > best_accuracy:
                 best_accuracy, best_episode = val_accuracy, episode_index
                 best_state = copy.deepcopy(learner.state_dict())
+                if on_new_best is not None:
+                    on_new_best(learner)
             if on_progress is not None:
                 on_progress(episode_index, {**record, "best_val_accuracy": best_accuracy})
         elif on_progress is not None:

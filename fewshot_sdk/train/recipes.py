@@ -22,10 +22,11 @@ def train_on_omniglot(
     config: TrainConfig,
     split_seed: int = 0,
     on_progress: Callable[[int, dict[str, float]], None] | None = None,
+    on_new_best: Callable[[Learner], None] | None = None,
 ) -> TrainResult:
     """Meta-train on the Omniglot background splits and record how in the learner's provenance."""
     splits = omniglot_splits(data, learner, split_seed)
-    result = meta_train(learner, splits.train, splits.val, config, on_progress=on_progress)
+    result = meta_train(learner, splits.train, splits.val, config, on_progress=on_progress, on_new_best=on_new_best)
     learner.provenance.training = TrainingInfo(
         dataset="omniglot-background-small1+small2",
         split_seed=split_seed,
@@ -73,11 +74,12 @@ def train_on_dataset(
     config: TrainConfig,
     split_seed: int = 0,
     on_progress: Callable[[int, dict[str, float]], None] | None = None,
+    on_new_best: Callable[[Learner], None] | None = None,
 ) -> TrainResult:
     if is_omniglot(data):
-        return train_on_omniglot(learner, data, config, split_seed, on_progress)
+        return train_on_omniglot(learner, data, config, split_seed, on_progress, on_new_best)
     splits = folder_splits(data, learner, split_seed)
-    result = meta_train(learner, splits.train, splits.val, config, on_progress=on_progress)
+    result = meta_train(learner, splits.train, splits.val, config, on_progress=on_progress, on_new_best=on_new_best)
     learner.provenance.training = TrainingInfo(
         dataset=f"folders:{Path(data).name}",
         split_seed=split_seed,

@@ -1,0 +1,33 @@
+import pytest
+import torch
+
+from fewshot_sdk.config import BackboneConfig, PreprocessConfig
+from fewshot_sdk.errors import InputError
+from fewshot_sdk.models.backbones import build_backbone
+
+
+def test_conv4_gives_64_features_at_28_and_1600_at_84():
+    assert build_backbone(BackboneConfig(), PreprocessConfig(image_size=28)).out_features == 64
+    rgb84 = PreprocessConfig(image_size=84, channels=3, mean=(0.5,), std=(0.25,))
+    assert build_backbone(BackboneConfig(), rgb84).out_features == 1600
+
+
+def test_feature_maps_are_kept_when_asked():
+    backbone = build_backbone(BackboneConfig(pooled_blocks=2, flatten=False), PreprocessConfig(image_size=28))
+    assert backbone.out_shape == (64, 7, 7)
+    assert backbone(torch.zeros(3, 1, 28, 28)).shape == (3, 64, 7, 7)
+
+
+def test_resnet12_shapes_at_84():
+    config = PreprocessConfig(image_size=84, channels=3, mean=(0.5,), std=(0.25,))
+    backbone = build_backbone(BackboneConfig(name="resnet12"), config)
+    assert backbone.out_shape == (640, 5, 5)
+    assert backbone(torch.zeros(2, 3, 84, 84)).shape == (2, 16000)
+
+
+def test_any_module_is_wrapped_and_flattened_and_bad_ones_are_refused():
+    module = torch.nn.Conv2d(1, 4, 3)
+    backbone = build_backbone(BackboneConfig(name="custom"), PreprocessConfig(image_size=10), module)
+    assert backbone.out_features == 4 * 8 * 8
+    with pytest.raises(InputError, match=r"cannot process inputs of shape \(1, 10, 10\)"):
+        build_backbone(BackboneConfig(name="custom"), PreprocessConfig(image_size=10), torch.nn.Linear(3, 3))
