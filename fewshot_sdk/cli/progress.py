@@ -1,4 +1,8 @@
-"""A rich progress bar that the library's callbacks can drive, or nothing when output is JSON."""
+"""Progress for long commands: a rich bar on a terminal, plain log lines otherwise.
+
+A bar redrawn in place is useless in a log file (nohup, CI), so when stderr is not a
+terminal each validation record is printed as one line instead.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +13,25 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 Advance = Callable[[int, dict[str, float]], None]
+SHOWN = ("loss", "train_accuracy", "val_accuracy", "best_val_accuracy")
+
+
+def describe(metrics: dict[str, float]) -> str:
+    return "  ".join(f"{k}={metrics[k]:.4f}" for k in SHOWN if k in metrics)
 
 
 @contextmanager
 def progress_bar(console: Console, label: str, total: int, quiet: bool = False) -> Iterator[Advance]:
     if quiet:
         yield lambda step, metrics: None
+        return
+    if not console.is_terminal:
+
+        def log_line(step: int, metrics: dict[str, float]) -> None:
+            if "val_accuracy" in metrics or step == total:
+                console.print(f"{label} {step}/{total}  {describe(metrics)}".rstrip(), soft_wrap=True)
+
+        yield log_line
         return
     columns = (
         TextColumn("{task.description}"),
@@ -27,7 +44,7 @@ def progress_bar(console: Console, label: str, total: int, quiet: bool = False) 
         task = progress.add_task(label, total=total, status="")
 
         def advance(step: int, metrics: dict[str, float]) -> None:
-            status = "  ".join(f"{k}={v:.3f}" for k, v in metrics.items() if k in ("loss", "val_accuracy"))
+            status = describe(metrics)
             progress.update(task, completed=step, status=status or progress.tasks[0].fields["status"])
 
         yield advance
