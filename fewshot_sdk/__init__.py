@@ -4,14 +4,32 @@
     learner = fs.load("protonet-omniglot")
     task = learner.adapt(fs.SupportSet.from_folder("shapes/"))
     pred = task.predict(["a.png", "b.png"])
+
+The public names load on first use (PEP 562), so that an application that only runs an
+exported model (``fewshot_sdk.export.runtime``: onnxruntime + numpy + pillow) never
+imports torch.
 """
 
-from fewshot_sdk.adapted import AdaptedModel, load_task
-from fewshot_sdk.api import Prediction, SupportSet
-from fewshot_sdk.errors import CheckpointError, FewShotError, InputError
-from fewshot_sdk.methods.base import Learner
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from fewshot_sdk.version import __version__
-from fewshot_sdk.zoo import available, create, load
+
+_PUBLIC = {
+    "AdaptedModel": "fewshot_sdk.adapted",
+    "load_task": "fewshot_sdk.adapted",
+    "Prediction": "fewshot_sdk.api",
+    "SupportSet": "fewshot_sdk.api",
+    "CheckpointError": "fewshot_sdk.errors",
+    "FewShotError": "fewshot_sdk.errors",
+    "InputError": "fewshot_sdk.errors",
+    "Learner": "fewshot_sdk.methods.base",
+    "available": "fewshot_sdk.zoo",
+    "create": "fewshot_sdk.zoo",
+    "load": "fewshot_sdk.zoo",
+}
 
 __all__ = [
     "AdaptedModel",
@@ -27,3 +45,23 @@ __all__ = [
     "load",
     "load_task",
 ]
+
+if TYPE_CHECKING:
+    from fewshot_sdk.adapted import AdaptedModel, load_task
+    from fewshot_sdk.api import Prediction, SupportSet
+    from fewshot_sdk.errors import CheckpointError, FewShotError, InputError
+    from fewshot_sdk.methods.base import Learner
+    from fewshot_sdk.zoo import available, create, load
+
+
+def __getattr__(name: str) -> Any:
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fewshot_sdk' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_PUBLIC))

@@ -48,8 +48,14 @@ def _l1_distance(q: Tensor, s: Tensor, weights: Tensor | None) -> Tensor:
     ``cdist(q * w, s * w, p=1)``, whose kernel never materialises [M, N, D] (10x faster
     on CPU).  cdist has no double backward, so when a graph is being recorded the
     difference tensor is built explicitly, in row chunks to bound memory; that path
-    is differentiable to any order and correct for weights of any sign.
+    is differentiable to any order and correct for weights of any sign. Under export
+    the difference is built in one piece (see the branch below).
     """
+    if torch.compiler.is_exporting():
+        # ONNX/torch.export: no value-dependent branch, no cdist (no ONNX op), no
+        # Python loop that would freeze the batch size; the graph holds [M, N, D] once.
+        diff = (q[:, None, :] - s[None, :, :]).abs()
+        return diff @ weights if weights is not None else diff.sum(-1)
     tracking = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (q, s, weights))
     if not tracking and (weights is None or bool((weights > 0).all())):
         if weights is not None:

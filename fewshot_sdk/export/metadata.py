@@ -1,0 +1,129 @@
+"""What an exported ``.onnx`` file says about itself: the ``fewshot.*`` metadata props.
+
+An ONNX graph alone maps a [B, C, H, W] float32 batch to logits and probabilities;
+to classify an *image* a runtime also needs the class names and the exact
+preprocessing (resolution, channels, normalisation). They travel inside the file
+as ONNX ``metadata_props`` (string key/value pairs that Netron and onnxruntime's
+``get_modelmeta()`` show), so one file is the whole deployable model.
+
+This module imports neither torch nor onnx: the torch-free runtime reads it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from fewshot_sdk.errors import InputError
+
+PREFIX = "fewshot."
+FORMAT = "fewshot-sdk/onnx"
+FORMAT_VERSION = 1
+INPUT_NAME = "images"
+OUTPUT_NAMES = ("logits", "probs")
+#: How ``fewshot_sdk.data.images.Preprocessor`` resizes; recorded so other runtimes can match it.
+RESIZE = "pil-bilinear"
+
+
+@dataclass(frozen=True)
+class OnnxMetadata:
+    """The preprocessing and labels an exported task needs, as stored in its ``.onnx`` file."""
+
+    method: str
+    class_names: tuple[str, ...]
+    image_size: tuple[int, int]
+    channels: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    sdk_version: str
+    exporter: str = ""
+    resize: str = RESIZE
+    input_name: str = INPUT_NAME
+    output_names: tuple[str, ...] = OUTPUT_NAMES
+    format: str = FORMAT
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(channels, height, width) of one model-ready image."""
+        return (self.channels, *self.image_size)
+
+    def to_props(self) -> dict[str, str]:
+        """The ``metadata_props`` entries: every value a plain string (lists and numbers as JSON)."""
+        values = {
+            "format": self.format,
+            "format_version": self.format_version,
+            "sdk_version": self.sdk_version,
+            "method": self.method,
+            "class_names": list(self.class_names),
+            "image_size": list(self.image_size),
+            "channels": self.channels,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "resize": self.resize,
+            "input_name": self.input_name,
+            "output_names": list(self.output_names),
+            "exporter": self.exporter,
+        }
+        return {PREFIX + key: value if isinstance(value, str) else json.dumps(value) for key, value in values.items()}
+
+    @classmethod
+    def from_props(cls, props: Mapping[str, str], source: str) -> OnnxMetadata:
+        """Parse ``metadata_props``; one-line :class:`InputError` naming ``source`` when they are not ours."""
+        ours = {key[len(PREFIX) :]: value for key, value in props.items() if key.startswith(PREFIX)}
+        if not ours:
+            raise InputError(
+                f"{source} was not exported by fewshot-sdk (no fewshot metadata); export it with `fewshot export`"
+            )
+        if ours.get("format") != FORMAT:
+            raise InputError(f"{source} has fewshot metadata of an unknown format {ours.get('format')!r}")
+        try:
+            version = int(ours["format_version"])
+            if version > FORMAT_VERSION:
+                raise InputError(
+                    f"{source} uses fewshot ONNX format version {version}, newer than this SDK reads "
+                    f"({FORMAT_VERSION}); upgrade fewshot-sdk"
+                )
+            image_size = tuple(int(v) for v in json.loads(ours["image_size"]))
+            metadata = cls(
+                method=ours["method"],
+                class_names=tuple(str(n) for n in json.loads(ours["class_names"])),
+                image_size=(image_size[0], image_size[1]),
+                channels=int(ours["channels"]),
+                mean=tuple(float(v) for v in json.loads(ours["mean"])),
+                std=tuple(float(v) for v in json.loads(ours["std"])),
+                sdk_version=ours["sdk_version"],
+                exporter=ours.get("exporter", ""),
+                resize=ours.get("resize", RESIZE),
+                input_name=ours.get("input_name", INPUT_NAME),
+                output_names=tuple(json.loads(ours["output_names"])) if "output_names" in ours else OUTPUT_NAMES,
+                format_version=version,
+            )
+        except InputError:
+            raise
+        except (KeyError, ValueError, TypeError, IndexError) as exc:
+            raise InputError(f"{source} has damaged fewshot metadata ({type(exc).__name__}: {exc})") from None
+        metadata.check(source)
+        return metadata
+
+    def check(self, source: str) -> None:
+        """Refuse metadata that cannot describe a working classifier."""
+        problems = []
+        if len(self.image_size) != 2 or min(self.image_size) < 1:
+            problems.append(f"image_size {self.image_size}")
+        if self.channels not in (1, 3):
+            problems.append(f"channels {self.channels}")
+        for name in ("mean", "std"):
+            if len(getattr(self, name)) not in (1, self.channels):
+                problems.append(f"{name} {getattr(self, name)}")
+        if any(s <= 0 for s in self.std):
+            problems.append(f"std {self.std}")
+        if len(self.class_names) < 1:
+            problems.append("no class names")
+        if self.resize != RESIZE:
+            problems.append(f"resize {self.resize!r}")
+        if tuple(self.output_names[:2]) != OUTPUT_NAMES:
+            problems.append(f"outputs {self.output_names}")
+        if problems:
+            raise InputError(f"{source} has unusable fewshot metadata: {', '.join(problems)}")

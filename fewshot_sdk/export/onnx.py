@@ -1,0 +1,260 @@
+"""Exporting an adapted task to one self-contained ``.onnx`` file.
+
+The graph's input ``images`` is the batch ``task.preprocess(images)`` produces
+([B, C, H, W] float32, B dynamic); its outputs are ``logits`` and ``probs``. The
+method decides what the graph computes through ``learner.export_module(state)``
+(the task state baked in as constants: ProtoNet's prototypes as a linear layer,
+stored embeddings, memories, class feature maps or adapted weights); this module
+adds ``probs = learner.probabilities(logits)`` and stays free of per-method code.
+
+The exporter is torch's ``torch.export``-based one (``dynamo=True``). The legacy
+TorchScript tracer is deliberately not a fallback: for every method that
+``torch.export`` refused, tracing either failed too or baked the batch size in,
+and for weighted-L1 (``cdist``) it produced a graph that is silently wrong on
+some inputs. The graph is checked with ``onnx.checker`` and run with onnxruntime
+on batches of other sizes than the traced one (and of varied content); only if
+its probabilities match the torch task's within 1e-4 is it written, atomically,
+with the ``fewshot.*`` metadata. Otherwise :class:`ExportError` says why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import logging
+import os
+import re
+import sys
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+from fewshot_sdk.errors import FewShotError, InputError
+from fewshot_sdk.export.metadata import INPUT_NAME, OUTPUT_NAMES, OnnxMetadata
+from fewshot_sdk.version import __version__
+
+if TYPE_CHECKING:
+    from fewshot_sdk.adapted import AdaptedModel
+    from fewshot_sdk.methods.base import Learner
+
+#: Largest |probs(onnx) - probs(torch)| an export may show on its check batch.
+TOLERANCE = 1e-4
+MIN_OPSET = 13
+TRACE_BATCH = 2  # not 1 (torch.export specialises size-1 dimensions), nor 1 or 3 (the check batches)
+QUIET_LOGGERS = ("torch.onnx._internal.exporter._registration", "torch.fx.experimental.symbolic_shapes")
+
+
+class ExportError(FewShotError):
+    """The task could not be written as an ONNX graph that reproduces it."""
+
+
+class ExportedTask(nn.Module):
+    """images -> (logits, probs): the method's export module plus its own probability rule.
+
+    ``probs`` comes from ``learner.probabilities`` (softmax for most methods, but
+    e.g. Siamese normalises per-class sigmoid scores), never a hard-coded softmax.
+    """
+
+    def __init__(self, learner: Learner, logits_module: nn.Module) -> None:
+        super().__init__()
+        self.learner = learner
+        self.logits_module = logits_module
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.logits_module(images)
+        return logits, self.learner.probabilities(logits)
+
+
+def export_task(
+    task: AdaptedModel, path: str | os.PathLike, opset: int | None = None, overwrite: bool = False
+) -> Path:
+    """Write ``task`` as one ``.onnx`` file (weights inside) and return its path.
+
+    ``opset``: the ONNX opset to target (default: the exporter's choice). An
+    existing file is replaced only with ``overwrite=True``; a failed export
+    leaves no file behind.
+    """
+    out = check_destination(path, overwrite)
+    if task.task != "classification":
+        raise InputError(f"only classification tasks export to ONNX; this {task.method} task is a {task.task} task")
+    opset = _check_opset(opset)
+    learner = copy.deepcopy(task.learner).cpu().eval()  # never move or mutate the caller's learner
+    learner.requires_grad_(False)  # an inference graph: methods take their no-autograd paths, as in predict
+    state = {name: tensor.detach().cpu().clone() for name, tensor in task.state.items()}
+    module = ExportedTask(learner, learner.export_module(state)).eval()
+    input_shape = learner.preprocess_config.input_shape
+    generator = torch.Generator().manual_seed(0)
+    example = torch.randn(TRACE_BATCH, *input_shape, generator=generator)
+    checks = [
+        torch.randn(1, *input_shape, generator=generator),  # batch 1
+        torch.cat(  # batch 3 of varied content: noise, a blank page, a bright offset image
+            [
+                torch.randn(1, *input_shape, generator=generator),
+                torch.zeros(1, *input_shape),
+                3 * torch.rand(1, *input_shape, generator=generator) + 1,
+            ]
+        ),
+    ]
+    with torch.no_grad():
+        expected = [learner.probabilities(learner.score(state, check)).numpy() for check in checks]
+
+    failures = []
+    for name, exporter in EXPORTERS:  # one today; a list so that another exporter can be added and verified alike
+        try:
+            proto = exporter(module, example, opset)
+            onnx.checker.check_model(proto)
+            difference = _max_difference(proto, [check.numpy() for check in checks], expected)
+        except Exception as exc:  # each exporter fails in its own ways; report them all if none works
+            failures.append(f"{name}: {_one_line(exc)}")
+            continue
+        if difference <= TOLERANCE:
+            _add_metadata(proto, task, name)
+            _write_atomically(proto, out)
+            return out
+        failures.append(f"{name}: probabilities differ from torch by {difference:.2e}")
+    raise ExportError(f"could not export the {task.method} task to ONNX ({'; '.join(failures)})")
+
+
+# ----------------------------------------------------------------- exporters
+def _export_dynamo(module: nn.Module, example: torch.Tensor, opset: int | None) -> onnx.ModelProto:
+    batch = torch.export.Dim("batch", min=1)
+    with _quiet_exporter():
+        program = torch.onnx.export(
+            module,
+            (example,),
+            input_names=[INPUT_NAME],
+            output_names=list(OUTPUT_NAMES),
+            opset_version=opset,
+            dynamo=True,
+            external_data=False,
+            dynamic_shapes={"images": {0: batch}},
+            verbose=False,
+        )
+    return program.model_proto
+
+
+EXPORTERS: list[tuple[str, Callable[[nn.Module, torch.Tensor, int | None], onnx.ModelProto]]] = [
+    ("torch.export", _export_dynamo),
+]
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """Hide what torch's exporter says about torch itself, or when it gives up.
+
+    The op registry logs one warning per torchvision op when torchvision is absent
+    (we use none); torch's pytree emits a FutureWarning about its own ``LeafSpec``.
+    When ``torch.export`` gives up (a data-dependent branch, say), the shape solver
+    logs, and ``torch.export`` prints, the whole traced graph; the reason travels in
+    the exception instead (into :class:`ExportError` if no exporter succeeds), so
+    that output is dropped. On success, whatever else was printed is passed on.
+    """
+    loggers = [logging.getLogger(name) for name in QUIET_LOGGERS]
+    levels = [log.level for log in loggers]
+    for log in loggers:
+        log.setLevel(logging.ERROR)
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
+            yield
+        sys.stdout.write(out.getvalue())
+        sys.stderr.write(err.getvalue())
+    finally:
+        for log, level in zip(loggers, levels, strict=True):
+            log.setLevel(level)
+
+
+# ----------------------------------------------------------------- checks and writing
+def check_destination(path: str | os.PathLike, overwrite: bool) -> Path:
+    """The output path, refused early (before any adapting) if it is not a new or replaceable .onnx file."""
+    out = Path(path)
+    if out.suffix.lower() != ".onnx":
+        raise InputError(f"the exported file must end in .onnx, got {out}")
+    if out.is_dir():
+        raise InputError(f"{out} is a folder; give a file name ending in .onnx")
+    if out.exists() and not overwrite:
+        raise InputError(f"{out} already exists; pass --overwrite (overwrite=True) to replace it")
+    return out
+
+
+def _check_opset(opset: int | None) -> int | None:
+    if opset is None:
+        return None
+    newest = onnx.defs.onnx_opset_version()
+    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= newest:
+        raise InputError(f"opset must be an integer from {MIN_OPSET} to {newest}, got {opset!r}")
+    return opset
+
+
+def _max_difference(proto: onnx.ModelProto, batches: list[np.ndarray], expected: list[np.ndarray]) -> float:
+    """Largest |probs| difference from torch over batches of sizes other than the traced one."""
+    import onnxruntime
+
+    batch_dim = proto.graph.input[0].type.tensor_type.shape.dim[0]
+    if not batch_dim.dim_param:
+        raise ExportError(
+            f"the exported batch dimension is fixed to {batch_dim.dim_value}: the method turns the batch size into "
+            "a Python int (len(x), int(x.shape[0]), a loop over rows); use x.shape[0] or view(-1, ...) instead"
+        )
+    session = onnxruntime.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    worst = 0.0
+    for batch, wanted in zip(batches, expected, strict=True):
+        logits, probs = session.run(list(OUTPUT_NAMES), {INPUT_NAME: batch})
+        if probs.shape != wanted.shape or logits.shape != wanted.shape:
+            raise ExportError(f"outputs have shapes {logits.shape}, {probs.shape}; expected {wanted.shape}")
+        worst = max(worst, float(np.abs(probs - wanted).max()))
+    return worst
+
+
+def _add_metadata(proto: onnx.ModelProto, task: AdaptedModel, exporter: str) -> None:
+    config = task.learner.preprocess_config
+    metadata = OnnxMetadata(
+        method=task.method,
+        class_names=tuple(task.class_names),
+        image_size=tuple(config.image_size),
+        channels=config.channels,
+        mean=tuple(config.mean),
+        std=tuple(config.std),
+        sdk_version=__version__,
+        exporter=exporter,
+    )
+    props = {entry.key: entry.value for entry in proto.metadata_props}
+    props.update(metadata.to_props())
+    del proto.metadata_props[:]
+    for key, value in props.items():
+        proto.metadata_props.add(key=key, value=value)
+    proto.producer_name = "fewshot-sdk"
+    proto.producer_version = __version__
+    proto.doc_string = f"fewshot-sdk {task.method} task over {len(task.class_names)} classes"
+
+
+def _write_atomically(proto: onnx.ModelProto, out: Path) -> None:
+    """Write next to ``out`` then rename: an interrupted export never leaves half a file."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(handle)
+    try:
+        onnx.save_model(proto, temporary, save_as_external_data=False)
+        os.replace(temporary, out)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _one_line(exc: BaseException) -> str:
+    """The root cause's first line: torch's exporter wraps the informative error in generic ones."""
+    root = exc
+    while root.__cause__ is not None:
+        root = root.__cause__
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(root)).strip()
+    first = text.splitlines()[0] if text else ""
+    return f"{type(root).__name__}: {first[:300]}" if first else type(root).__name__

@@ -1,0 +1,232 @@
+"""Running an exported task with onnxruntime, numpy and pillow alone (no torch).
+
+:class:`OnnxClassifier` opens a ``.onnx`` file written by ``fewshot export`` /
+``task.export_onnx``, reads its ``fewshot.*`` metadata (class names and
+preprocessing), turns images into the model-ready batch exactly as
+``task.preprocess`` does (re-implemented here in numpy: convert channels with
+transparency composited on white, PIL bilinear resize, scale to [0, 1],
+normalise), and returns each class's probability.
+
+Execution provider: CUDA when onnxruntime lists it *and* it can really run here
+(a GPU behind the driver, and the CUDA libraries the provider links against),
+else CPU. Asking first means a CPU-only machine never sees onnxruntime's
+"Failed to create CUDAExecutionProvider" warning, without silencing anything.
+
+Nothing here imports torch (nor ``fewshot_sdk.data``, which does).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from fewshot_sdk.errors import InputError
+from fewshot_sdk.export.metadata import OnnxMetadata
+
+ImageInput = str | os.PathLike | Image.Image | np.ndarray
+
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+#: Refuse images above this many pixels before decoding them (decompression bombs), as the torch path does.
+MAX_IMAGE_PIXELS = 64_000_000
+
+
+# ----------------------------------------------------------------- providers
+def choose_providers() -> list[str]:
+    """``[CUDA, CPU]`` when the CUDA provider is listed and usable on this machine, else ``[CPU]``."""
+    import onnxruntime
+
+    if CUDA in onnxruntime.get_available_providers() and cuda_usable():
+        return [CUDA, CPU]
+    return [CPU]
+
+
+@functools.cache
+def cuda_usable() -> bool:
+    """Whether onnxruntime's CUDA provider can start here, checked without asking it to (no warnings).
+
+    Three things must hold: the driver sees at least one GPU (``cuInit`` and
+    ``cuDeviceGetCount`` through ``libcuda``), the provider library loads (its
+    CUDA runtime and cuBLAS dependencies resolve), and cuDNN 9 loads. CUDA
+    libraries installed as pip wheels are found once ``onnxruntime.preload_dlls()``
+    (or a CUDA build of torch) has loaded them, before the first call here.
+    """
+    if sys.platform not in ("linux", "win32"):
+        return False
+    windows = sys.platform == "win32"
+    try:
+        driver = ctypes.CDLL("nvcuda.dll" if windows else "libcuda.so.1")
+        count = ctypes.c_int(0)
+        if driver.cuInit(0) != 0 or driver.cuDeviceGetCount(ctypes.byref(count)) != 0 or count.value < 1:
+            return False
+        ctypes.CDLL(str(_provider_library(windows)))
+        ctypes.CDLL("cudnn64_9.dll" if windows else "libcudnn.so.9")
+    except (OSError, AttributeError):
+        return False
+    return True
+
+
+def _provider_library(windows: bool) -> Path:
+    import onnxruntime
+
+    name = "onnxruntime_providers_cuda.dll" if windows else "libonnxruntime_providers_cuda.so"
+    return Path(onnxruntime.__file__).parent / "capi" / name
+
+
+# ----------------------------------------------------------------- images
+def load_image(item: ImageInput) -> Image.Image:
+    """Open one image with a one-line error naming the file (paths, PIL images, HxW[xC] arrays)."""
+    if isinstance(item, Image.Image):
+        return item
+    if isinstance(item, np.ndarray):
+        return _image_from_array(item)
+    if not isinstance(item, (str, os.PathLike)):
+        raise InputError(f"cannot read an image from a {type(item).__name__}: pass a file path or a PIL image")
+    path = Path(item)
+    if not path.is_file():
+        raise InputError(f"image not found: {path}" if not path.exists() else f"{path} is not an image file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(path)
+            if image.size[0] * image.size[1] > MAX_IMAGE_PIXELS:
+                raise InputError(f"{path} is {image.size[0]}x{image.size[1]} pixels; downscale it first")
+            image.load()
+    except InputError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InputError(f"{path} is too large to decode safely; downscale it first") from None
+    except UnidentifiedImageError:
+        raise InputError(f"{path} is not an image PIL can read (png, jpg, bmp, gif, tiff, webp)") from None
+    except OSError as exc:
+        raise InputError(f"cannot read image {path}: {exc}") from None
+    return image
+
+
+def _image_from_array(array: np.ndarray) -> Image.Image:
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (1, 3, 4)):
+        raise InputError(f"a numpy image must be HxW or HxWxC with C in 1, 3, 4; got shape {array.shape}")
+    if array.dtype != np.uint8:
+        if not np.isfinite(array).all():
+            raise InputError("the numpy image contains NaN or infinite values")
+        array = (np.clip(array, 0.0, 1.0) * 255).round().astype(np.uint8)
+    return Image.fromarray(array[:, :, 0] if array.ndim == 3 and array.shape[2] == 1 else array)
+
+
+def _flatten_alpha(image: Image.Image) -> Image.Image:
+    """Composite transparency on white, as a viewer shows it (the torch path does the same)."""
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA"):
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        background.alpha_composite(image.convert("RGBA"))
+        return background.convert("RGB")
+    return image
+
+
+def image_to_array(image: Image.Image, metadata: OnnxMetadata) -> np.ndarray:
+    """One image -> [C, H, W] float32, equal to ``Preprocessor.image_to_tensor`` (same PIL ops, same float32 math)."""
+    mode = "L" if metadata.channels == 1 else "RGB"
+    if image.mode in ("RGBA", "LA", "P") or image.mode != mode:
+        image = _flatten_alpha(image).convert(mode)
+    height, width = metadata.image_size
+    if image.size != (width, height):
+        image = image.resize((width, height), Image.Resampling.BILINEAR, reducing_gap=None)
+    array = np.asarray(image, dtype=np.float32) / np.float32(255.0)
+    array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+    shape = (metadata.channels, 1, 1)
+    mean = np.broadcast_to(np.asarray(metadata.mean, dtype=np.float32).reshape(-1, 1, 1), shape)
+    std = np.broadcast_to(np.asarray(metadata.std, dtype=np.float32).reshape(-1, 1, 1), shape)
+    return np.ascontiguousarray((array - mean) / std, dtype=np.float32)
+
+
+def preprocess(images: Sequence[ImageInput], metadata: OnnxMetadata) -> np.ndarray:
+    """A model-ready batch [B, C, H, W] float32 from paths, PIL images or arrays."""
+    if isinstance(images, (str, os.PathLike, Image.Image, np.ndarray)):
+        images = [images]
+    if len(images) == 0:
+        raise InputError("no images given")
+    return np.stack([image_to_array(load_image(item), metadata) for item in images])
+
+
+# ----------------------------------------------------------------- runner
+class OnnxClassifier:
+    """An exported task opened with onnxruntime: images in, class probabilities out."""
+
+    def __init__(self, model_path: str | os.PathLike, providers: Sequence[str] | None = None, threads: int = 0) -> None:
+        """``providers``: default :func:`choose_providers`; ``threads``: intra-op threads (0: onnxruntime's default)."""
+        import onnxruntime
+
+        path = Path(model_path)
+        if not path.exists():
+            raise InputError(f"ONNX model not found: {path}")
+        if not path.is_file():
+            raise InputError(f"expected an .onnx file but {path} is a folder")
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        try:
+            self.session = onnxruntime.InferenceSession(
+                str(path), options, providers=list(providers) if providers else choose_providers()
+            )
+        except Exception as exc:  # onnxruntime raises its own pybind types for bad protobufs and graphs
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(f"cannot load ONNX model {path}: {reason}") from None
+        self.path = path
+        self.metadata = OnnxMetadata.from_props(self.session.get_modelmeta().custom_metadata_map, str(path))
+        inputs = [node.name for node in self.session.get_inputs()]
+        outputs = [node.name for node in self.session.get_outputs()]
+        if inputs != [self.metadata.input_name] or not set(self.metadata.output_names) <= set(outputs):
+            raise InputError(f"{path} has inputs {inputs} and outputs {outputs}, not what its fewshot metadata says")
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.metadata.class_names)
+
+    @property
+    def providers(self) -> list[str]:
+        """The execution providers the session actually runs on."""
+        return self.session.get_providers()
+
+    def preprocess(self, images: Sequence[ImageInput] | ImageInput) -> np.ndarray:
+        """The exact batch ``task.preprocess(images)`` gives, as numpy."""
+        return preprocess(images, self.metadata)  # type: ignore[arg-type]
+
+    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(logits, probs)`` [B, N] for a model-ready float32 batch [B, C, H, W]."""
+        batch = np.asarray(batch)
+        if batch.ndim == 3:
+            batch = batch[None]
+        expected = self.metadata.input_shape
+        if batch.ndim != 4 or tuple(batch.shape[1:]) != expected or len(batch) == 0:
+            dims = ", ".join(map(str, expected))
+            raise InputError(f"the batch has shape {batch.shape} but the model takes [B, {dims}]")
+        if not np.issubdtype(batch.dtype, np.floating) or not np.isfinite(batch).all():
+            raise InputError("the batch must be finite floating-point values")
+        feed = {self.metadata.input_name: batch.astype(np.float32, copy=False)}
+        logits, probs = self.session.run(list(self.metadata.output_names[:2]), feed)
+        return logits, probs
+
+    def predict_proba(self, images: Sequence[ImageInput] | ImageInput, batch_size: int = 256) -> np.ndarray:
+        """Every class's probability [B, N] for images, in chunks of ``batch_size``."""
+        items = [images] if isinstance(images, (str, os.PathLike, Image.Image, np.ndarray)) else list(images)
+        if not items:
+            raise InputError("no images given")
+        chunks = [self.run(self.preprocess(items[i : i + batch_size]))[1] for i in range(0, len(items), batch_size)]
+        return np.concatenate(chunks)
+
+    def __repr__(self) -> str:
+        return f"OnnxClassifier({str(self.path)!r}, method={self.metadata.method!r}, classes={self.class_names})"
+
+
+def classify_with_onnx(model_path: str | os.PathLike, queries: Sequence[ImageInput]) -> tuple[list[str], np.ndarray]:
+    """Class names and probabilities [B, N] of the query images under an exported task (the CLI's path)."""
+    classifier = OnnxClassifier(model_path)
+    return classifier.class_names, classifier.predict_proba(queries)
