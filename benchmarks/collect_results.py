@@ -1,0 +1,67 @@
+"""Write the accuracy table of benchmarks/RESULTS.md from the bundled checkpoints' own records.
+
+Every figure in the table is read from a checkpoint's ``config.json`` (written there by
+``fewshot evaluate --record``), so the table cannot drift from what was measured.
+
+    python benchmarks/collect_results.py > benchmarks/results/accuracy_table.md
+"""
+
+from __future__ import annotations
+
+import json
+
+from fewshot_sdk.registry import zoo_names, zoo_path
+
+#: The papers' Omniglot figures (5w1s, 5w5s, 20w1s, 20w5s), trained on the full background set.
+PAPERS: dict[str, tuple[str, ...]] = {
+    "protonet": ("98.8", "99.7", "96.0", "98.9"),
+    "siamese": ("97.3", "98.4", "88.2", "97.0"),
+    "matching": ("98.1", "98.9", "93.8", "98.5"),
+    "matching-fce": ("98.1", "98.9", "93.8", "98.5"),
+    "relation": ("99.6", "99.8", "97.6", "99.1"),
+    "maml": ("98.7", "99.9", "95.8", "98.9"),
+    "fomaml": ("98.3", "99.2", "89.4", "97.9"),
+    "reptile": ("97.7", "99.5", "89.4", "97.1"),
+    "metanet": ("98.95", "-", "97.0", "-"),
+}
+PROTOCOLS = ((5, 1), (5, 5), (20, 1), (20, 5))
+
+
+def row(name: str) -> str | None:
+    path = zoo_path(name)
+    assert path is not None
+    config = json.loads((path / "config.json").read_text())
+    if not name.endswith("-omniglot"):
+        return None
+    provenance = config["provenance"]
+    found = {(r["n_way"], r["k_shot"]): r for r in provenance["results"] if r["split"] == "test"}
+    cells = []
+    for protocol in PROTOCOLS:
+        result = found.get(protocol)
+        cells.append(f"{100 * result['accuracy']:.2f} ± {100 * result['ci95']:.2f}" if result else "not measured")
+    lake = provenance.get("lake_runs")
+    lake_cell = f"{100 * lake['accuracy']:.2f} ({lake['correct']}/{lake['test_images']})" if lake else "not measured"
+    training = provenance.get("training") or {}
+    trained = (
+        f"{training.get('episodes')} episodes, {training.get('n_way')}-way {training.get('k_shot')}-shot"
+        if training
+        else "unknown"
+    )
+    method = name.removesuffix("-omniglot")
+    paper = " / ".join(PAPERS.get(method, ("-",) * 4))
+    return f"| `{name}` | {' | '.join(cells)} | {lake_cell} | {paper} | {trained} |"
+
+
+def main() -> None:
+    columns = ["model", "5-way 1-shot", "5-way 5-shot", "20-way 1-shot", "20-way 5-shot", "Lake's 20 runs"]
+    columns += ["paper (5w1s / 5w5s / 20w1s / 20w5s)", "trained"]
+    print("| " + " | ".join(columns) + " |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for name in zoo_names():
+        line = row(name)
+        if line:
+            print(line)
+
+
+if __name__ == "__main__":
+    main()
