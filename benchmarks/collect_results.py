@@ -38,7 +38,11 @@ def row(name: str) -> str | None:
     cells = []
     for protocol in PROTOCOLS:
         result = found.get(protocol)
-        cells.append(f"{100 * result['accuracy']:.2f} ± {100 * result['ci95']:.2f}" if result else "not measured")
+        if result is None:
+            cells.append("not measured")
+            continue
+        cell = f"{100 * result['accuracy']:.2f} ± {100 * result['ci95']:.2f}"
+        cells.append(cell if result["episodes"] >= 600 else f"{cell} ({result['episodes']} episodes only)")
     lake = provenance.get("lake_runs")
     lake_cell = f"{100 * lake['accuracy']:.2f} ({lake['correct']}/{lake['test_images']})" if lake else "not measured"
     training = provenance.get("training") or {}

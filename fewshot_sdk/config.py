@@ -54,12 +54,14 @@ class PreprocessConfig(StrictModel):
 class BackboneConfig(StrictModel):
     """The feature extractor: a named architecture or a user's own module ("custom")."""
 
-    name: Literal["conv4", "resnet12", "custom"] = "conv4"
+    name: Literal["conv4", "resnet12", "mlp", "custom"] = "conv4"
     hidden: int = Field(64, ge=1, description="conv4: filters per block")
     pooled_blocks: int = Field(4, ge=0, le=4, description="conv4: how many blocks end in 2x2 max-pooling")
     flatten: bool = Field(True, description="False keeps feature maps (Relation Networks)")
     widths: tuple[int, ...] = Field((64, 160, 320, 640), description="resnet12: channels per stage")
     description: str = Field("", description="custom: what the user's module is (informational)")
+    in_features: int = Field(1, ge=1, description="mlp: input vector size (inputs are [B, in_features])")
+    layers: tuple[int, ...] = Field((40, 40), description="mlp: hidden widths (ReLU after each)")
 
 
 class AccuracyResult(StrictModel):

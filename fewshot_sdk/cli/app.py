@@ -110,11 +110,15 @@ def train(
     from fewshot_sdk.train.checkpoint import CONFIG_FILE, prepare_output_folder
     from fewshot_sdk.train.loop import TrainConfig
     from fewshot_sdk.train.recipes import train_on_dataset
+    from fewshot_sdk.train.regression import is_sinusoid
 
     prepare_output_folder(out, overwrite, (CONFIG_FILE,))  # fail before hours of training, not after
     settings = parse_settings(setting or [])
     if image_size is not None:
         settings["image_size"] = image_size
+    if is_sinusoid(data):  # MAML's regression family: a 1-40-40-1 ReLU MLP unless told otherwise
+        settings.setdefault("task", "regression")
+        backbone = backbone or "mlp"
     learner = fs.create(method, backbone=backbone, **settings)
     config = TrainConfig(
         episodes=episodes,
@@ -139,6 +143,10 @@ def train(
             on_new_best=lambda best: best.save(out, overwrite=True),  # keep the best so far on disk
         )
     learner.save(out, overwrite=True)  # the best weights, now with their full training record
+    if is_sinusoid(data):
+        mse = -result.best_val_accuracy
+        console.print(f"best validation MSE {mse:.4f} at episode {result.best_episode}; saved {out}")
+        return
     console.print(
         f"best validation accuracy {result.best_val_accuracy:.4f} at episode {result.best_episode}; saved {out}"
     )
@@ -178,6 +186,7 @@ def evaluate(
     from fewshot_sdk.data.omniglot import load_lake_runs
     from fewshot_sdk.train.evaluate import evaluate_episodes, evaluate_lake_runs
     from fewshot_sdk.train.recipes import dataset_splits
+    from fewshot_sdk.train.regression import is_sinusoid
 
     if data is None and lake_runs is None:
         fail("give --data (held-out classes for N-way K-shot episodes) and/or --lake-runs")
@@ -185,6 +194,19 @@ def evaluate(
         fail(f"--split must be test or val, got {split!r}")
     learner = fs.load(model)
     results: dict[str, Any] = {"model": model, "method": learner.method, "episodes": []}
+    if is_sinusoid(data):
+        from fewshot_sdk.train.regression import evaluate_sinusoid
+
+        mse = {}
+        for shots in k_shot or [5]:
+            mse.update(evaluate_sinusoid(learner, shots, (1, 5, 10), tasks=episodes, seed=seed))
+        results["sinusoid_mse"] = mse
+        if learner.provenance.training is not None:
+            learner.provenance.training.extra["sinusoid_mse"] = mse
+        if not as_json:
+            for label, figure in mse.items():
+                typer.echo(f"{label}: MSE {figure['mse']:.3f} ± {figure['ci95']:.3f} ({episodes} tasks)")
+        data = None
     if data is not None:
         training = learner.provenance.training
         seed_of_split = split_seed if split_seed is not None else (training.split_seed if training else 0) or 0

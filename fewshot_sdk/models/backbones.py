@@ -65,10 +65,21 @@ class ResNet12(nn.Sequential):
         super().__init__(*(ResidualBlock(channels[i], channels[i + 1]) for i in range(len(widths))))
 
 
+class MLP(nn.Sequential):
+    """Fully connected ReLU layers for vector inputs (MAML's sinusoid regressor: 1 -> 40 -> 40)."""
+
+    def __init__(self, in_features: int = 1, layers: tuple[int, ...] = (40, 40)) -> None:
+        widths = (in_features, *layers)
+        blocks: list[nn.Module] = []
+        for i in range(len(layers)):
+            blocks += [nn.Linear(widths[i], widths[i + 1]), nn.ReLU()]
+        super().__init__(*blocks)
+
+
 class Backbone(nn.Module):
     """A feature-map network plus the choice to flatten; knows its own output size."""
 
-    def __init__(self, body: nn.Module, input_shape: tuple[int, int, int], flatten: bool) -> None:
+    def __init__(self, body: nn.Module, input_shape: tuple[int, ...], flatten: bool) -> None:
         super().__init__()
         self.body = body
         self.flatten = flatten
@@ -110,6 +121,8 @@ def build_backbone(config: BackboneConfig, preprocess: PreprocessConfig, module:
                 "this model uses a custom backbone: pass the same nn.Module again, e.g. fs.load(path, backbone=MyNet())"
             )
         return WrappedBackbone(module, shape)
+    if config.name == "mlp":
+        return Backbone(MLP(config.in_features, config.layers), (config.in_features,), flatten=True)
     if config.name == "conv4":
         body: nn.Module = Conv4(shape[0], config.hidden, config.pooled_blocks)
     else:

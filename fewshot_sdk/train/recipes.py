@@ -76,6 +76,10 @@ def train_on_dataset(
     on_progress: Callable[[int, dict[str, float]], None] | None = None,
     on_new_best: Callable[[Learner], None] | None = None,
 ) -> TrainResult:
+    from fewshot_sdk.train.regression import is_sinusoid, train_sinusoid
+
+    if is_sinusoid(data):  # "sinusoid": MAML's regression family, generated, not read from disk
+        return train_sinusoid(learner, config, on_progress, on_new_best)
     if is_omniglot(data):
         return train_on_omniglot(learner, data, config, split_seed, on_progress, on_new_best)
     splits = folder_splits(data, learner, split_seed)

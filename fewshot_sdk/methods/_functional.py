@@ -1,0 +1,196 @@
+"""The functional inner loop shared by MAML, first-order MAML, Reptile and the LSTM meta-learner.
+
+Parameters are plain dicts ``name -> Tensor`` run through the network with
+``torch.func.functional_call``: no module is patched, so the inner loop is
+ordinary autograd and second-order MAML is ``create_graph=True``. Every update
+is :func:`fewshot_sdk.kernels.sgd_step` (``theta' = theta - alpha * g``,
+MAML eq. 1), with a float or per-parameter learning rate.
+
+BatchNorm follows MAML (Finn et al. 2017, sec. 5.2): no running averages, the
+statistics of the batch at hand. :class:`TaskBatchNorm` also accepts given
+statistics (the buffers ``mean``/``var``, empty by default), which is how an
+adapted task normalises its queries with the statistics of its support set, so
+that a prediction never depends on the other queries in the batch.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from fewshot_sdk.kernels import sgd_step
+
+Params = dict[str, Tensor]
+Order = Literal["second", "first", "none"]
+
+_RECORDING = threading.local()
+#: ``functional_call`` swaps a module's tensors for the duration of the call, which
+#: is not thread-safe; one re-entrant lock keeps concurrent ``predict`` calls apart.
+FUNCTIONAL_LOCK = threading.RLock()
+
+
+class TaskBatchNorm(nn.Module):
+    """Batch norm with per-task statistics and no running averages.
+
+    With the empty default buffers it normalises by the batch's own mean and
+    (biased) variance, as MAML does in both meta-training and meta-testing. When
+    ``mean``/``var`` are supplied (through ``functional_call``) it uses them.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(num_features))
+        self.bias = nn.Parameter(torch.zeros(num_features))
+        self.register_buffer("mean", torch.empty(0), persistent=False)
+        self.register_buffer("var", torch.empty(0), persistent=False)
+        self.stat_name = ""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.mean.numel() == 0:
+            recorder = getattr(_RECORDING, "stats", None)
+            if recorder is not None:
+                dims = [0, *range(2, x.ndim)]
+                recorder[f"{self.stat_name}.mean"] = x.mean(dims)
+                recorder[f"{self.stat_name}.var"] = x.var(dims, unbiased=False)
+            return F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
+        # written out, not F.batch_norm: the support statistics are differentiable (part of the meta-gradient)
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        scale = self.weight.view(shape) * torch.rsqrt(self.var.view(shape) + self.eps)
+        return (x - self.mean.view(shape)) * scale + self.bias.view(shape)
+
+
+def use_task_batchnorm(module: nn.Module, prefix: str = "") -> nn.Module:
+    """Replace every BatchNorm layer under ``module`` by a :class:`TaskBatchNorm` (in place)."""
+    for name, child in module.named_children():
+        path = f"{prefix}{name}"
+        if isinstance(child, nn.modules.batchnorm._BatchNorm):
+            replacement = TaskBatchNorm(child.num_features, child.eps)
+            with torch.no_grad():
+                if child.weight is not None:
+                    replacement.weight.copy_(child.weight)
+                    replacement.bias.copy_(child.bias)
+            setattr(module, name, replacement)
+        else:
+            use_task_batchnorm(child, f"{path}.")
+    for name, child in module.named_modules():
+        if isinstance(child, TaskBatchNorm):
+            child.stat_name = f"{prefix}{name}"
+    return module
+
+
+@contextmanager
+def recording_batch_stats() -> Iterator[dict[str, Tensor]]:
+    """Collect the batch statistics every :class:`TaskBatchNorm` computes in this thread."""
+    stats: dict[str, Tensor] = {}
+    previous = getattr(_RECORDING, "stats", None)
+    _RECORDING.stats = stats
+    try:
+        yield stats
+    finally:
+        _RECORDING.stats = previous
+
+
+def call(module: nn.Module, tensors: Params, x: Tensor) -> Tensor:
+    """``module(x)`` with ``tensors`` standing in for its parameters/buffers of the same names."""
+    with FUNCTIONAL_LOCK:
+        return functional_call(module, tensors, (x,))
+
+
+def inner_loop(
+    loss_fn: Callable[[Params], Tensor],
+    params: Params,
+    steps: int,
+    lr: float | Params,
+    order: Order = "second",
+    step_fn: Callable[[list[Tensor], list[Tensor], int], list[Tensor]] | None = None,
+) -> Params:
+    """``steps`` gradient steps on ``loss_fn`` from ``params`` (MAML eq. 1, applied k times).
+
+    - ``order="second"``: gradients keep their graph (``create_graph=True``); the
+      result is differentiable w.r.t. the initial parameters through every step
+      (MAML's full meta-gradient, with its Hessian-vector products).
+    - ``order="first"``: gradients are treated as constants; d theta_k / d theta_0
+      is the identity, so the meta-gradient is the query gradient at theta_k
+      (first-order MAML).
+    - ``order="none"``: no graph at all (test-time adaptation, Reptile's inner loop).
+
+    ``step_fn(values, grads, step)`` may turn raw gradients into update directions
+    (e.g. Adam's); the update itself is always :func:`sgd_step`.
+    """
+    names = list(params)
+    values = [params[n] if order != "none" else params[n].detach().requires_grad_() for n in names]
+    rates = lr if isinstance(lr, (int, float)) else [lr[n] for n in names]
+    for step in range(steps):
+        with torch.enable_grad():
+            loss = loss_fn(dict(zip(names, values, strict=True)))
+            grads = list(torch.autograd.grad(loss, values, create_graph=order == "second", allow_unused=True))
+        grads = [torch.zeros_like(v) if g is None else g for v, g in zip(values, grads, strict=True)]
+        if order != "second":
+            grads = [g.detach() for g in grads]
+        if step_fn is not None:
+            grads = step_fn(values, grads, step)
+        values = sgd_step(values, grads, rates)
+        if order == "none":
+            values = [v.detach().requires_grad_() for v in values]
+    return dict(zip(names, values, strict=True))
+
+
+class AdamDirections:
+    """Adam's update direction m_hat / (sqrt(v_hat) + eps) (Kingma & Ba 2015), for Reptile's inner loop."""
+
+    def __init__(self, betas: tuple[float, float] = (0.0, 0.999), eps: float = 1e-8) -> None:
+        self.betas, self.eps = betas, eps
+        self.m: list[Tensor] = []
+        self.v: list[Tensor] = []
+
+    def __call__(self, values: list[Tensor], grads: list[Tensor], step: int) -> list[Tensor]:
+        b1, b2 = self.betas
+        if step == 0 or not self.m:
+            self.m = [torch.zeros_like(g) for g in grads]
+            self.v = [torch.zeros_like(g) for g in grads]
+        self.m = [b1 * m + (1 - b1) * g for m, g in zip(self.m, grads, strict=True)]
+        self.v = [b2 * v + (1 - b2) * g * g for v, g in zip(self.v, grads, strict=True)]
+        c1, c2 = 1 - b1 ** (step + 1), 1 - b2 ** (step + 1)
+        return [(m / c1) / ((v / c2).sqrt() + self.eps) for m, v in zip(self.m, self.v, strict=True)]
+
+
+def vmapped_query_losses(
+    module: nn.Module,
+    loss: Callable[[Tensor, Tensor], Tensor],
+    params: Params,
+    tasks: tuple[Tensor, Tensor, Tensor, Tensor],
+    steps: int,
+    lr: float,
+    order: Order,
+) -> Tensor:
+    """Query loss of every task of a meta-batch, the tasks batched with ``torch.func.vmap``.
+
+    ``tasks`` are stacked (support_x, support_y, query_x, query_y), one row per
+    task. The inner loop is the same as :func:`inner_loop`, written with
+    ``torch.func.grad`` (which composes with ``vmap`` and with the outer backward:
+    second order for free; ``order="first"`` detaches the inner gradients). Works
+    for networks without batch-norm (per-task batch statistics do not vmap with
+    the stats recorder); the caller falls back to a loop otherwise.
+    """
+    names = list(params)
+
+    def support_loss(values: Params, x: Tensor, y: Tensor) -> Tensor:
+        return loss(functional_call(module, values, (x,)), y)
+
+    def one_task(values: Params, xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor) -> Tensor:
+        for _ in range(steps):
+            grads = torch.func.grad(support_loss)(values, xs, ys)
+            flat = [grads[n].detach() if order == "first" else grads[n] for n in names]
+            values = dict(zip(names, sgd_step([values[n] for n in names], flat, lr), strict=True))
+        return support_loss(values, xq, yq)
+
+    with FUNCTIONAL_LOCK:
+        return torch.func.vmap(one_task, in_dims=(None, 0, 0, 0, 0))(params, *tasks)

@@ -1,0 +1,233 @@
+"""What MAML, first-order MAML, Reptile and the LSTM meta-learner share: a network adapted by gradient steps.
+
+The network is the backbone plus a linear head with ``n_way`` outputs (1 for
+regression). Its meta-learned parameters are the initialisation theta; the task
+state is the adapted parameters theta' as a flat dict (names as in
+``state_dict``, e.g. ``backbone.body.0.0.weight``, ``head.weight``), plus, in the
+default ``bn="support"`` mode, the support set's batch-norm statistics under
+theta' (``backbone.body.0.1.mean`` / ``.var``).
+
+Choices, and why:
+
+- **Head and class count.** The head has ``n_way`` rows fixed at meta-training
+  time, as in MAML. Episode labels are assigned to rows at random during
+  meta-training, so every row is an interchangeable initialisation: a support set
+  with fewer classes uses the first rows; one with more classes is refused.
+- **Batch norm.** As in MAML, there are no running averages; the inner loop uses
+  the support batch's statistics. For the queries the paper uses the query
+  batch's statistics (transductive: a prediction depends on the other queries, a
+  batch of one breaks). The default ``bn="support"`` instead normalises queries
+  with the support statistics under the adapted weights, in meta-training and at
+  test time alike, so predictions are per-example; ``bn="transductive"`` is the
+  paper's setting.
+- **Steps.** ``inner_steps`` are taken in meta-training and ``test_steps`` at
+  adaptation (MAML: 1 and 3 on Omniglot); ``adapt(support, steps=, lr=)``
+  overrides both defaults.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import Tensor, nn
+
+from fewshot_sdk.config import BackboneConfig, PreprocessConfig, StrictModel
+from fewshot_sdk.data.episodes import Episode
+from fewshot_sdk.errors import InputError
+from fewshot_sdk.methods._functional import (
+    Order,
+    Params,
+    TaskBatchNorm,
+    call,
+    inner_loop,
+    recording_batch_stats,
+    use_task_batchnorm,
+    vmapped_query_losses,
+)
+from fewshot_sdk.methods.base import Learner, TaskState
+
+
+class GradientConfig(StrictModel):
+    """Settings every gradient-based method shares."""
+
+    task: Literal["classification", "regression"] = "classification"
+    n_way: int = Field(5, ge=1, description="head rows (classes); a support set may use fewer")
+    inner_steps: int = Field(1, ge=0, description="adaptation steps in meta-training")
+    test_steps: int = Field(3, ge=0, description="adaptation steps at test time (adapt's default)")
+    inner_lr: float = Field(0.4, gt=0, description="inner-loop step size alpha")
+    bn: Literal["support", "transductive"] = Field(
+        "support", description="query normalisation: support statistics (deployable) or the query batch's (paper)"
+    )
+
+
+class GradientLearner(Learner):
+    """A backbone + linear head whose parameters are adapted per task by a functional inner loop."""
+
+    config: GradientConfig
+    #: whether ``train_step`` may batch tasks with vmap (methods whose meta-update is MAML's)
+    vmap_tasks: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        config: StrictModel | None = None,
+        backbone: BackboneConfig | None = None,
+        preprocess: PreprocessConfig | None = None,
+        backbone_module: nn.Module | None = None,
+    ) -> None:
+        super().__init__(config, backbone, preprocess, backbone_module)
+        use_task_batchnorm(self.backbone, "backbone.")
+        outputs = 1 if self.config.task == "regression" else self.config.n_way
+        self.head = nn.Linear(self.backbone.out_features, outputs)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.backbone(x))
+
+    # ---------------------------------------------------------------- helpers
+    def initial_params(self, n_way: int) -> Params:
+        """theta, with the head sliced to the support set's class count."""
+        params = dict(self.named_parameters(prefix="", recurse=True))
+        params = {name: p for name, p in params.items() if name.startswith(("backbone.", "head."))}
+        if self.config.task == "classification":
+            params["head.weight"] = params["head.weight"][:n_way]
+            params["head.bias"] = params["head.bias"][:n_way]
+        return params
+
+    def task_loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
+        """Cross-entropy for classification, mean squared error for regression (MAML sec. 3.1)."""
+        if self.config.task == "regression":
+            return F.mse_loss(outputs, targets.reshape(outputs.shape).to(outputs.dtype))
+        return F.cross_entropy(outputs, targets)
+
+    def support_loss_fn(self, x: Tensor, y: Tensor):
+        return lambda params: self.task_loss(call(self, params, x), y)
+
+    def inner_order(self) -> Order:
+        """How much graph the inner loop keeps: none outside autograd, else the method's order."""
+        return "second" if torch.is_grad_enabled() else "none"
+
+    def with_support_stats(self, params: Params, support_x: Tensor) -> TaskState:
+        """Add the support batch's BN statistics under ``params`` (``bn="support"``)."""
+        state = dict(params)
+        if self.config.bn == "support":
+            with recording_batch_stats() as stats:
+                call(self, params, support_x)
+            state.update(stats)
+        return state
+
+    def check_task(
+        self, support_x: Tensor, support_y: Tensor, n_way: int, options: dict[str, object]
+    ) -> tuple[int, float]:
+        """Validate the support set and ``adapt`` options; returns (steps, lr)."""
+        unknown = sorted(set(options) - {"steps", "lr"})
+        if unknown:
+            raise InputError(f"{self.method} adapt takes the options steps and lr; got unknown {unknown}")
+        steps = options.get("steps")
+        steps = (self.config.inner_steps if self.training else self.config.test_steps) if steps is None else steps
+        lr = options.get("lr")
+        lr = self.config.inner_lr if lr is None else lr
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+            raise InputError(f"steps must be an integer >= 0, got {steps!r}")
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
+            raise InputError(f"lr must be a number > 0, got {lr!r}")
+        if self.config.task == "regression":
+            width = self.backbone_config.in_features
+            if support_x.ndim != 2 or support_x.shape[1] != width:
+                raise InputError(
+                    f"{self.method} regression takes inputs x of shape [N, {width}], got {list(support_x.shape)}"
+                )
+            if support_y.numel() != len(support_x):
+                raise InputError(
+                    f"regression targets y must hold one value per input, got shape {list(support_y.shape)}"
+                )
+        elif n_way > self.head.out_features:
+            raise InputError(
+                f"this {self.method} model has a {self.head.out_features}-way head but the support set has "
+                f"{n_way} classes; train one with n_way >= {n_way}"
+            )
+        return steps, float(lr)
+
+    # ----------------------------------------------------------- method hooks
+    def fit_task(self, support_x: Tensor, support_y: Tensor, n_way: int, **options: object) -> TaskState:
+        """theta' = theta - alpha grad L_support(theta), ``steps`` times (MAML eq. 1)."""
+        steps, lr = self.check_task(support_x, support_y, n_way, options)
+        adapted = inner_loop(
+            self.support_loss_fn(support_x, support_y), self.initial_params(n_way), steps, lr, self.inner_order()
+        )
+        return self.with_support_stats(adapted, support_x)
+
+    def score(self, state: TaskState, query_x: Tensor) -> Tensor:
+        return call(self, state, query_x)
+
+    def episode_loss(self, episode: Episode) -> tuple[Tensor, Tensor]:
+        state = self.fit_task(episode.support_x, episode.support_y, episode.n_way)
+        outputs = self.score(state, episode.query_x)
+        return self.task_loss(outputs, episode.query_y), outputs
+
+    def can_vmap(self, episodes: Sequence[Episode]) -> bool:
+        """Tasks batch with ``vmap`` for a BN-free regressor whose tasks share shapes; else a loop."""
+        shapes = {(e.support_x.shape, e.query_x.shape) for e in episodes}
+        has_bn = any(isinstance(m, TaskBatchNorm) for m in self.modules())
+        return self.vmap_tasks and self.config.task == "regression" and not has_bn and len(shapes) == 1
+
+    def train_step(self, episodes: Sequence[Episode], optimizer: torch.optim.Optimizer) -> dict[str, float]:
+        """One meta-update over a meta-batch (MAML Algorithm 1/2): the mean query loss over its tasks."""
+        optimizer.zero_grad(set_to_none=True)
+        if self.can_vmap(episodes):
+            fields = ("support_x", "support_y", "query_x", "query_y")
+            tasks = tuple(torch.stack([getattr(e, f) for e in episodes]) for f in fields)
+            losses = vmapped_query_losses(
+                self,
+                self.task_loss,
+                self.initial_params(1),
+                tasks,
+                self.config.inner_steps,  # type: ignore[arg-type]
+                self.config.inner_lr,
+                self.inner_order(),
+            )
+            losses.mean().backward()
+            optimizer.step()
+            return {"loss": float(losses.detach().mean()), "accuracy": 0.0}
+        total, correct, count = 0.0, 0, 0
+        for episode in episodes:
+            loss, outputs = self.episode_loss(episode)
+            (loss / len(episodes)).backward()
+            total += float(loss.detach())
+            if self.config.task == "classification":
+                correct += int((outputs.argmax(-1) == episode.query_y).sum())
+                count += len(episode.query_y)
+        optimizer.step()
+        return {"loss": total / len(episodes), "accuracy": correct / count if count else 0.0}
+
+    def export_module(self, state: TaskState) -> nn.Module:
+        """A plain copy of the network with theta' (and the support BN statistics) baked in."""
+        return adapted_network(self, state)
+
+
+class AdaptedNetwork(nn.Module):
+    """backbone + head: a traceable module for ONNX export."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.backbone, self.head = backbone, head
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.backbone(x))
+
+
+def adapted_network(learner: GradientLearner, state: TaskState) -> AdaptedNetwork:
+    network = AdaptedNetwork(copy.deepcopy(learner.backbone), copy.deepcopy(learner.head))
+    parameter_names = {name for name, _ in network.named_parameters()}
+    for name, tensor in state.items():
+        path, _, leaf = name.rpartition(".")
+        module = network.get_submodule(path)
+        value = tensor.detach().clone()
+        if name in parameter_names:
+            setattr(module, leaf, nn.Parameter(value, requires_grad=False))
+        else:
+            setattr(module, leaf, value)
+    return network.eval()

@@ -1,0 +1,107 @@
+"""Reptile (Nichol, Achiam & Schulman 2018): move the initialisation towards task-adapted weights.
+
+For each task, k steps of SGD or Adam on the task's data from theta give W
+(Algorithm 1); the outer update is theta <- theta + epsilon (W - theta), and with
+a meta-batch of n tasks (Algorithm 2, "batched") theta <- theta + epsilon/n
+sum_i (W_i - theta). epsilon is annealed linearly to 0 over ``anneal_episodes``
+meta-iterations (sec. 6). No second derivatives, no query loss: in meta-training
+the inner loop runs on minibatches of the whole episode (support and queries),
+at test time the same optimiser runs on the support set.
+
+``meta_batch=1`` in the training loop is the serial version. Transduction
+(query batch-norm statistics) is off by default; ``bn="transductive"`` turns it on.
+The outer update is the paper's interpolation, applied directly: the training
+loop's optimiser (Adam by default) is not used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from pydantic import Field
+from torch import Tensor
+
+from fewshot_sdk.data.episodes import Episode
+from fewshot_sdk.kernels import sgd_step_
+from fewshot_sdk.methods._functional import AdamDirections, Params, inner_loop
+from fewshot_sdk.methods._gradient_learner import GradientConfig, GradientLearner
+from fewshot_sdk.methods.base import TaskState
+from fewshot_sdk.registry import register_method
+
+
+class ReptileConfig(GradientConfig):
+    inner_optimizer: Literal["adam", "sgd"] = "adam"
+    inner_lr: float = Field(1e-3, gt=0, description="inner step size (Adam's, as in the paper's Omniglot runs)")
+    inner_steps: int = Field(5, ge=0)
+    test_steps: int = Field(20, ge=0)
+    inner_batch: int = Field(10, ge=1, description="examples per inner step (minibatches of the task's data)")
+    adam_beta1: float = Field(0.0, ge=0, lt=1, description="the paper sets Adam's beta1 to 0")
+    outer_lr: float = Field(1.0, gt=0, description="epsilon at the first meta-iteration")
+    anneal_episodes: int = Field(2000, ge=1, description="epsilon decays linearly to 0 over these meta-iterations")
+
+
+@register_method
+class Reptile(GradientLearner):
+    """Reptile: first-order meta-learning by interpolating towards adapted weights."""
+
+    method = "reptile"
+    Config = ReptileConfig
+    config: ReptileConfig
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.meta_iteration = 0
+
+    def train_task(self, x: Tensor, y: Tensor, n_way: int, steps: int, lr: float) -> Params:
+        """W: ``steps`` steps of the inner optimiser on minibatches of (x, y) from theta (no graph)."""
+        order = torch.randperm(len(x), device=x.device)
+        batch = min(self.config.inner_batch, len(x))
+
+        calls = 0
+
+        def loss_fn(params: Params) -> Tensor:
+            nonlocal calls
+            start, calls = calls * batch, calls + 1
+            idx = order[torch.arange(start, start + batch, device=x.device) % len(x)]
+            return self.task_loss(self.score(params, x[idx]), y[idx])
+
+        directions = AdamDirections((self.config.adam_beta1, 0.999)) if self.config.inner_optimizer == "adam" else None
+        return inner_loop(loss_fn, self.initial_params(n_way), steps, lr, "none", step_fn=directions)
+
+    def fit_task(self, support_x: Tensor, support_y: Tensor, n_way: int, **options: object) -> TaskState:
+        """Test time: the same inner optimiser on the support set."""
+        steps, lr = self.check_task(support_x, support_y, n_way, options)
+        adapted = self.train_task(support_x, support_y, n_way, steps, lr)
+        return self.with_support_stats({k: v.detach() for k, v in adapted.items()}, support_x)
+
+    def epsilon(self) -> float:
+        """The linearly annealed outer step size."""
+        return self.config.outer_lr * max(0.0, 1.0 - self.meta_iteration / self.config.anneal_episodes)
+
+    def train_step(self, episodes: Sequence[Episode], optimizer: torch.optim.Optimizer) -> dict[str, float]:
+        """theta <- theta + epsilon * mean_i (W_i - theta) (Algorithm 2; n=1 is Algorithm 1)."""
+        optimizer.zero_grad(set_to_none=True)  # the loop's optimiser is not used (see the module docstring)
+        theta = self.initial_params(self.head.out_features)
+        names = list(theta)
+        direction = [torch.zeros_like(theta[n]) for n in names]
+        total, correct, count = 0.0, 0, 0
+        for episode in episodes:
+            x = torch.cat([episode.support_x, episode.query_x])
+            y = torch.cat([episode.support_y, episode.query_y])
+            weights = self.train_task(x, y, episode.n_way, self.config.inner_steps, self.config.inner_lr)
+            for d, n in zip(direction, names, strict=True):  # a sliced head moves only its used rows
+                rows = len(weights[n])
+                d[:rows] += (weights[n].detach() - theta[n].detach()[:rows]) / len(episodes)
+            with torch.no_grad():
+                outputs = self.score(self.with_support_stats(weights, episode.support_x), episode.query_x)
+                total += float(self.task_loss(outputs, episode.query_y))
+                if self.config.task == "classification":
+                    correct += int((outputs.argmax(-1) == episode.query_y).sum())
+                    count += len(episode.query_y)
+        # theta + eps * d is theta - eps * (-d): the shared SGD kernel, in place
+        sgd_step_([theta[n].data for n in names], [-d for d in direction], self.epsilon())
+        self.meta_iteration += 1
+        optimizer.step()  # a no-op (no gradients), keeps the loop's LR scheduler in its documented order
+        return {"loss": total / len(episodes), "accuracy": correct / count if count else 0.0}

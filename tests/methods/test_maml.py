@@ -1,0 +1,188 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+import fewshot_sdk as fs
+from fewshot_sdk.data.episodes import Episode
+from fewshot_sdk.errors import InputError
+from fewshot_sdk.train.evaluate import evaluate_episodes
+from fewshot_sdk.train.loop import TrainConfig, meta_train
+
+ALPHA = 0.3
+
+
+def mlp_learner(method: str = "maml", **settings) -> fs.Learner:
+    """A 3-class classifier on 4-d vectors: small enough to unroll MAML by hand."""
+    torch.manual_seed(0)
+    backbone = {"name": "mlp", "in_features": 4, "layers": [6, 5]}
+    return fs.create(method, backbone=backbone, n_way=3, inner_lr=ALPHA, **settings).double()
+
+
+def manual_forward(theta: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    w1, b1, w2, b2, w3, b3 = theta
+    return F.linear(F.relu(F.linear(F.relu(F.linear(x, w1, b1)), w2, b2)), w3, b3)
+
+
+def task(seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    xs, ys = torch.randn(6, 4, generator=g, dtype=torch.float64), torch.tensor([0, 1, 2, 0, 1, 2])
+    xq, yq = torch.randn(9, 4, generator=g, dtype=torch.float64), torch.tensor([0, 1, 2] * 3)
+    return xs, ys, xq, yq
+
+
+def hand_unrolled(learner, xs, ys, xq, yq, second_order: bool):
+    """theta_2 = theta_1 - a grad L(theta_1), theta_1 = theta_0 - a grad L(theta_0) (MAML eq. 1, twice)."""
+    theta0 = [p for _, p in learner.named_parameters()]
+    theta = theta0
+    for _ in range(2):
+        loss = F.cross_entropy(manual_forward(theta, xs), ys)
+        grads = torch.autograd.grad(loss, theta, create_graph=second_order)
+        theta = [t - ALPHA * g for t, g in zip(theta, grads, strict=True)]
+    query_loss = F.cross_entropy(manual_forward(theta, xq), yq)
+    return theta, query_loss, theta0
+
+
+def test_two_inner_steps_and_second_order_meta_gradient_match_a_hand_unrolled_update_in_float64():
+    learner = mlp_learner().train()
+    xs, ys, xq, yq = task()
+    theta2, query_loss, theta0 = hand_unrolled(learner, xs, ys, xq, yq, second_order=True)
+    expected_grads = torch.autograd.grad(query_loss, theta0, retain_graph=True)
+
+    state = learner.fit_task(xs, ys, 3, steps=2)
+    names = [n for n, _ in learner.named_parameters()]
+    for name, value in zip(names, theta2, strict=True):
+        torch.testing.assert_close(state[name], value)
+    loss = F.cross_entropy(learner.score(state, xq), yq)
+    torch.testing.assert_close(loss, query_loss)
+    grads = torch.autograd.grad(loss, list(learner.parameters()))
+    for got, want in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(got, want)
+    # the second-order terms matter here: the first-order gradient is measurably different
+    first_order = torch.autograd.grad(query_loss, theta2)
+    assert max(float((a - b).abs().max()) for a, b in zip(first_order, expected_grads, strict=True)) > 1e-4
+
+
+def test_fomaml_meta_gradient_is_the_query_gradient_at_the_adapted_parameters():
+    learner = mlp_learner("fomaml").train()
+    xs, ys, xq, yq = task(2)
+    theta2, _, _ = hand_unrolled(learner, xs, ys, xq, yq, second_order=False)
+    theta2 = [t.detach().requires_grad_() for t in theta2]
+    expected = torch.autograd.grad(F.cross_entropy(manual_forward(theta2, xq), yq), theta2)
+
+    state = learner.fit_task(xs, ys, 3, steps=2)
+    grads = torch.autograd.grad(F.cross_entropy(learner.score(state, xq), yq), list(learner.parameters()))
+    for got, want in zip(grads, expected, strict=True):
+        torch.testing.assert_close(got, want)
+
+
+def test_adapt_never_mutates_the_learner_and_steps_lr_override_the_defaults():
+    torch.manual_seed(3)
+    learner = fs.create("maml", backbone={"hidden": 8}, n_way=3, inner_lr=ALPHA, test_steps=3, bn="transductive")
+    support = fs.SupportSet.from_tensors(torch.randn(6, 1, 28, 28), [0, 1, 2, 0, 1, 2])
+    before = {k: v.clone() for k, v in learner.state_dict().items()}
+    zero = learner.adapt(support, steps=0)
+    for name, value in learner.state_dict().items():
+        torch.testing.assert_close(value, before[name])
+        torch.testing.assert_close(zero.state[name], value)
+    one, three = learner.adapt(support, steps=1), learner.adapt(support)
+    big = learner.adapt(support, steps=1, lr=1.0)
+    assert not torch.allclose(one.state["head.weight"], three.state["head.weight"])
+    delta_small = one.state["head.weight"] - zero.state["head.weight"]
+    delta_big = big.state["head.weight"] - zero.state["head.weight"]
+    torch.testing.assert_close(delta_big, delta_small / ALPHA, rtol=1e-4, atol=1e-6)
+
+
+def test_conv4_batchnorm_uses_support_statistics_so_a_prediction_is_per_example():
+    torch.manual_seed(4)
+    learner = fs.create("maml", backbone={"hidden": 8}, n_way=5)
+    x, y = torch.randn(5, 1, 28, 28), torch.arange(5)
+    queries = torch.randn(6, 1, 28, 28)
+    state = learner.adapt_tensors(x, y, 5)
+    assert {"backbone.body.0.1.mean", "backbone.body.3.1.var"} <= set(state)
+    with torch.no_grad():
+        batch = learner.score(state, queries)
+        single = torch.cat([learner.score(state, q[None]) for q in queries])
+        torch.testing.assert_close(batch, single, rtol=1e-4, atol=1e-5)
+        exported = learner.export_module(state)
+        torch.testing.assert_close(exported(queries), batch, rtol=1e-4, atol=1e-5)
+    # the paper's transductive setting: query batch statistics, no stored statistics
+    learner.config.bn = "transductive"
+    state = learner.adapt_tensors(x, y, 5)
+    assert not any(name.endswith(".mean") for name in state)
+    with torch.no_grad():
+        assert not torch.allclose(learner.score(state, queries)[:2], learner.score(state, queries[:2]))
+
+
+def test_fewer_classes_slice_the_head_and_more_are_refused():
+    learner = fs.create("maml", backbone={"hidden": 8}, n_way=5)
+    x = torch.randn(3, 1, 28, 28)
+    task3 = learner.adapt(fs.SupportSet.from_tensors(x, [0, 1, 2]))
+    assert task3.predict(torch.randn(2, 1, 28, 28)).probs.shape == (2, 3)
+    six = fs.SupportSet.from_tensors(torch.randn(6, 1, 28, 28), list(range(6)))
+    with pytest.raises(InputError, match="5-way head.*6 classes"):
+        learner.adapt(six)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"steps": -1}, "steps"),
+        ({"steps": 1.5}, "steps"),
+        ({"lr": 0}, "lr"),
+        ({"lr": "big"}, "lr"),
+        ({"step": 2}, "unknown"),
+    ],
+)
+def test_bad_adapt_options_are_clear_input_errors(options, message):
+    learner = fs.create("fomaml", backbone={"hidden": 8}, n_way=2)
+    support = fs.SupportSet.from_tensors(torch.randn(2, 1, 28, 28), [0, 1])
+    with pytest.raises(InputError, match=message):
+        learner.adapt(support, **options)
+
+
+def test_meta_training_episode_loss_reaches_every_parameter():
+    learner = fs.create("maml", backbone={"hidden": 8}, n_way=3).train()
+    episode = Episode(
+        torch.randn(3, 1, 28, 28), torch.arange(3), torch.randn(6, 1, 28, 28), torch.arange(3).repeat(2), 3
+    )
+    loss, logits = learner.episode_loss(episode)
+    assert logits.shape == (6, 3)
+    loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in learner.parameters())
+
+
+def test_checkpoint_round_trip_keeps_adaptation(tmp_path):
+    learner = fs.create("fomaml", backbone={"hidden": 8}, n_way=3, test_steps=2)
+    support = fs.SupportSet.from_tensors(torch.randn(3, 1, 28, 28), [0, 1, 2])
+    queries = torch.randn(4, 1, 28, 28)
+    learner.save(tmp_path / "ckpt")
+    again = fs.load(tmp_path / "ckpt")
+    assert again.method == "fomaml" and again.config.test_steps == 2
+    torch.testing.assert_close(
+        again.adapt(support).predict(queries).probs, learner.adapt(support).predict(queries).probs
+    )
+
+
+def test_first_order_maml_learns_on_real_omniglot_glyphs(omniglot_splits):
+    torch.manual_seed(0)
+    learner = fs.create("fomaml", backbone={"hidden": 32}, n_way=5, inner_lr=0.4, inner_steps=1, test_steps=3)
+    before = evaluate_episodes(learner, omniglot_splits.val, 5, 1, 5, episodes=30, seed=3, split="val")
+    config = TrainConfig(
+        episodes=60, n_way=5, k_shot=1, q_queries=5, meta_batch=2, val_every=60, val_episodes=10, seed=0
+    )
+    meta_train(learner, omniglot_splits.train, omniglot_splits.val, config)
+    after = evaluate_episodes(learner, omniglot_splits.val, 5, 1, 5, episodes=30, seed=3, split="val")
+    assert after.accuracy > 0.45, after
+    assert after.accuracy > before.accuracy + 0.1, (before, after)
+
+
+def test_adapted_task_exports_to_onnx_with_the_adapted_weights_baked_in(tmp_path):
+    import onnxruntime as ort
+
+    torch.manual_seed(5)
+    learner = fs.create("maml", backbone={"hidden": 8}, n_way=5)
+    task3 = learner.adapt(fs.SupportSet.from_tensors(torch.randn(3, 1, 28, 28), [0, 1, 2]), steps=2)
+    session = ort.InferenceSession(str(task3.export_onnx(tmp_path / "task.onnx")))
+    queries = torch.randn(4, 1, 28, 28)
+    _logits, probs = session.run(None, {session.get_inputs()[0].name: queries.numpy()})
+    torch.testing.assert_close(torch.from_numpy(probs), task3.predict(queries).probs, rtol=1e-4, atol=1e-5)
