@@ -8,73 +8,17 @@ mean and std. Whatever an image went through at training time it goes through he
 
 from __future__ import annotations
 
-import os
-import warnings
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from fewshot_sdk.config import PreprocessConfig
 from fewshot_sdk.errors import InputError
+from fewshot_sdk.imageio import ImageLike, flatten_alpha, is_image_file, load_image
 
-ImageLike = str | os.PathLike | Image.Image | np.ndarray
-
-#: Refuse images above this many pixels before decoding them (decompression bombs).
-MAX_IMAGE_PIXELS = 64_000_000
-
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
-
-
-def load_image(item: ImageLike) -> Image.Image:
-    """Open one image, with errors that name the file; refuses decompression bombs."""
-    if isinstance(item, Image.Image):
-        return item
-    if isinstance(item, np.ndarray):
-        return _image_from_array(item)
-    if not isinstance(item, (str, os.PathLike)):
-        raise InputError(
-            f"cannot read an image from a {type(item).__name__}: pass a file path, a PIL image or a numpy array"
-        )
-    path = Path(item)
-    if not path.exists():
-        raise InputError(f"image not found: {path}")
-    if path.is_dir():
-        raise InputError(f"expected an image file but {path} is a folder")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(path)
-            width, height = image.size
-            if width * height > MAX_IMAGE_PIXELS:
-                raise InputError(
-                    f"{path} is {width}x{height} pixels, above the {MAX_IMAGE_PIXELS:,}-pixel limit; downscale it first"
-                )
-            image.load()
-    except InputError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise InputError(f"{path} is too large to decode safely ({exc}); downscale it first") from None
-    except UnidentifiedImageError:
-        raise InputError(f"{path} is not an image PIL can read (png, jpg, bmp, gif, tiff, webp)") from None
-    except OSError as exc:
-        raise InputError(f"cannot read image {path}: {exc}") from None
-    return image
-
-
-def _image_from_array(array: np.ndarray) -> Image.Image:
-    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (1, 3, 4)):
-        raise InputError(f"a numpy image must be HxW or HxWxC with C in 1, 3, 4; got shape {array.shape}")
-    if array.dtype != np.uint8:
-        if not np.isfinite(array).all():
-            raise InputError("the numpy image contains NaN or infinite values")
-        array = (np.clip(array, 0.0, 1.0) * 255).round().astype(np.uint8)
-    if array.ndim == 3 and array.shape[2] == 1:
-        array = array[:, :, 0]
-    return Image.fromarray(array)
-
+__all__ = ["ImageLike", "Preprocessor", "is_image_file", "load_image"]
 
 class Preprocessor:
     """The one transform between an image and a model, built from a checkpoint's ``PreprocessConfig``."""
@@ -89,7 +33,7 @@ class Preprocessor:
         """Channels, resize, [0, 1], normalise: [C, H, W] float32."""
         mode = "L" if self.config.channels == 1 else "RGB"
         if image.mode in ("RGBA", "LA", "P") or (image.mode != mode):
-            image = _flatten_alpha(image).convert(mode)
+            image = flatten_alpha(image).convert(mode)
         height, width = self.config.image_size
         if image.size != (width, height):
             image = image.resize((width, height), Image.Resampling.BILINEAR, reducing_gap=None)
@@ -124,18 +68,3 @@ class Preprocessor:
         if not torch.isfinite(batch).all():
             raise InputError(f"{argument} contains NaN or infinite values")
         return batch.float() if batch.dtype != torch.float32 else batch
-
-
-def _flatten_alpha(image: Image.Image) -> Image.Image:
-    """Composite transparent images on white, as a viewer shows them (not on black)."""
-    if image.mode == "P":
-        image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA"):
-        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
-        background.alpha_composite(image.convert("RGBA"))
-        return background.convert("RGB")
-    return image
-
-
-def is_image_file(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")

@@ -21,22 +21,20 @@ import ctypes
 import functools
 import os
 import sys
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from fewshot_sdk.errors import InputError
 from fewshot_sdk.export.metadata import OnnxMetadata
+from fewshot_sdk.imageio import ImageLike, flatten_alpha, load_image
 
-ImageInput = str | os.PathLike | Image.Image | np.ndarray
+ImageInput = ImageLike
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
-#: Refuse images above this many pixels before decoding them (decompression bombs), as the torch path does.
-MAX_IMAGE_PIXELS = 64_000_000
 
 
 # ----------------------------------------------------------------- providers
@@ -82,61 +80,11 @@ def _provider_library(windows: bool) -> Path:
 
 
 # ----------------------------------------------------------------- images
-def load_image(item: ImageInput) -> Image.Image:
-    """Open one image with a one-line error naming the file (paths, PIL images, HxW[xC] arrays)."""
-    if isinstance(item, Image.Image):
-        return item
-    if isinstance(item, np.ndarray):
-        return _image_from_array(item)
-    if not isinstance(item, (str, os.PathLike)):
-        raise InputError(f"cannot read an image from a {type(item).__name__}: pass a file path or a PIL image")
-    path = Path(item)
-    if not path.is_file():
-        raise InputError(f"image not found: {path}" if not path.exists() else f"{path} is not an image file")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(path)
-            if image.size[0] * image.size[1] > MAX_IMAGE_PIXELS:
-                raise InputError(f"{path} is {image.size[0]}x{image.size[1]} pixels; downscale it first")
-            image.load()
-    except InputError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise InputError(f"{path} is too large to decode safely; downscale it first") from None
-    except UnidentifiedImageError:
-        raise InputError(f"{path} is not an image PIL can read (png, jpg, bmp, gif, tiff, webp)") from None
-    except OSError as exc:
-        raise InputError(f"cannot read image {path}: {exc}") from None
-    return image
-
-
-def _image_from_array(array: np.ndarray) -> Image.Image:
-    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (1, 3, 4)):
-        raise InputError(f"a numpy image must be HxW or HxWxC with C in 1, 3, 4; got shape {array.shape}")
-    if array.dtype != np.uint8:
-        if not np.isfinite(array).all():
-            raise InputError("the numpy image contains NaN or infinite values")
-        array = (np.clip(array, 0.0, 1.0) * 255).round().astype(np.uint8)
-    return Image.fromarray(array[:, :, 0] if array.ndim == 3 and array.shape[2] == 1 else array)
-
-
-def _flatten_alpha(image: Image.Image) -> Image.Image:
-    """Composite transparency on white, as a viewer shows it (the torch path does the same)."""
-    if image.mode == "P":
-        image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA"):
-        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
-        background.alpha_composite(image.convert("RGBA"))
-        return background.convert("RGB")
-    return image
-
-
 def image_to_array(image: Image.Image, metadata: OnnxMetadata) -> np.ndarray:
     """One image -> [C, H, W] float32, equal to ``Preprocessor.image_to_tensor`` (same PIL ops, same float32 math)."""
     mode = "L" if metadata.channels == 1 else "RGB"
     if image.mode in ("RGBA", "LA", "P") or image.mode != mode:
-        image = _flatten_alpha(image).convert(mode)
+        image = flatten_alpha(image).convert(mode)
     height, width = metadata.image_size
     if image.size != (width, height):
         image = image.resize((width, height), Image.Resampling.BILINEAR, reducing_gap=None)

@@ -89,7 +89,7 @@ def test_classify_refuses_a_corrupt_checkpoint(tmp_path, image_folder, checkpoin
 
 
 def test_classify_refuses_a_decompression_bomb(tmp_path, image_folder, checkpoint, monkeypatch):
-    from fewshot_sdk.data import images
+    from fewshot_sdk import imageio as images
 
     monkeypatch.setattr(images, "MAX_IMAGE_PIXELS", 32 * 32)  # the support images are 32x32
     big = tmp_path / "big.png"

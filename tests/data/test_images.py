@@ -3,8 +3,8 @@ import pytest
 import torch
 from PIL import Image
 
+from fewshot_sdk import imageio as images_module
 from fewshot_sdk.config import PreprocessConfig
-from fewshot_sdk.data import images as images_module
 from fewshot_sdk.data.images import Preprocessor, load_image
 from fewshot_sdk.errors import InputError
 
