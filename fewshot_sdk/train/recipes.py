@@ -16,20 +16,19 @@ def omniglot_splits(data: str | Path, learner: Learner, split_seed: int = 0) -> 
     return split_characters(load_background_characters(data, learner.preprocessor), split_seed=split_seed)
 
 
-def train_on_omniglot(
+def train_on_splits(
     learner: Learner,
-    data: str | Path,
+    splits: OmniglotSplits,
+    dataset: str,
     config: TrainConfig,
-    split_seed: int = 0,
     on_progress: Callable[[int, dict[str, float]], None] | None = None,
     on_new_best: Callable[[Learner], None] | None = None,
 ) -> TrainResult:
-    """Meta-train on the Omniglot background splits and record how in the learner's provenance."""
-    splits = omniglot_splits(data, learner, split_seed)
+    """Meta-train on class-disjoint splits and record how in the learner's provenance."""
     result = meta_train(learner, splits.train, splits.val, config, on_progress=on_progress, on_new_best=on_new_best)
     learner.provenance.training = TrainingInfo(
-        dataset="omniglot-background-small1+small2",
-        split_seed=split_seed,
+        dataset=dataset,
+        split_seed=splits.split_seed,
         train_classes=splits.train.num_classes,
         episodes=config.episodes,
         n_way=config.n_way,
@@ -81,19 +80,7 @@ def train_on_dataset(
     if is_sinusoid(data):  # "sinusoid": MAML's regression family, generated, not read from disk
         return train_sinusoid(learner, config, on_progress, on_new_best)
     if is_omniglot(data):
-        return train_on_omniglot(learner, data, config, split_seed, on_progress, on_new_best)
-    splits = folder_splits(data, learner, split_seed)
-    result = meta_train(learner, splits.train, splits.val, config, on_progress=on_progress, on_new_best=on_new_best)
-    learner.provenance.training = TrainingInfo(
-        dataset=f"folders:{Path(data).name}",
-        split_seed=split_seed,
-        train_classes=splits.train.num_classes,
-        episodes=config.episodes,
-        n_way=config.n_way,
-        k_shot=config.k_shot,
-        q_queries=config.q_queries,
-        seed=config.seed,
-        best_val_accuracy=result.best_val_accuracy,
-        extra={"train_config": config.model_dump(mode="json"), "best_episode": result.best_episode},
-    )
-    return result
+        splits, name = omniglot_splits(data, learner, split_seed), "omniglot-background-small1+small2"
+    else:
+        splits, name = folder_splits(data, learner, split_seed), f"folders:{Path(data).name}"
+    return train_on_splits(learner, splits, name, config, on_progress, on_new_best)
