@@ -13,9 +13,9 @@ def test_any_class_per_folder_dataset_trains_with_a_class_disjoint_split(tmp_pat
         folder = tmp_path / f"class{c}"
         folder.mkdir()
         for i in range(4):
-            Image.fromarray(rng.integers(0, 255, (12, 12), dtype=np.uint8)).save(folder / f"{i}.png")
+            Image.fromarray(rng.integers(0, 255, (16, 16), dtype=np.uint8)).save(folder / f"{i}.png")
     torch.manual_seed(0)
-    learner = fs.create("protonet", image_size=12)
+    learner = fs.create("protonet", image_size=16)
     splits = dataset_splits(tmp_path, learner, split_seed=3)
     names = [set(s.class_names) for s in (splits.train, splits.val, splits.test)]
     assert [len(n) for n in names] == [6, 2, 2] and not (names[0] & names[1] or names[0] & names[2])
