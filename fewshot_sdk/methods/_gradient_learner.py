@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from fewshot_sdk.config import BackboneConfig, PreprocessConfig, StrictModel
+from fewshot_sdk.config import StrictModel
 from fewshot_sdk.data.episodes import Episode
 from fewshot_sdk.errors import InputError
 from fewshot_sdk.methods._functional import (
@@ -72,14 +72,7 @@ class GradientLearner(Learner):
     #: whether ``train_step`` may batch tasks with vmap (methods whose meta-update is MAML's)
     vmap_tasks: ClassVar[bool] = False
 
-    def __init__(
-        self,
-        config: StrictModel | None = None,
-        backbone: BackboneConfig | None = None,
-        preprocess: PreprocessConfig | None = None,
-        backbone_module: nn.Module | None = None,
-    ) -> None:
-        super().__init__(config, backbone, preprocess, backbone_module)
+    def build(self) -> None:
         use_task_batchnorm(self.backbone, "backbone.")
         outputs = 1 if self.config.task == "regression" else self.config.n_way
         self.head = nn.Linear(self.backbone.out_features, outputs)

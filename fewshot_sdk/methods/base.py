@@ -65,6 +65,14 @@ class Learner(nn.Module, metaclass=ABCMeta):
         self.preprocessor = Preprocessor(self.preprocess_config)
         self.backbone = build_backbone(self.backbone_config, self.preprocess_config, backbone_module)
         self.provenance = Provenance()
+        self.build()
+
+    def build(self) -> None:
+        """Create the method's own modules; runs once, after ``config`` and ``backbone`` exist.
+
+        A hook rather than an ``__init__`` override, so no method repeats the constructor's
+        signature (checkpoint loading builds every learner through that one signature).
+        """
 
     # ------------------------------------------------------- method hooks
     @abstractmethod

@@ -33,7 +33,6 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from fewshot_sdk.config import BackboneConfig, PreprocessConfig, StrictModel
 from fewshot_sdk.kernels import sgd_step
 from fewshot_sdk.methods._functional import Params
 from fewshot_sdk.methods._gradient_learner import GradientConfig, GradientLearner
@@ -99,14 +98,8 @@ class LSTMMetaLearner(GradientLearner):
     #: the paper's learner: four 3x3 conv layers with 32 filters (every coordinate runs through the LSTM)
     default_backbone: ClassVar[dict[str, object]] = {"hidden": 32}
 
-    def __init__(
-        self,
-        config: StrictModel | None = None,
-        backbone: BackboneConfig | None = None,
-        preprocess: PreprocessConfig | None = None,
-        backbone_module: nn.Module | None = None,
-    ) -> None:
-        super().__init__(config, backbone, preprocess, backbone_module)
+    def build(self) -> None:
+        super().build()
         self.meta_learner = MetaLearnerLSTM(self.config.hidden, self.config.init_forget_bias, self.config.init_lr)
 
     def fit_task(self, support_x: Tensor, support_y: Tensor, n_way: int, **options: object) -> TaskState:

@@ -106,8 +106,7 @@ class MANN(Learner):
     Config = MANNConfig
     config: MANNConfig
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def build(self) -> None:
         cfg = self.config
         pixels = math.prod(self.preprocess_config.input_shape)
         features = self.backbone.out_features if cfg.encoder == "backbone" else pixels

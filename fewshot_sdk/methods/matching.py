@@ -28,9 +28,8 @@ from __future__ import annotations
 
 import torch
 from pydantic import Field
-from torch import nn
 
-from fewshot_sdk.config import BackboneConfig, PreprocessConfig, StrictModel
+from fewshot_sdk.config import StrictModel
 from fewshot_sdk.kernels import pairwise_softmax
 from fewshot_sdk.methods._metric_common import check_support, one_hot
 from fewshot_sdk.methods._metric_fce import AttentionReadLSTM, SupportContext
@@ -57,14 +56,7 @@ class MatchingNet(Learner):
     Config = MatchingConfig
     config: MatchingConfig
 
-    def __init__(
-        self,
-        config: MatchingConfig | None = None,
-        backbone: BackboneConfig | None = None,
-        preprocess: PreprocessConfig | None = None,
-        backbone_module: nn.Module | None = None,
-    ) -> None:
-        super().__init__(config, backbone, preprocess, backbone_module)
+    def build(self) -> None:
         self.support_context: SupportContext | None = None
         self.query_reader: AttentionReadLSTM | None = None
         if self.config.fce:

@@ -136,8 +136,7 @@ class MetaNet(Learner):
     Config = MetaNetConfig
     config: MetaNetConfig
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def build(self) -> None:
         cfg = self.config
         features = self.backbone.out_features
         self.embedding = AugmentedLinear(features, cfg.key_size, activation=True)  # f_theta's top layer

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from fewshot_sdk.config import BackboneConfig, PreprocessConfig, StrictModel
+from fewshot_sdk.config import StrictModel
 from fewshot_sdk.data.episodes import Episode
 from fewshot_sdk.errors import InputError
 from fewshot_sdk.methods._metric_common import check_support, normalised_sigmoid, one_hot
@@ -99,14 +99,7 @@ class RelationNet(Learner):
     config: RelationConfig
     default_backbone: ClassVar[dict[str, object]] = {"pooled_blocks": 2, "flatten": False}
 
-    def __init__(
-        self,
-        config: RelationConfig | None = None,
-        backbone: BackboneConfig | None = None,
-        preprocess: PreprocessConfig | None = None,
-        backbone_module: nn.Module | None = None,
-    ) -> None:
-        super().__init__(config, backbone, preprocess, backbone_module)
+    def build(self) -> None:
         self.relation = RelationModule(self.backbone.out_shape, self.config.channels, self.config.hidden)
 
     def feature_maps(self, x: torch.Tensor) -> torch.Tensor:

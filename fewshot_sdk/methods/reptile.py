@@ -50,8 +50,8 @@ class Reptile(GradientLearner):
     Config = ReptileConfig
     config: ReptileConfig
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def build(self) -> None:
+        super().build()
         self.meta_iteration = 0
 
     def train_task(self, x: Tensor, y: Tensor, n_way: int, steps: int, lr: float) -> Params:

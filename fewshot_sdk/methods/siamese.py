@@ -26,7 +26,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from fewshot_sdk.config import BackboneConfig, PreprocessConfig, StrictModel
+from fewshot_sdk.config import StrictModel
 from fewshot_sdk.data.episodes import Episode
 from fewshot_sdk.kernels import pairwise_logits
 from fewshot_sdk.methods._metric_common import check_support, normalised_sigmoid, one_hot, per_class_max
@@ -48,14 +48,7 @@ class SiameseNet(Learner):
     Config = SiameseConfig
     config: SiameseConfig
 
-    def __init__(
-        self,
-        config: SiameseConfig | None = None,
-        backbone: BackboneConfig | None = None,
-        preprocess: PreprocessConfig | None = None,
-        backbone_module: nn.Module | None = None,
-    ) -> None:
-        super().__init__(config, backbone, preprocess, backbone_module)
+    def build(self) -> None:
         units = self.config.embedding or self.backbone.out_features
         self.head: nn.Module = nn.Identity()
         if self.config.embedding:
