@@ -66,3 +66,14 @@ def image_folder(tmp_path):
             pixels = np.clip(rng.normal(level, 10, size=(32, 32)), 0, 255).astype(np.uint8)
             Image.fromarray(pixels).save(folder / f"{i}.png")
     return root
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> str:
+    """An untrained, seeded ProtoNet checkpoint folder for CLI tests."""
+    import torch
+
+    import fewshot_sdk as fs
+
+    torch.manual_seed(0)
+    return str(fs.create("protonet").save(tmp_path_factory.mktemp("ckpt") / "model"))

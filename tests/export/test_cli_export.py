@@ -4,30 +4,9 @@ from __future__ import annotations
 
 import json
 
-import pytest
-import torch
-from typer.testing import CliRunner
+from cli_support import assert_clean_error, run
 
 import fewshot_sdk as fs
-from fewshot_sdk.cli.app import app
-
-runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    return str(fs.create("protonet").save(tmp_path_factory.mktemp("ckpt") / "model"))
-
-
-def run(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def assert_clean_error(result, fragment):
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    assert fragment in result.output, result.output
 
 
 def probabilities(result) -> dict[str, dict[str, float]]:
