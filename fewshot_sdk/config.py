@@ -90,6 +90,9 @@ class TrainingInfo(StrictModel):
     seed: int | None = None
     best_val_accuracy: float | None = None
     extra: dict[str, object] = Field(default_factory=dict)
+    init_training: TrainingInfo | None = Field(
+        None, description="the training record of the checkpoint these weights started from (`fewshot train --init`)"
+    )
 
 
 class LakeRunsResult(StrictModel):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -13,6 +13,9 @@ from rich.table import Table
 from fewshot_sdk.cli.errors import clean_errors, fail
 from fewshot_sdk.cli.progress import progress_bar
 from fewshot_sdk.cli.sources import expand_queries, support_from_options
+
+if TYPE_CHECKING:
+    from fewshot_sdk.methods.base import Learner
 
 DEFAULT_MODEL = "protonet-omniglot"
 
@@ -85,7 +88,13 @@ def print_predictions(queries: list[Path], class_names: list[str], probs: Any, t
 def train(
     out: Annotated[Path, typer.Option(help="Checkpoint folder to write.")],
     data: Annotated[Path, typer.Option(help="Omniglot folder (background zips) or a folder of class subfolders.")],
-    method: Annotated[str, typer.Option(help="Method name (see `fewshot models`).")] = "protonet",
+    method: Annotated[
+        str | None, typer.Option(help="Method name (see `fewshot models`); default protonet, or --init's.")
+    ] = None,
+    init: Annotated[
+        str | None,
+        typer.Option(help="Continue from this bundled model or checkpoint folder instead of random weights."),
+    ] = None,
     episodes: Annotated[int, typer.Option(min=1, help="Meta-updates.")] = 5000,
     n_way: Annotated[int, typer.Option("--n-way", min=2)] = 60,
     k_shot: Annotated[int, typer.Option("--k-shot", min=1)] = 1,
@@ -96,7 +105,9 @@ def train(
     val_every: Annotated[int, typer.Option("--val-every", min=1)] = 500,
     val_episodes: Annotated[int, typer.Option("--val-episodes", min=1)] = 200,
     seed: Annotated[int, typer.Option()] = 0,
-    split_seed: Annotated[int, typer.Option("--split-seed")] = 0,
+    split_seed: Annotated[
+        int | None, typer.Option("--split-seed", help="Class split; default 0, or --init's.")
+    ] = None,
     backbone: Annotated[str | None, typer.Option(help="conv4 or resnet12.")] = None,
     image_size: Annotated[int | None, typer.Option("--image-size", min=8)] = None,
     setting: Annotated[
@@ -106,7 +117,6 @@ def train(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing checkpoint in --out.")] = False,
 ) -> None:
     """Meta-train a method episodically; keeps the weights with the best validation accuracy."""
-    import fewshot_sdk as fs
     from fewshot_sdk.train.checkpoint import CONFIG_FILE, prepare_output_folder
     from fewshot_sdk.train.loop import TrainConfig
     from fewshot_sdk.train.recipes import train_on_dataset
@@ -116,10 +126,10 @@ def train(
     settings = parse_settings(setting or [])
     if image_size is not None:
         settings["image_size"] = image_size
-    if is_sinusoid(data):  # MAML's regression family: a 1-40-40-1 ReLU MLP unless told otherwise
-        settings.setdefault("task", "regression")
-        backbone = backbone or "mlp"
-    learner = fs.create(method, backbone=backbone, **settings)
+    learner = new_or_initial_learner(data, method, init, backbone, settings)
+    if split_seed is None:
+        previous = learner.provenance.training
+        split_seed = previous.split_seed if previous is not None and previous.split_seed is not None else 0
     config = TrainConfig(
         episodes=episodes,
         n_way=n_way,
@@ -150,6 +160,28 @@ def train(
     console.print(
         f"best validation accuracy {result.best_val_accuracy:.4f} at episode {result.best_episode}; saved {out}"
     )
+
+
+def new_or_initial_learner(
+    data: Path, method: str | None, init: str | None, backbone: str | None, settings: dict[str, Any]
+) -> Learner:
+    """The learner ``fewshot train`` starts from: fresh, or ``--init``'s weights with ``--set`` applied."""
+    import fewshot_sdk as fs
+    from fewshot_sdk.registry import method_class
+    from fewshot_sdk.train.recipes import warm_start
+    from fewshot_sdk.train.regression import is_sinusoid
+
+    if init is None:
+        if is_sinusoid(data):  # MAML's regression family: a 1-40-40-1 ReLU MLP unless told otherwise
+            settings.setdefault("task", "regression")
+            backbone = backbone or "mlp"
+        return fs.create(method or "protonet", backbone=backbone, **settings)
+    if backbone is not None:
+        fail(f"--backbone cannot be combined with --init {init}: the backbone comes from the checkpoint")
+    learner = warm_start(init, settings)
+    if method is not None and method_class(method).method != learner.method:
+        fail(f"--method {method} does not match --init {init}, a {learner.method} checkpoint; drop --method")
+    return learner
 
 
 def parse_settings(pairs: list[str]) -> dict[str, Any]:

@@ -81,11 +81,14 @@ def meta_train(
     config: TrainConfig,
     on_progress: Callable[[int, dict[str, float]], None] | None = None,
     on_new_best: Callable[[Learner], None] | None = None,
+    validate_initial: bool = False,
 ) -> TrainResult:
     """Train ``learner`` in place; at the end it holds the weights of the best validation score.
 
     ``on_new_best`` is called with the learner each time validation improves (the CLI
     writes the checkpoint then, so an interrupted run keeps its best weights).
+    ``validate_initial`` scores the starting weights as episode 0, so continuing from a
+    trained checkpoint can never end worse than it started (on validation).
     """
     seed_everything(config.seed)
     device = resolve_device(config.device)
@@ -101,6 +104,30 @@ def meta_train(
     history: list[dict[str, float]] = []
     start = time.perf_counter()
     running = {"loss": 0.0, "accuracy": 0.0}
+
+    def validate(episode_index: int) -> None:
+        nonlocal best_accuracy, best_episode, best_state
+        learner.eval()
+        val_accuracy, val_ci = mean_ci95([episode_accuracy(learner, ep) for ep in val_episodes])
+        record = {
+            "episode": episode_index,
+            "loss": running["loss"],
+            "train_accuracy": running["accuracy"],
+            "val_accuracy": val_accuracy,
+            "val_ci95": val_ci,
+            "seconds": time.perf_counter() - start,
+        }
+        history.append(record)
+        if val_accuracy > best_accuracy:
+            best_accuracy, best_episode = val_accuracy, episode_index
+            best_state = copy.deepcopy(learner.state_dict())
+            if on_new_best is not None and episode_index > 0:
+                on_new_best(learner)
+        if on_progress is not None:
+            on_progress(episode_index, {**record, "best_val_accuracy": best_accuracy})
+
+    if validate_initial:  # a warm start keeps its starting weights unless training beats them
+        validate(0)
     for episode_index in range(1, config.episodes + 1):
         learner.train()
         batch = [sampler.sample().to(device) for _ in range(config.meta_batch)]
@@ -109,25 +136,7 @@ def meta_train(
         for key in running:
             running[key] = 0.95 * running[key] + 0.05 * metrics[key] if episode_index > 1 else metrics[key]
         if episode_index % config.val_every == 0 or episode_index == config.episodes:
-            learner.eval()
-            accuracies = [episode_accuracy(learner, ep) for ep in val_episodes]
-            val_accuracy, val_ci = mean_ci95(accuracies)
-            record = {
-                "episode": episode_index,
-                "loss": running["loss"],
-                "train_accuracy": running["accuracy"],
-                "val_accuracy": val_accuracy,
-                "val_ci95": val_ci,
-                "seconds": time.perf_counter() - start,
-            }
-            history.append(record)
-            if val_accuracy > best_accuracy:
-                best_accuracy, best_episode = val_accuracy, episode_index
-                best_state = copy.deepcopy(learner.state_dict())
-                if on_new_best is not None:
-                    on_new_best(learner)
-            if on_progress is not None:
-                on_progress(episode_index, {**record, "best_val_accuracy": best_accuracy})
+            validate(episode_index)
         elif on_progress is not None:
             on_progress(episode_index, {"loss": running["loss"], "train_accuracy": running["accuracy"]})
     learner.load_state_dict(best_state)

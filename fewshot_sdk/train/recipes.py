@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from fewshot_sdk.config import TrainingInfo
+from fewshot_sdk.config import Provenance, TrainingInfo
 from fewshot_sdk.data.omniglot import OmniglotSplits, load_background_characters, split_characters
+from fewshot_sdk.errors import InputError
 from fewshot_sdk.methods.base import Learner
 from fewshot_sdk.train.loop import TrainConfig, TrainResult, meta_train
 
@@ -24,9 +26,19 @@ def train_on_splits(
     on_progress: Callable[[int, dict[str, float]], None] | None = None,
     on_new_best: Callable[[Learner], None] | None = None,
 ) -> TrainResult:
-    """Meta-train on class-disjoint splits and record how in the learner's provenance."""
-    result = meta_train(learner, splits.train, splits.val, config, on_progress=on_progress, on_new_best=on_new_best)
-    learner.provenance.training = TrainingInfo(
+    """Meta-train on class-disjoint splits and record how in the learner's provenance.
+
+    A learner that was trained before (``warm_start``) continues from its weights; its
+    earlier record is kept as ``init_training``.
+    """
+    previous = learner.provenance.training
+    if previous is not None and previous.dataset == dataset and previous.split_seed not in (None, splits.split_seed):
+        raise InputError(
+            f"the initial checkpoint was trained on {dataset} with split seed {previous.split_seed}; continuing "
+            f"with split seed {splits.split_seed} would train on its validation/test classes. "
+            f"Use --split-seed {previous.split_seed}"
+        )
+    record = TrainingInfo(
         dataset=dataset,
         split_seed=splits.split_seed,
         train_classes=splits.train.num_classes,
@@ -35,14 +47,64 @@ def train_on_splits(
         k_shot=config.k_shot,
         q_queries=config.q_queries,
         seed=config.seed,
-        best_val_accuracy=result.best_val_accuracy,
-        extra={
-            "train_config": config.model_dump(mode="json"),
-            "best_episode": result.best_episode,
-            "seconds": round(result.seconds, 1),
-        },
+        extra={"train_config": config.model_dump(mode="json"), "status": "in progress"},
+        init_training=previous,
+    )
+    learner.provenance.training = record  # what a best-so-far checkpoint written mid-run says of itself
+    result = meta_train(
+        learner,
+        splits.train,
+        splits.val,
+        config,
+        on_progress=on_progress,
+        on_new_best=on_new_best,
+        validate_initial=previous is not None,
+    )
+    learner.provenance.training = record.model_copy(
+        update={
+            "best_val_accuracy": result.best_val_accuracy,
+            "extra": {
+                "train_config": config.model_dump(mode="json"),
+                "best_episode": result.best_episode,
+                "seconds": round(result.seconds, 1),
+            },
+        }
     )
     return result
+
+
+def warm_start(init: str | Path, settings: dict[str, Any] | None = None) -> Learner:
+    """A trained learner to meta-train further, with some method settings changed (e.g. MAML's ``inner_lr``).
+
+    The weights, backbone and preprocessing come from ``init``; the old evaluation
+    results are dropped (they describe weights that training is about to change) and its
+    training record is kept, so the new checkpoint says where it started.
+    """
+    from fewshot_sdk.zoo import PREPROCESS_KEYS, create, load
+
+    base = load(init)
+    settings = dict(settings or {})
+    fixed = sorted(key for key in settings if key in PREPROCESS_KEYS)
+    if fixed:
+        raise InputError(
+            f"{', '.join(fixed)} cannot change when training from --init {init}: its weights were trained on "
+            f"{base.preprocess_config.channels}-channel {base.preprocess_config.image_size} inputs"
+        )
+    learner = create(
+        base.method,
+        backbone=base.backbone_config,
+        preprocess=base.preprocess_config,
+        **{**base.config.model_dump(), **settings},
+    )
+    try:
+        learner.load_state_dict(base.state_dict())
+    except RuntimeError:
+        raise InputError(
+            f"settings {sorted(settings)} change the shape of {base.method}'s weights, so --init {init} "
+            "cannot be loaded into them; keep those settings or train from scratch"
+        ) from None
+    learner.provenance = Provenance(training=base.provenance.training)
+    return learner
 
 
 def is_omniglot(data: str | Path) -> bool:

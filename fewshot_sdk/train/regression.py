@@ -127,5 +127,6 @@ def train_sinusoid(
             "best_val_mse": best_mse,
             "seconds": round(seconds, 1),
         },
+        init_training=learner.provenance.training,
     )
     return TrainResult(-best_mse, best_episode, history, seconds)

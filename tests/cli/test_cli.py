@@ -123,6 +123,20 @@ def test_train_then_evaluate_writes_a_checkpoint_with_its_results(tmp_path, omni
     assert entry["n_way"] == 5 and entry["episodes"] == 4 and 0 <= entry["accuracy"] <= 1
     assert fs.load(out).provenance.results[0].episodes == 4
 
+    more = tmp_path / "continued"
+    result = run("train", "--init", out, "--out", more, "--data", omniglot_dir, "--episodes", 2, "--n-way", 5,
+                 "--val-every", 2, "--val-episodes", 2, "--set", 'metric="sqeuclidean"')  # fmt: skip
+    assert result.exit_code == 0, result.output
+    continued = fs.load(more)
+    assert continued.method == "protonet" and continued.config.metric == "sqeuclidean"
+    assert continued.provenance.results == [] and continued.provenance.training.init_training.episodes == 3
+    assert_clean_error(run("train", "--init", out, "--out", more, "--data", omniglot_dir, "--method", "maml",
+                           "--overwrite"), "does not match")  # fmt: skip
+    assert_clean_error(run("train", "--init", out, "--out", more, "--data", omniglot_dir, "--backbone", "resnet12",
+                           "--overwrite"), "--backbone")  # fmt: skip
+    assert_clean_error(run("train", "--init", out, "--out", more, "--data", omniglot_dir, "--split-seed", 1,
+                           "--overwrite"), "--split-seed 0")  # fmt: skip
+
 
 def test_evaluate_on_lake_runs_and_models_listing(checkpoint, omniglot_dir):
     result = run("evaluate", "--model", checkpoint, "--lake-runs", omniglot_dir / "all_runs.zip")
