@@ -109,10 +109,10 @@ def meta_train(
         nonlocal best_accuracy, best_episode, best_state
         learner.eval()
         val_accuracy, val_ci = mean_ci95([episode_accuracy(learner, ep) for ep in val_episodes])
+        trained = {"loss": running["loss"], "train_accuracy": running["accuracy"]} if episode_index else {}
         record = {
             "episode": episode_index,
-            "loss": running["loss"],
-            "train_accuracy": running["accuracy"],
+            **trained,  # nothing to report before the first update
             "val_accuracy": val_accuracy,
             "val_ci95": val_ci,
             "seconds": time.perf_counter() - start,

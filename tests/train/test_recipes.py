@@ -60,6 +60,7 @@ def test_warm_start_continues_from_the_checkpoint_and_keeps_its_training_record(
 
     result = train_on_dataset(learner, data, TINY, split_seed=3)
     assert [record["episode"] for record in result.history] == [0, 2]  # the starting weights are validated too
+    assert "loss" not in result.history[0] and "loss" in result.history[1]
     assert learner.provenance.training.init_training == base.provenance.training
 
 
