@@ -27,6 +27,17 @@ PAPERS: dict[str, tuple[str, ...]] = {
 PROTOCOLS = ((5, 1), (5, 5), (20, 1), (20, 5))
 
 
+def describe_training(training: dict | None) -> str:
+    """"600 + 5000 episodes, 20-way 1-shot" for a run continued (``--init``) from an earlier one."""
+    if not training:
+        return "unknown"
+    runs = [training]
+    while runs[-1].get("init_training"):
+        runs.append(runs[-1]["init_training"])
+    episodes = " + ".join(str(run.get("episodes")) for run in reversed(runs))
+    return f"{episodes} episodes, {training.get('n_way')}-way {training.get('k_shot')}-shot"
+
+
 def row(name: str) -> str | None:
     path = zoo_path(name)
     assert path is not None
@@ -45,12 +56,7 @@ def row(name: str) -> str | None:
         cells.append(cell if result["episodes"] >= 600 else f"{cell} ({result['episodes']} episodes only)")
     lake = provenance.get("lake_runs")
     lake_cell = f"{100 * lake['accuracy']:.2f} ({lake['correct']}/{lake['test_images']})" if lake else "not measured"
-    training = provenance.get("training") or {}
-    trained = (
-        f"{training.get('episodes')} episodes, {training.get('n_way')}-way {training.get('k_shot')}-shot"
-        if training
-        else "unknown"
-    )
+    trained = describe_training(provenance.get("training"))
     method = name.removesuffix("-omniglot")
     paper = " / ".join(PAPERS.get(method, ("-",) * 4))
     return f"| `{name}` | {' | '.join(cells)} | {lake_cell} | {paper} | {trained} |"
