@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from method_support import accuracy_before_and_after_training
 
 import fewshot_sdk as fs
 from fewshot_sdk.data.episodes import Episode
@@ -104,15 +105,12 @@ def test_adapt_predicts_and_refuses_a_learning_rate():
 
 
 def test_meta_learner_learns_on_real_omniglot_glyphs(omniglot_splits):
-    from fewshot_sdk.train.evaluate import evaluate_episodes
-    from fewshot_sdk.train.loop import TrainConfig, meta_train
+    from fewshot_sdk.train.loop import TrainConfig
 
     torch.manual_seed(0)
     learner = fs.create("lstm-meta", backbone={"hidden": 16}, n_way=5, inner_steps=5, test_steps=5)
-    before = evaluate_episodes(learner, omniglot_splits.val, 5, 1, 5, episodes=20, seed=3, split="val")
     config = TrainConfig(
         episodes=30, n_way=5, k_shot=1, q_queries=5, meta_batch=2, lr=5e-3, val_every=30, val_episodes=5
     )
-    meta_train(learner, omniglot_splits.train, omniglot_splits.val, config)
-    after = evaluate_episodes(learner, omniglot_splits.val, 5, 1, 5, episodes=20, seed=3, split="val")
+    before, after = accuracy_before_and_after_training(learner, omniglot_splits, config, episodes=20)
     assert after.accuracy > before.accuracy + 0.08, (before, after)

@@ -1,12 +1,12 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from method_support import accuracy_before_and_after_training
 
 import fewshot_sdk as fs
 from fewshot_sdk.data.episodes import Episode
 from fewshot_sdk.errors import InputError
-from fewshot_sdk.train.evaluate import evaluate_episodes
-from fewshot_sdk.train.loop import TrainConfig, meta_train
+from fewshot_sdk.train.loop import TrainConfig
 
 ALPHA = 0.3
 
@@ -166,12 +166,10 @@ def test_checkpoint_round_trip_keeps_adaptation(tmp_path):
 def test_first_order_maml_learns_on_real_omniglot_glyphs(omniglot_splits):
     torch.manual_seed(0)
     learner = fs.create("fomaml", backbone={"hidden": 32}, n_way=5, inner_lr=0.4, inner_steps=1, test_steps=3)
-    before = evaluate_episodes(learner, omniglot_splits.val, 5, 1, 5, episodes=30, seed=3, split="val")
     config = TrainConfig(
         episodes=60, n_way=5, k_shot=1, q_queries=5, meta_batch=2, val_every=60, val_episodes=10, seed=0
     )
-    meta_train(learner, omniglot_splits.train, omniglot_splits.val, config)
-    after = evaluate_episodes(learner, omniglot_splits.val, 5, 1, 5, episodes=30, seed=3, split="val")
+    before, after = accuracy_before_and_after_training(learner, omniglot_splits, config, episodes=30)
     assert after.accuracy > 0.45, after
     assert after.accuracy > before.accuracy + 0.1, (before, after)
 

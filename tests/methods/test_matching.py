@@ -1,11 +1,11 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from method_support import accuracy_before_and_after_training, assert_refuses_bad_support
 
 import fewshot_sdk as fs
 from fewshot_sdk.methods.matching import MatchingFCE, MatchingNet
-from fewshot_sdk.train.evaluate import evaluate_episodes
-from fewshot_sdk.train.loop import TrainConfig, meta_train
+from fewshot_sdk.train.loop import TrainConfig
 
 
 def _task(dtype=torch.float32, seed=0):
@@ -124,10 +124,8 @@ def test_export_module_matches_score(name):
 def test_a_few_hundred_episodes_on_real_glyphs_lift_accuracy_well_above_untrained(omniglot_splits, name):
     torch.manual_seed(0)
     learner = fs.create(name, temperature=0.05)  # the shipped models' setting (benchmarks/results/matching.md)
-    before = evaluate_episodes(learner, omniglot_splits.val, 5, 1, 5, episodes=40, seed=3, split="val")
     config = TrainConfig(episodes=150, n_way=10, k_shot=1, q_queries=5, val_every=150, val_episodes=20, seed=0)
-    meta_train(learner, omniglot_splits.train, omniglot_splits.val, config)
-    after = evaluate_episodes(learner, omniglot_splits.val, 5, 1, 5, episodes=40, seed=3, split="val")
+    before, after = accuracy_before_and_after_training(learner, omniglot_splits, config, episodes=40)
     assert after.accuracy > 0.75, after
     assert after.accuracy > before.accuracy + 0.1, (before, after)
 
@@ -135,13 +133,6 @@ def test_a_few_hundred_episodes_on_real_glyphs_lift_accuracy_well_above_untraine
 @pytest.mark.parametrize("name", ["matching", "matching-fce"])
 def test_bad_support_is_refused_cleanly(name):
     learner = fs.create(name)
-    with pytest.raises(fs.InputError, match="at least 2 classes"):
-        learner.adapt(fs.SupportSet.from_tensors(torch.randn(3, 1, 28, 28), torch.tensor([0, 0, 0])))
-    with pytest.raises(fs.InputError, match="3 examples but y has 2"):
-        fs.SupportSet.from_tensors(torch.randn(3, 1, 28, 28), torch.tensor([0, 1]))
-    with pytest.raises(fs.InputError, match="one label per image"):
-        learner.adapt_tensors(torch.randn(3, 1, 28, 28), torch.tensor([0, 1]), 2)
-    with pytest.raises(fs.InputError, match=r"classes \[2\] have no support"):
-        learner.adapt_tensors(torch.randn(2, 1, 28, 28), torch.tensor([0, 1]), 3)
+    assert_refuses_bad_support(learner)
     with pytest.raises(fs.InputError, match="processing_steps"):
         fs.create(name, processing_steps=0)

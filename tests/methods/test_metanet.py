@@ -4,11 +4,11 @@ import onnxruntime
 import pytest
 import torch
 import torch.nn.functional as F
+from method_support import fixed_val_accuracy
 
 import fewshot_sdk as fs
 from fewshot_sdk.data.episodes import Episode, EpisodeSampler
 from fewshot_sdk.methods.metanet import preprocess_gradient, verification_pairs
-from fewshot_sdk.train.evaluate import evaluate_episodes
 from fewshot_sdk.train.loop import TrainConfig, meta_train
 
 
@@ -151,7 +151,7 @@ def test_a_hundred_episodes_on_real_glyphs_lift_accuracy_well_above_chance(omnig
     learner = fs.create("metanet", max_classes=5)
     config = TrainConfig(episodes=100, n_way=5, k_shot=1, q_queries=5, val_every=100, val_episodes=20)
     meta_train(learner, omniglot_splits.train, omniglot_splits.val, config)
-    after = evaluate_episodes(learner, omniglot_splits.val, 5, 1, 5, episodes=40, seed=3, split="val")
+    after = fixed_val_accuracy(learner, omniglot_splits, episodes=40)
     assert after.accuracy > 0.6, after
 
 

@@ -1,11 +1,11 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from method_support import accuracy_before_and_after_training
 
 import fewshot_sdk as fs
 from fewshot_sdk.data.episodes import EpisodeSampler
-from fewshot_sdk.train.evaluate import evaluate_episodes
-from fewshot_sdk.train.loop import TrainConfig, meta_train
+from fewshot_sdk.train.loop import TrainConfig
 
 
 def test_prototypes_and_logits_match_the_papers_equations_in_float64():
@@ -52,10 +52,8 @@ def test_episode_loss_is_cross_entropy_of_query_logits():
 def test_a_few_hundred_episodes_on_real_glyphs_lift_accuracy_well_above_untrained(omniglot_splits, seed):
     torch.manual_seed(seed)
     learner = fs.create("protonet")
-    before = evaluate_episodes(learner, omniglot_splits.val, 5, 1, 5, episodes=40, seed=3, split="val")
     config = TrainConfig(episodes=100, n_way=10, k_shot=1, q_queries=5, val_every=100, val_episodes=20, seed=seed)
-    meta_train(learner, omniglot_splits.train, omniglot_splits.val, config)
-    after = evaluate_episodes(learner, omniglot_splits.val, 5, 1, 5, episodes=40, seed=3, split="val")
+    before, after = accuracy_before_and_after_training(learner, omniglot_splits, config, episodes=40)
     assert after.accuracy > 0.8, after
     assert after.accuracy > before.accuracy + 0.1, (before, after)
 
