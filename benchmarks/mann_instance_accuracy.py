@@ -69,9 +69,8 @@ def main() -> None:
     learner = fs.load(args.model)
     if learner.method != "mann":
         raise SystemExit(f"{args.model} is a {learner.method} checkpoint, not a MANN")
-    training = learner.provenance.training
-    split_seed = training.split_seed if training and training.split_seed is not None else 0
-    test = dataset_splits(args.data, learner, split_seed).test
+    splits = dataset_splits(args.data, learner)  # the checkpoint's own class split
+    test, split_seed = splits.test, splits.split_seed
     sampler = EpisodeSampler(test, args.classes, args.instances, 0, seed=args.seed)
     start = time.perf_counter()
     per_instance = instance_accuracy(learner, sampler, args.episodes, args.seed)

@@ -127,9 +127,6 @@ def train(
     if image_size is not None:
         settings["image_size"] = image_size
     learner = new_or_initial_learner(data, method, init, backbone, settings)
-    if split_seed is None:
-        previous = learner.provenance.training
-        split_seed = previous.split_seed if previous is not None and previous.split_seed is not None else 0
     config = TrainConfig(
         episodes=episodes,
         n_way=n_way,
@@ -240,9 +237,7 @@ def evaluate(
                 typer.echo(f"{label}: MSE {figure['mse']:.3f} ± {figure['ci95']:.3f} ({episodes} tasks)")
         data = None
     if data is not None:
-        training = learner.provenance.training
-        seed_of_split = split_seed if split_seed is not None else (training.split_seed if training else 0) or 0
-        held_out = getattr(dataset_splits(data, learner, seed_of_split), split)
+        held_out = getattr(dataset_splits(data, learner, split_seed), split)
         for ways in n_way or [5]:
             for shots in k_shot or [1]:
                 label = f"{ways}-way {shots}-shot"

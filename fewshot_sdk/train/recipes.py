@@ -38,6 +38,7 @@ def train_on_splits(
             f"with split seed {splits.split_seed} would train on its validation/test classes. "
             f"Use --split-seed {previous.split_seed}"
         )
+    settings = {"train_config": config.model_dump(mode="json")}
     record = TrainingInfo(
         dataset=dataset,
         split_seed=splits.split_seed,
@@ -47,7 +48,7 @@ def train_on_splits(
         k_shot=config.k_shot,
         q_queries=config.q_queries,
         seed=config.seed,
-        extra={"train_config": config.model_dump(mode="json"), "status": "in progress"},
+        extra={**settings, "status": "in progress"},
         init_training=previous,
     )
     learner.provenance.training = record  # what a best-so-far checkpoint written mid-run says of itself
@@ -60,15 +61,9 @@ def train_on_splits(
         on_new_best=on_new_best,
         validate_initial=previous is not None,
     )
+    outcome = {"best_episode": result.best_episode, "seconds": round(result.seconds, 1)}
     learner.provenance.training = record.model_copy(
-        update={
-            "best_val_accuracy": result.best_val_accuracy,
-            "extra": {
-                "train_config": config.model_dump(mode="json"),
-                "best_episode": result.best_episode,
-                "seconds": round(result.seconds, 1),
-            },
-        }
+        update={"best_val_accuracy": result.best_val_accuracy, "extra": {**settings, **outcome}}
     )
     return result
 
@@ -122,8 +117,18 @@ def folder_splits(data: str | Path, learner: Learner, split_seed: int = 0, val_f
     return split_characters(classes, split_seed, n_val=held_out, n_test=held_out, rotate_train=False)
 
 
-def dataset_splits(data: str | Path, learner: Learner, split_seed: int = 0) -> OmniglotSplits:
-    """Omniglot's background splits, or any class-per-folder dataset, split by class."""
+def checkpoint_split_seed(learner: Learner) -> int:
+    """The class split the learner was trained on (0, the default split, when it has no record)."""
+    training = learner.provenance.training
+    return training.split_seed if training is not None and training.split_seed is not None else 0
+
+
+def dataset_splits(data: str | Path, learner: Learner, split_seed: int | None = None) -> OmniglotSplits:
+    """Omniglot's background splits, or any class-per-folder dataset, split by class.
+
+    ``split_seed`` defaults to the learner's own, so its held-out classes stay held out.
+    """
+    split_seed = checkpoint_split_seed(learner) if split_seed is None else split_seed
     if is_omniglot(data):
         return omniglot_splits(data, learner, split_seed)
     return folder_splits(data, learner, split_seed)
@@ -133,16 +138,14 @@ def train_on_dataset(
     learner: Learner,
     data: str | Path,
     config: TrainConfig,
-    split_seed: int = 0,
+    split_seed: int | None = None,
     on_progress: Callable[[int, dict[str, float]], None] | None = None,
     on_new_best: Callable[[Learner], None] | None = None,
 ) -> TrainResult:
+    """Meta-train on Omniglot, class folders or sinusoids; ``split_seed`` defaults to the learner's own."""
     from fewshot_sdk.train.regression import is_sinusoid, train_sinusoid
 
     if is_sinusoid(data):  # "sinusoid": MAML's regression family, generated, not read from disk
         return train_sinusoid(learner, config, on_progress, on_new_best)
-    if is_omniglot(data):
-        splits, name = omniglot_splits(data, learner, split_seed), "omniglot-background-small1+small2"
-    else:
-        splits, name = folder_splits(data, learner, split_seed), f"folders:{Path(data).name}"
-    return train_on_splits(learner, splits, name, config, on_progress, on_new_best)
+    name = "omniglot-background-small1+small2" if is_omniglot(data) else f"folders:{Path(data).name}"
+    return train_on_splits(learner, dataset_splits(data, learner, split_seed), name, config, on_progress, on_new_best)

@@ -58,7 +58,8 @@ def test_warm_start_continues_from_the_checkpoint_and_keeps_its_training_record(
     assert learner.provenance.results == []  # they scored the old weights, not the ones about to be trained
     assert learner.provenance.training == base.provenance.training
 
-    result = train_on_dataset(learner, data, TINY, split_seed=3)
+    result = train_on_dataset(learner, data, TINY)  # no split seed given: the checkpoint's own
+    assert learner.provenance.training.split_seed == 3
     assert [record["episode"] for record in result.history] == [0, 2]  # the starting weights are validated too
     assert "loss" not in result.history[0] and "loss" in result.history[1]
     assert learner.provenance.training.init_training == base.provenance.training
