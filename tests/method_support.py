@@ -5,6 +5,7 @@ import torch
 
 import fewshot_sdk as fs
 from fewshot_sdk.config import AccuracyResult
+from fewshot_sdk.data.episodes import EpisodeSampler
 from fewshot_sdk.data.omniglot import OmniglotSplits
 from fewshot_sdk.train.evaluate import evaluate_episodes
 from fewshot_sdk.train.loop import TrainConfig, meta_train
@@ -34,3 +35,20 @@ def assert_refuses_bad_support(learner: fs.Learner) -> None:
         learner.adapt_tensors(torch.randn(3, 1, 28, 28), torch.tensor([0, 1]), 2)
     with pytest.raises(fs.InputError, match=r"classes \[2\] have no support"):
         learner.adapt_tensors(torch.randn(2, 1, 28, 28), torch.tensor([0, 1]), 3)
+
+
+def random_task(dtype: torch.dtype = torch.float32, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A 3-way support set of 7 random 28x28 images (uneven shots) and 5 queries."""
+    torch.manual_seed(seed)
+    x = torch.randn(7, 1, 28, 28, dtype=dtype)
+    y = torch.tensor([0, 1, 2, 0, 1, 2, 2])
+    q = torch.randn(5, 1, 28, 28, dtype=dtype)
+    return x, y, q
+
+
+def assert_sampler_episode_adapts_and_predicts(learner: fs.Learner, splits: OmniglotSplits) -> None:
+    """A 5-way 2-shot episode from the training sampler goes through the public adapt/predict API."""
+    episode = EpisodeSampler(splits.test, 5, 2, 3, seed=0).sample()
+    support = fs.SupportSet.from_tensors(episode.support_x, episode.support_y)
+    prediction = learner.adapt(support).predict(episode.query_x)
+    assert prediction.indices.shape == (15,) and prediction.probs.shape == (15, 5)

@@ -3,9 +3,10 @@ import math
 import onnxruntime
 import pytest
 import torch
+from method_support import assert_sampler_episode_adapts_and_predicts
 
 import fewshot_sdk as fs
-from fewshot_sdk.data.episodes import Episode, EpisodeSampler
+from fewshot_sdk.data.episodes import Episode
 from fewshot_sdk.methods import _memory
 from fewshot_sdk.methods.mann import MEMORY_INIT, vary_task_size
 
@@ -232,9 +233,4 @@ def test_training_on_real_glyphs_lifts_accuracy_above_chance(omniglot_splits):
 
 
 def test_sampler_episodes_feed_adapt_and_predict(omniglot_splits):
-    learner = fs.create("mann", max_classes=5)
-    episode = EpisodeSampler(omniglot_splits.test, 5, 2, 3, seed=0).sample()
-    prediction = learner.adapt(fs.SupportSet.from_tensors(episode.support_x, episode.support_y)).predict(
-        episode.query_x
-    )
-    assert prediction.indices.shape == (15,) and prediction.probs.shape == (15, 5)
+    assert_sampler_episode_adapts_and_predicts(fs.create("mann", max_classes=5), omniglot_splits)

@@ -1,25 +1,17 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from method_support import accuracy_before_and_after_training, assert_refuses_bad_support
+from method_support import accuracy_before_and_after_training, assert_refuses_bad_support, random_task
 
 import fewshot_sdk as fs
 from fewshot_sdk.methods.matching import MatchingFCE, MatchingNet
 from fewshot_sdk.train.loop import TrainConfig
 
 
-def _task(dtype=torch.float32, seed=0):
-    torch.manual_seed(seed)
-    x = torch.randn(7, 1, 28, 28, dtype=dtype)
-    y = torch.tensor([0, 1, 2, 0, 1, 2, 2])
-    q = torch.randn(5, 1, 28, 28, dtype=dtype)
-    return x, y, q
-
-
 @pytest.mark.parametrize("name", ["matching", "matching-fce"])
 def test_shapes_and_probabilities_sum_to_one(name):
     learner = fs.create(name)
-    x, y, q = _task()
+    x, y, q = random_task()
     state = learner.adapt_tensors(x, y, 3)
     assert state["support"].shape == (7, 64) and state["support_classes"].shape == (7, 3)
     prediction = learner.adapt(fs.SupportSet.from_tensors(x, y)).predict(q)
@@ -32,7 +24,7 @@ def test_matching_fce_is_its_own_method_with_fce_on_and_reloads_as_fce(tmp_path)
     assert isinstance(learner, MatchingFCE) and learner.config.fce and learner.query_reader is not None
     plain = fs.create("matching")
     assert type(plain) is MatchingNet and not plain.config.fce and plain.query_reader is None
-    x, y, q = _task(seed=5)
+    x, y, q = random_task(seed=5)
     reloaded = fs.load(learner.save(tmp_path / "fce"))
     assert reloaded.method == "matching-fce" and reloaded.config.fce
     with torch.no_grad():
@@ -43,7 +35,7 @@ def test_matching_fce_is_its_own_method_with_fce_on_and_reloads_as_fce(tmp_path)
 
 def test_simple_score_is_log_of_cosine_attention_over_support_labels_in_float64():
     learner = fs.create("matching").double()
-    x, y, q = _task(torch.float64, seed=1)
+    x, y, q = random_task(torch.float64, seed=1)
     state = learner.fit_task(x, y, 3)
     with torch.no_grad():
         f, g = learner.backbone(q), learner.backbone(x)
@@ -65,7 +57,7 @@ def _lstm(x, state, cell_state, w_x, b_x, w_s, b_s=0.0):
 def test_fce_embeddings_follow_the_papers_equations_step_by_step_in_float64():
     torch.manual_seed(2)
     learner = fs.create("matching-fce", processing_steps=3).double()
-    x, y, q = _task(torch.float64, seed=2)
+    x, y, q = random_task(torch.float64, seed=2)
     state = learner.fit_task(x, y, 3)
     with torch.no_grad():
         g_prime, f_prime = learner.backbone(x), learner.backbone(q)
@@ -114,7 +106,7 @@ def test_fce_embeddings_follow_the_papers_equations_step_by_step_in_float64():
 def test_export_module_matches_score(name):
     torch.manual_seed(3)
     learner = fs.create(name)
-    x, y, q = _task(seed=3)
+    x, y, q = random_task(seed=3)
     state = learner.adapt_tensors(x, y, 3)
     with torch.no_grad():
         torch.testing.assert_close(learner.export_module(state)(q), learner.score(state, q))

@@ -4,10 +4,10 @@ import onnxruntime
 import pytest
 import torch
 import torch.nn.functional as F
-from method_support import fixed_val_accuracy
+from method_support import assert_sampler_episode_adapts_and_predicts, fixed_val_accuracy
 
 import fewshot_sdk as fs
-from fewshot_sdk.data.episodes import Episode, EpisodeSampler
+from fewshot_sdk.data.episodes import Episode
 from fewshot_sdk.methods.metanet import preprocess_gradient, verification_pairs
 from fewshot_sdk.train.loop import TrainConfig, meta_train
 
@@ -156,9 +156,4 @@ def test_a_hundred_episodes_on_real_glyphs_lift_accuracy_well_above_chance(omnig
 
 
 def test_sampler_episodes_feed_adapt_and_predict(omniglot_splits):
-    learner = fs.create("metanet", max_classes=5)
-    episode = EpisodeSampler(omniglot_splits.test, 5, 2, 3, seed=0).sample()
-    prediction = learner.adapt(fs.SupportSet.from_tensors(episode.support_x, episode.support_y)).predict(
-        episode.query_x
-    )
-    assert prediction.indices.shape == (15,) and prediction.probs.shape == (15, 5)
+    assert_sampler_episode_adapts_and_predicts(fs.create("metanet", max_classes=5), omniglot_splits)

@@ -1,25 +1,17 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from method_support import accuracy_before_and_after_training, assert_refuses_bad_support
+from method_support import accuracy_before_and_after_training, assert_refuses_bad_support, random_task
 
 import fewshot_sdk as fs
 from fewshot_sdk.data.episodes import Episode
 from fewshot_sdk.train.loop import TrainConfig
 
 
-def _task(dtype=torch.float32, seed=0):
-    torch.manual_seed(seed)
-    x = torch.randn(7, 1, 28, 28, dtype=dtype)
-    y = torch.tensor([0, 1, 2, 0, 1, 2, 2])
-    q = torch.randn(5, 1, 28, 28, dtype=dtype)
-    return x, y, q
-
-
 def test_feature_maps_class_maps_and_logits_have_the_papers_shapes():
     learner = fs.create("relation")
     assert learner.backbone.out_shape == (64, 7, 7)  # 28x28 -> 64x7x7 (two pooled blocks)
-    x, y, q = _task()
+    x, y, q = random_task()
     state = learner.adapt_tensors(x, y, 3)
     assert state["class_maps"].shape == (3, 64, 7, 7)
     prediction = learner.adapt(fs.SupportSet.from_tensors(x, y)).predict(q)
@@ -29,7 +21,7 @@ def test_feature_maps_class_maps_and_logits_have_the_papers_shapes():
 
 def test_relation_scores_match_the_concatenated_pairs_of_the_paper_in_float64():
     learner = fs.create("relation").double()
-    x, y, q = _task(torch.float64, seed=1)
+    x, y, q = random_task(torch.float64, seed=1)
     state = learner.fit_task(x, y, 3)
     with torch.no_grad():
         maps = learner.backbone.features(x)
@@ -51,7 +43,7 @@ def test_relation_scores_match_the_concatenated_pairs_of_the_paper_in_float64():
 
 def test_mean_shot_pooling_averages_the_support_maps():
     learner = fs.create("relation", shot_pooling="mean").double()
-    x, y, _ = _task(torch.float64, seed=2)
+    x, y, _ = random_task(torch.float64, seed=2)
     with torch.no_grad():
         maps = learner.backbone.features(x)
         expected = torch.stack([maps[y == c].mean(0) for c in range(3)])
@@ -72,7 +64,7 @@ def test_episode_loss_is_mse_of_sigmoid_relations_against_one_hot():
 
 def test_export_module_matches_score():
     learner = fs.create("relation")
-    x, y, q = _task(seed=4)
+    x, y, q = random_task(seed=4)
     state = learner.adapt_tensors(x, y, 3)
     with torch.no_grad():
         torch.testing.assert_close(learner.export_module(state)(q), learner.score(state, q))
