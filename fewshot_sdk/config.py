@@ -26,6 +26,12 @@ class PreprocessConfig(StrictModel):
     channels: Literal[1, 3] = 1
     mean: tuple[float, ...] = (0.92,)
     std: tuple[float, ...] = (0.22,)
+    resize_shorter: int | None = Field(
+        None,
+        ge=1,
+        description="photos: scale the shorter side to this many pixels, then centre-crop image_size "
+        "(keeps the aspect ratio, as ImageNet models were trained); None stretches the image to image_size",
+    )
 
     @field_validator("image_size", mode="before")
     @classmethod
@@ -46,6 +52,12 @@ class PreprocessConfig(StrictModel):
                 raise ValueError(f"{name} needs 1 or {self.channels} entries")
         return self
 
+    @model_validator(mode="after")
+    def _crop_fits(self) -> PreprocessConfig:
+        if self.resize_shorter is not None and self.resize_shorter < min(self.image_size):
+            raise ValueError(f"resize_shorter {self.resize_shorter} is smaller than the crop {self.image_size}")
+        return self
+
     @property
     def input_shape(self) -> tuple[int, int, int]:
         return (self.channels, *self.image_size)
@@ -54,14 +66,19 @@ class PreprocessConfig(StrictModel):
 class BackboneConfig(StrictModel):
     """The feature extractor: a named architecture or a user's own module ("custom")."""
 
-    name: Literal["conv4", "resnet12", "mlp", "custom"] = "conv4"
+    name: Literal["conv4", "resnet12", "efficientnet-lite0", "mlp", "custom"] = "conv4"
     hidden: int = Field(64, ge=1, description="conv4: filters per block")
     pooled_blocks: int = Field(4, ge=0, le=4, description="conv4: how many blocks end in 2x2 max-pooling")
-    flatten: bool = Field(True, description="False keeps feature maps (Relation Networks)")
+    flatten: bool = Field(
+        True, description="False keeps feature maps (Relation Networks); efficientnet-lite0 average-pools instead"
+    )
     widths: tuple[int, ...] = Field((64, 160, 320, 640), description="resnet12: channels per stage")
     description: str = Field("", description="custom: what the user's module is (informational)")
     in_features: int = Field(1, ge=1, description="mlp: input vector size (inputs are [B, in_features])")
     layers: tuple[int, ...] = Field((40, 40), description="mlp: hidden widths (ReLU after each)")
+    pretrained: bool = Field(
+        True, description="efficientnet-lite0: start from the bundled ImageNet weights (False: random init)"
+    )
 
 
 class AccuracyResult(StrictModel):

@@ -12,6 +12,7 @@ from torch import nn
 from fewshot_sdk.config import BackboneConfig, PreprocessConfig, describe_validation_error
 from fewshot_sdk.errors import CheckpointError, InputError
 from fewshot_sdk.methods.base import Learner
+from fewshot_sdk.models.backbones import default_preprocess
 from fewshot_sdk.registry import method_class, method_names, zoo_names, zoo_path
 from fewshot_sdk.train.checkpoint import load_learner
 
@@ -49,12 +50,12 @@ def create(
     cls = method_class(method)
     preprocess_settings = {k: settings.pop(k) for k in PREPROCESS_KEYS if k in settings}
     try:
-        if isinstance(preprocess, PreprocessConfig):
-            preprocess_config = preprocess.model_copy(update=preprocess_settings)
-        else:
-            preprocess_config = PreprocessConfig(**{**(preprocess or {}), **preprocess_settings})
         module = backbone if isinstance(backbone, nn.Module) else None
         backbone_config = _backbone_config(cls, backbone)
+        if not isinstance(preprocess, PreprocessConfig):
+            base = default_preprocess(backbone_config).model_dump()
+            preprocess = PreprocessConfig(**{**base, **(preprocess or {})})
+        preprocess_config = PreprocessConfig(**{**preprocess.model_dump(), **preprocess_settings})
         config = cls.Config(**settings)
     except ValidationError as exc:
         raise InputError(f"invalid settings for {method}: {describe_validation_error(exc)}") from None

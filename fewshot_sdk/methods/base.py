@@ -27,7 +27,7 @@ from fewshot_sdk.config import BackboneConfig, PreprocessConfig, Provenance, Str
 from fewshot_sdk.data.episodes import Episode
 from fewshot_sdk.data.images import ImageLike, Preprocessor
 from fewshot_sdk.errors import InputError
-from fewshot_sdk.models.backbones import build_backbone
+from fewshot_sdk.models.backbones import build_backbone, default_domain, default_preprocess
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -61,10 +61,12 @@ class Learner(nn.Module, metaclass=ABCMeta):
         super().__init__()
         self.config = config if config is not None else self.Config()
         self.backbone_config = backbone if backbone is not None else BackboneConfig(**self.default_backbone)
-        self.preprocess_config = preprocess if preprocess is not None else PreprocessConfig()
+        self.preprocess_config = preprocess if preprocess is not None else default_preprocess(self.backbone_config)
         self.preprocessor = Preprocessor(self.preprocess_config)
         self.backbone = build_backbone(self.backbone_config, self.preprocess_config, backbone_module)
         self.provenance = Provenance()
+        #: What the weights were trained on ("photos", "handwritten-characters", ...); saved in config.json.
+        self.domain = default_domain(self.backbone_config)
         self.build()
 
     def build(self) -> None:

@@ -3,7 +3,8 @@
 Conv4 is the field's standard few-shot embedding (Vinyals 2016; Snell 2017): four
 blocks of 3x3 conv (64 filters), batch norm, ReLU and 2x2 max-pooling, giving 64-d
 features at 28x28 and 1600-d at 84x84. ResNet-12 is the stronger backbone of
-later work (TADAM, MetaOptNet). Any ``nn.Module`` can stand in via
+later work (TADAM, MetaOptNet). EfficientNet-Lite0 with ImageNet weights is the photo
+backbone (:mod:`fewshot_sdk.models.efficientnet_lite`). Any ``nn.Module`` can stand in via
 :class:`WrappedBackbone`. Each exposes ``out_features`` (flattened size) and
 ``out_shape`` (feature-map shape), measured by one dry run, so methods never
 hard-code them.
@@ -11,11 +12,21 @@ hard-code them.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 
 from fewshot_sdk.config import BackboneConfig, PreprocessConfig
 from fewshot_sdk.errors import InputError
+from fewshot_sdk.models.efficientnet_lite import EfficientNetLite0
+
+#: The input EfficientNet-Lite0's ImageNet weights expect: RGB, shorter side 256 then a 224 centre crop,
+#: scaled the TF-Lite way, (x - 127) / 128 on 0..255 pixels, i.e. mean 127/255 and std 128/255 on [0, 1].
+PHOTO_PREPROCESS = PreprocessConfig(
+    image_size=(224, 224), channels=3, mean=(127 / 255,), std=(128 / 255,), resize_shorter=256
+)
 
 
 def conv_block(in_channels: int, out_channels: int, pool: bool) -> nn.Sequential:
@@ -97,13 +108,66 @@ class Backbone(nn.Module):
         self.out_shape = tuple(probe.shape[1:])
         self.out_features = int(probe[0].numel())
 
+    # A backbone is a chain of stages (the children of an nn.Sequential body, else the body
+    # alone). Training that freezes the first stages, and evaluation of a method whose
+    # embedding does not depend on the task, compute a prefix once per image and then run
+    # only the rest: ``stage_outputs`` makes those inputs and ``starting_at`` consumes them.
+    _start_stage: int = 0
+
+    @property
+    def stages(self) -> list[nn.Module]:
+        return list(self.body.children()) if isinstance(self.body, nn.Sequential) else [self.body]
+
+    def _run_body(self, x: torch.Tensor) -> torch.Tensor:
+        if self._start_stage == 0:
+            return self.body(x)
+        for stage in self.stages[self._start_stage :]:
+            x = stage(x)
+        return x
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The unflattened output (feature maps for conv backbones)."""
-        return self.body(x)
+        return self._run_body(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.body(x)
+        out = self._run_body(x)
         return out.flatten(1) if self.flatten else out
+
+    def stage_outputs(
+        self,
+        images: torch.Tensor,
+        stages: int,
+        batch_size: int = 64,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> torch.Tensor:
+        """What the first ``stages`` stages make of ``images`` (eval mode, no grad, in batches), on the CPU."""
+        if not 0 <= stages <= len(self.stages):
+            raise InputError(f"this backbone has {len(self.stages)} stages; cannot run the first {stages}")
+        prefix = nn.Sequential(*self.stages[:stages])
+        was_training = self.training
+        self.eval()
+        device = next((p.device for p in self.parameters()), torch.device("cpu"))
+        outputs = []
+        try:
+            with torch.inference_mode():
+                for start in range(0, len(images), batch_size):
+                    outputs.append(prefix(images[start : start + batch_size].to(device)).cpu())
+                    if on_batch is not None:
+                        on_batch(min(start + batch_size, len(images)))
+        finally:
+            self.train(was_training)
+        return torch.cat(outputs)
+
+    @contextmanager
+    def starting_at(self, stage: int) -> Iterator[None]:
+        """Within this block the backbone takes the outputs of stage ``stage`` - 1 as its input."""
+        if not 0 <= stage <= len(self.stages):
+            raise InputError(f"this backbone has {len(self.stages)} stages; cannot start at {stage}")
+        previous, self._start_stage = self._start_stage, stage
+        try:
+            yield
+        finally:
+            self._start_stage = previous
 
 
 class WrappedBackbone(Backbone):
@@ -123,8 +187,34 @@ def build_backbone(config: BackboneConfig, preprocess: PreprocessConfig, module:
         return WrappedBackbone(module, shape)
     if config.name == "mlp":
         return Backbone(MLP(config.in_features, config.layers), (config.in_features,), flatten=True)
+    if config.name == "efficientnet-lite0":
+        return efficientnet_lite0(config, shape)
     if config.name == "conv4":
         body: nn.Module = Conv4(shape[0], config.hidden, config.pooled_blocks)
     else:
         body = ResNet12(shape[0], config.widths)
     return Backbone(body, shape, config.flatten)
+
+
+def efficientnet_lite0(config: BackboneConfig, shape: tuple[int, int, int]) -> Backbone:
+    if shape[0] != 3:
+        raise InputError(
+            f"efficientnet-lite0 takes RGB images (channels=3), not {shape[0]}-channel ones; "
+            "drop channels=1 or pick conv4 for greyscale data"
+        )
+    body = EfficientNetLite0(shape[0], pool=config.flatten)
+    if config.pretrained:
+        from fewshot_sdk.models.pretrained import imagenet_weights
+
+        imagenet_weights(body)
+    return Backbone(body, shape, flatten=config.flatten)
+
+
+def default_preprocess(config: BackboneConfig) -> PreprocessConfig:
+    """The preprocessing a backbone's weights expect, used when the user sets none."""
+    return PHOTO_PREPROCESS if config.name == "efficientnet-lite0" else PreprocessConfig()
+
+
+def default_domain(config: BackboneConfig) -> str:
+    """ImageNet weights know photos; a randomly initialised network knows nothing yet."""
+    return "photos" if config.name == "efficientnet-lite0" and config.pretrained else "unspecified"

@@ -46,6 +46,11 @@ class LearnerConfig(StrictModel):
     method_config: dict[str, Any] = Field(default_factory=dict)
     backbone: BackboneConfig
     preprocess: PreprocessConfig
+    domain: str = Field(
+        "unspecified",
+        description='what the weights were trained on: "photos", "handwritten-characters", ... '
+        "(inputs far from it get a warning)",
+    )
     provenance: Provenance = Field(default_factory=Provenance)
 
 
@@ -55,6 +60,7 @@ def learner_config(learner: Learner) -> LearnerConfig:
         method_config=learner.config.model_dump(mode="json"),
         backbone=learner.backbone_config,
         preprocess=learner.preprocess_config,
+        domain=learner.domain,
         provenance=learner.provenance,
     )
 
@@ -70,6 +76,7 @@ def build_learner(config: LearnerConfig, backbone_module: nn.Module | None = Non
         raise InputError(f"invalid {config.method} settings: {describe_validation_error(exc)}") from None
     learner = cls(method_config, config.backbone, config.preprocess, backbone_module=backbone_module)
     learner.provenance = config.provenance.model_copy(deep=True)
+    learner.domain = config.domain
     return learner
 
 

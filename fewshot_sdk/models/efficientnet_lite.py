@@ -1,0 +1,151 @@
+"""EfficientNet-Lite0 (Tan & Le 2019; the "Lite" variant of Google's edge release).
+
+EfficientNet-B0's mobile inverted bottlenecks (MBConv: 1x1 expansion, depthwise
+kxk convolution, 1x1 linear projection, identity shortcut when shape allows) with
+the three changes the Lite family made for quantised edge inference: no
+squeeze-and-excitation, ReLU6 instead of swish, and a stem and head that are not
+scaled with width (32 and 1280 channels). At 224x224 it is 0.4 GFLOPs and 3.4M
+parameters below the classifier, which is what makes photo embedding tolerable on
+a CPU.
+
+The weights were trained in TensorFlow, whose "SAME" padding puts the extra pixel of
+an even-sized strided convolution at the bottom/right; :class:`SamePadConv2d`
+reproduces that, otherwise every strided layer would be shifted by half a pixel
+against the ImageNet weights.
+
+The network is an ``nn.Sequential`` of *stages* (stem, 16 blocks, head, pooling) so
+that training can freeze a prefix and compute it once (see ``Backbone.stage_outputs``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+#: (repeats, kernel, stride of the first block, expansion, input channels, output channels), Table 1 of the paper.
+LITE0_STAGES: tuple[tuple[int, int, int, int, int, int], ...] = (
+    (1, 3, 1, 1, 32, 16),
+    (2, 3, 2, 6, 16, 24),
+    (2, 5, 2, 6, 24, 40),
+    (3, 3, 2, 6, 40, 80),
+    (3, 5, 1, 6, 80, 112),
+    (4, 5, 2, 6, 112, 192),
+    (1, 3, 1, 6, 192, 320),
+)
+STEM_CHANNELS = 32
+FEATURES = 1280
+#: TensorFlow's batch-norm epsilon, which the ImageNet statistics were estimated with.
+BN_EPS = 1e-3
+
+
+class SamePadConv2d(nn.Conv2d):
+    """A convolution padded like TensorFlow's ``padding="SAME"`` (extra pixel after, not before)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, groups: int = 1) -> None:
+        symmetric = stride == 1 and kernel_size % 2 == 1  # then SAME is ordinary symmetric padding
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding=kernel_size // 2 if symmetric else 0,
+            groups=groups,
+            bias=False,
+        )
+        self.pad_in_forward = not symmetric
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pad_in_forward:
+            pads = []
+            for size, k, s in zip(reversed(x.shape[-2:]), reversed(self.kernel_size), reversed(self.stride), strict=True):
+                total = max((math.ceil(size / s) - 1) * s + k - size, 0)
+                pads += [total // 2, total - total // 2]
+            x = F.pad(x, pads)
+        return super().forward(x)
+
+
+def conv_bn_relu6(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, groups: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        SamePadConv2d(in_channels, out_channels, kernel_size, stride, groups),
+        nn.BatchNorm2d(out_channels, eps=BN_EPS),
+        nn.ReLU6(inplace=True),
+    )
+
+
+class MBConv(nn.Module):
+    """Mobile inverted bottleneck without squeeze-and-excitation (Sandler 2018; Lite variant)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int, expansion: int) -> None:
+        super().__init__()
+        hidden = in_channels * expansion
+        self.expand = conv_bn_relu6(in_channels, hidden, 1) if expansion != 1 else nn.Identity()
+        self.depthwise = conv_bn_relu6(hidden, hidden, kernel_size, stride, groups=hidden)
+        self.project = nn.Sequential(SamePadConv2d(hidden, out_channels, 1), nn.BatchNorm2d(out_channels, eps=BN_EPS))
+        self.residual = stride == 1 and in_channels == out_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.project(self.depthwise(self.expand(x)))
+        return out + x if self.residual else out
+
+
+class GlobalAveragePool(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(2, 3))
+
+
+class EfficientNetLite0(nn.Sequential):
+    """Stem, the 16 MBConv blocks, the 1x1 head to 1280 channels and, with ``pool``, global average pooling.
+
+    ``pool=False`` ends at the [1280, H/32, W/32] feature maps (Relation Networks compare those).
+    """
+
+    def __init__(self, in_channels: int = 3, pool: bool = True) -> None:
+        stages: list[nn.Module] = [conv_bn_relu6(in_channels, STEM_CHANNELS, 3, stride=2)]
+        for repeats, kernel, stride, expansion, c_in, c_out in LITE0_STAGES:
+            for index in range(repeats):
+                first = index == 0
+                stages.append(MBConv(c_in if first else c_out, c_out, kernel, stride if first else 1, expansion))
+        stages.append(conv_bn_relu6(LITE0_STAGES[-1][-1], FEATURES, 1))
+        if pool:
+            stages.append(GlobalAveragePool())
+        super().__init__(*stages)
+
+
+def from_reference_state_dict(reference: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename the ``efficientnet_lite_pytorch`` (lukemelas-style) keys onto :class:`EfficientNetLite0`'s.
+
+    Used once, to convert the published ImageNet weights; the classifier (``_fc``) is returned
+    under ``classifier.weight`` / ``classifier.bias`` for the ImageNet sanity check.
+    """
+    blocks = 1 + sum(stage[0] for stage in LITE0_STAGES)  # index of the head stage
+    renamed: dict[str, torch.Tensor] = {}
+    for key, tensor in reference.items():
+        parts = key.split(".")
+        if parts[0] == "_conv_stem":
+            name = "0.0." + parts[1]
+        elif parts[0] == "_bn0":
+            name = "0.1." + parts[1]
+        elif parts[0] == "_conv_head":
+            name = f"{blocks}.0.{parts[1]}"
+        elif parts[0] == "_bn1":
+            name = f"{blocks}.1.{parts[1]}"
+        elif parts[0] == "_fc":
+            name = "classifier." + parts[1]
+        elif parts[0] == "_blocks":
+            stage = 1 + int(parts[1])
+            layer = {
+                "_expand_conv": "expand.0",
+                "_bn0": "expand.1",
+                "_depthwise_conv": "depthwise.0",
+                "_bn1": "depthwise.1",
+                "_project_conv": "project.0",
+                "_bn2": "project.1",
+            }[parts[2]]
+            name = f"{stage}.{layer}.{parts[3]}"
+        else:
+            raise KeyError(f"unexpected EfficientNet-Lite0 weight {key!r}")
+        renamed[name] = tensor
+    return renamed
