@@ -60,14 +60,18 @@ class SamePadConv2d(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.pad_in_forward:
             pads = []
-            for size, k, s in zip(reversed(x.shape[-2:]), reversed(self.kernel_size), reversed(self.stride), strict=True):
+            for size, k, s in zip(
+                reversed(x.shape[-2:]), reversed(self.kernel_size), reversed(self.stride), strict=True
+            ):
                 total = max((math.ceil(size / s) - 1) * s + k - size, 0)
                 pads += [total // 2, total - total // 2]
             x = F.pad(x, pads)
         return super().forward(x)
 
 
-def conv_bn_relu6(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, groups: int = 1) -> nn.Sequential:
+def conv_bn_relu6(
+    in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, groups: int = 1
+) -> nn.Sequential:
     return nn.Sequential(
         SamePadConv2d(in_channels, out_channels, kernel_size, stride, groups),
         nn.BatchNorm2d(out_channels, eps=BN_EPS),
