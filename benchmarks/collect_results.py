@@ -28,7 +28,7 @@ PROTOCOLS = ((5, 1), (5, 5), (20, 1), (20, 5))
 
 
 def describe_training(training: dict | None) -> str:
-    """"600 + 5000 episodes, 20-way 1-shot" for a run continued (``--init``) from an earlier one."""
+    """ "600 + 5000 episodes, 20-way 1-shot" for a run continued (``--init``) from an earlier one."""
     if not training:
         return "unknown"
     runs = [training]

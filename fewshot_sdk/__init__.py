@@ -23,6 +23,7 @@ _PUBLIC = {
     "Prediction": "fewshot_sdk.api",
     "SupportSet": "fewshot_sdk.api",
     "CheckpointError": "fewshot_sdk.errors",
+    "DomainWarning": "fewshot_sdk.domain",
     "FewShotError": "fewshot_sdk.errors",
     "InputError": "fewshot_sdk.errors",
     "Learner": "fewshot_sdk.methods.base",
@@ -34,6 +35,7 @@ _PUBLIC = {
 __all__ = [
     "AdaptedModel",
     "CheckpointError",
+    "DomainWarning",
     "FewShotError",
     "InputError",
     "Learner",
@@ -49,6 +51,7 @@ __all__ = [
 if TYPE_CHECKING:
     from fewshot_sdk.adapted import AdaptedModel, load_task
     from fewshot_sdk.api import Prediction, SupportSet
+    from fewshot_sdk.domain import DomainWarning
     from fewshot_sdk.errors import CheckpointError, FewShotError, InputError
     from fewshot_sdk.methods.base import Learner
     from fewshot_sdk.zoo import available, create, load

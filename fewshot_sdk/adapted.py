@@ -18,6 +18,7 @@ from PIL import Image
 
 from fewshot_sdk.api import Prediction, TaskKind
 from fewshot_sdk.config import StrictModel
+from fewshot_sdk.domain import check_images
 from fewshot_sdk.errors import CheckpointError, InputError
 from fewshot_sdk.methods.base import Learner, TaskState
 from fewshot_sdk.train.checkpoint import (
@@ -99,6 +100,7 @@ class AdaptedModel:
 
     def logits(self, query: QueryLike, batch_size: int = 256) -> torch.Tensor:
         batch = self.as_batch(query)
+        check_images(self.learner, query)  # photos given to a handwriting model: say so, once per learner
         device = self.learner.device
         with torch.inference_mode():
             chunks = [self.learner.score(self.state, chunk.to(device)) for chunk in torch.split(batch, batch_size)]

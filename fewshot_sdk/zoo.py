@@ -10,13 +10,14 @@ from pydantic import ValidationError
 from torch import nn
 
 from fewshot_sdk.config import BackboneConfig, PreprocessConfig, describe_validation_error
+from fewshot_sdk.domain import name_learner
 from fewshot_sdk.errors import CheckpointError, InputError
 from fewshot_sdk.methods.base import Learner
 from fewshot_sdk.models.backbones import default_preprocess
 from fewshot_sdk.registry import method_class, method_names, zoo_names, zoo_path
 from fewshot_sdk.train.checkpoint import load_learner
 
-PREPROCESS_KEYS = ("image_size", "channels", "mean", "std")
+PREPROCESS_KEYS = ("image_size", "channels", "mean", "std", "resize_shorter")
 
 
 def load(name_or_path: str | os.PathLike, backbone: nn.Module | None = None, device: str | None = None) -> Learner:
@@ -29,6 +30,7 @@ def load(name_or_path: str | os.PathLike, backbone: nn.Module | None = None, dev
         learner = load_learner(path, backbone)
     elif (bundled := zoo_path(str(name_or_path))) is not None:
         learner = load_learner(bundled, backbone)
+        name_learner(learner, str(name_or_path))  # warnings then call it by its bundled name
     else:
         names = ", ".join(zoo_names()) or "none installed"
         raise CheckpointError(f"no checkpoint folder or bundled model named {str(name_or_path)!r}; bundled: {names}")

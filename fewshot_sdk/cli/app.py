@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -17,7 +20,8 @@ from fewshot_sdk.cli.sources import expand_queries, support_from_options
 if TYPE_CHECKING:
     from fewshot_sdk.methods.base import Learner
 
-DEFAULT_MODEL = "protonet-omniglot"
+#: The bundled photo model; handwriting models (``protonet-omniglot``, ...) are named with --model.
+DEFAULT_MODEL = "protonet-photos"
 
 app = typer.Typer(
     name="fewshot",
@@ -53,13 +57,41 @@ def classify(
         class_names, probs = classify_with_onnx(model, queries)
     else:
         import fewshot_sdk as fs
+        from fewshot_sdk.domain import name_learner
 
         if not support:
             fail("give the support images with --support (a folder per class, or one folder of class folders)")
         learner = fs.load(model)
-        prediction = learner.adapt(support_from_options(support)).predict(queries)
+        name_learner(learner, model)  # so a warning says "protonet-omniglot is ...", not "this protonet model"
+        with one_line_warnings():
+            prediction = learner.adapt(support_from_options(support)).predict(queries)
         class_names, probs = list(prediction.classes), prediction.probs.numpy()
     print_predictions(queries, class_names, probs, top_k, as_json)
+
+
+@contextmanager
+def one_line_warnings() -> Iterator[None]:
+    """The SDK's warnings (photos given to a handwriting model) as one ``warning: ...`` line on stderr.
+
+    Python's own format is ``file:line: DomainWarning: ...`` plus a source line; other
+    libraries' warnings keep it. The SDK already says each thing once per model, so its
+    warnings are always shown (Python's once-per-location registry would hide a repeat run
+    in the same process).
+    """
+    from fewshot_sdk.domain import DomainWarning
+
+    with warnings.catch_warnings():
+        default = warnings.showwarning
+
+        def show(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+            if issubclass(category, DomainWarning):
+                typer.echo(f"warning: {message}", err=True)
+            else:
+                default(message, category, *args, **kwargs)
+
+        warnings.simplefilter("always", DomainWarning)
+        warnings.showwarning = show
+        yield
 
 
 def print_predictions(queries: list[Path], class_names: list[str], probs: Any, top_k: int, as_json: bool) -> None:
@@ -105,9 +137,7 @@ def train(
     val_every: Annotated[int, typer.Option("--val-every", min=1)] = 500,
     val_episodes: Annotated[int, typer.Option("--val-episodes", min=1)] = 200,
     seed: Annotated[int, typer.Option()] = 0,
-    split_seed: Annotated[
-        int | None, typer.Option("--split-seed", help="Class split; default 0, or --init's.")
-    ] = None,
+    split_seed: Annotated[int | None, typer.Option("--split-seed", help="Class split; default 0, or --init's.")] = None,
     backbone: Annotated[str | None, typer.Option(help="conv4 or resnet12.")] = None,
     image_size: Annotated[int | None, typer.Option("--image-size", min=8)] = None,
     setting: Annotated[
@@ -277,6 +307,7 @@ def evaluate(
 def models(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List the methods and the bundled pretrained models with their recorded accuracy."""
     import fewshot_sdk as fs
+    from fewshot_sdk.domain import describe_input
     from fewshot_sdk.registry import zoo_path
     from fewshot_sdk.train.checkpoint import CONFIG_FILE, LearnerConfig, read_json_model
 
@@ -285,17 +316,25 @@ def models(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     for name in listing["models"]:
         config: LearnerConfig = read_json_model(zoo_path(name) / CONFIG_FILE, LearnerConfig)  # type: ignore[operator]
         figures = {f"{r.n_way}w{r.k_shot}s": round(r.accuracy, 4) for r in config.provenance.results}
-        bundled.append({"name": name, "method": config.method, "results": figures})
+        bundled.append(
+            {
+                "name": name,
+                "method": config.method,
+                "domain": config.domain,
+                "input_size": describe_input(config.backbone, config.preprocess),
+                "results": figures,
+            }
+        )
     if as_json:
         typer.echo(json.dumps({"methods": listing["methods"], "models": bundled}, indent=2))
         return
     typer.echo("methods: " + ", ".join(listing["methods"]))
     table = Table(title="bundled models")
-    for column in ("name", "method", "test accuracy"):
-        table.add_column(column)
+    for column in ("name", "method", "domain", "input", "test accuracy"):
+        table.add_column(column, overflow="fold")  # narrow terminals: wrap, never cut a name short
     for entry in bundled:
         figures = ", ".join(f"{k} {100 * v:.1f}%" for k, v in entry["results"].items()) or "not measured"
-        table.add_row(entry["name"], entry["method"], figures)
+        table.add_row(entry["name"], entry["method"], entry["domain"], entry["input_size"], figures)
     Console().print(table)
 
 

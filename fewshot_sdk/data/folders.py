@@ -32,3 +32,40 @@ def scan_class_folders(root: str | Path) -> dict[str, list[Path]]:
     if not subfolders:
         raise InputError(f"{path} has no class subfolders: put each class's images in its own subfolder")
     return {sub.name: list_class_images(sub) for sub in subfolders}
+
+
+def linked_class_groups(names: list[str]) -> list[list[str]]:
+    """Classes that must land on the same side of a split, as groups (most are alone).
+
+    A class ``X_easy`` is the same objects as ``X`` (Caltech-101's ``Faces_easy`` is a
+    tighter crop of the same faces as ``Faces``); splitting them apart would put test
+    images' twins in training.
+    """
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        groups.setdefault(name.removesuffix("_easy") if name.endswith("_easy") else name, []).append(name)
+    return list(groups.values())
+
+
+def split_class_folders(
+    classes: dict[str, list[Path]], split_seed: int, n_val: int, n_test: int
+) -> dict[str, dict[str, list[Path]]]:
+    """Class-disjoint train / val / test (``{split: {class: files}}``), linked classes kept together.
+
+    ``n_val`` and ``n_test`` count groups of linked classes; the order is a seeded shuffle
+    of the groups, so a split seed names one split for good.
+    """
+    import torch
+
+    groups = linked_class_groups(sorted(classes))
+    if n_val + n_test >= len(groups):
+        raise InputError(
+            f"cannot hold out {n_val} validation and {n_test} test classes of {len(groups)}: "
+            "meta-training needs classes of its own; add class folders"
+        )
+    order = torch.randperm(len(groups), generator=torch.Generator().manual_seed(split_seed)).tolist()
+    picked = {"test": order[:n_test], "val": order[n_test : n_test + n_val], "train": order[n_test + n_val :]}
+    return {
+        split: {name: classes[name] for name in sorted(n for g in indices for n in groups[g])}
+        for split, indices in picked.items()
+    }

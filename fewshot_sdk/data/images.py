@@ -1,24 +1,26 @@
 """Turning user images (paths, PIL images, arrays) into the tensor a model consumes.
 
-torchvision is deliberately not used (no build of it fits a CPU-only torch), so the
-transform is written with PIL + torch: convert to the model's channels, resize to
-its resolution with antialiasing, scale to [0, 1], normalise with the checkpoint's
-mean and std. Whatever an image went through at training time it goes through here.
+torchvision is deliberately not used (no build of it fits a CPU-only torch). Everything
+up to [0, 1] pixels (EXIF orientation, pixel mode, resize or resize-and-centre-crop) is
+:func:`fewshot_sdk.imageio.to_model_pixels`, the same torch-free function the ONNX
+runtime calls, so an exported model is fed exactly what this one is; here the pixels are
+only normalised with the checkpoint's mean and std. Whatever an image went through at
+training time it goes through here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 from PIL import Image
 
 from fewshot_sdk.config import PreprocessConfig
 from fewshot_sdk.errors import InputError
-from fewshot_sdk.imageio import ImageLike, flatten_alpha, is_image_file, load_image
+from fewshot_sdk.imageio import ImageLike, is_image_file, load_image, to_model_pixels
 
 __all__ = ["ImageLike", "Preprocessor", "is_image_file", "load_image"]
+
 
 class Preprocessor:
     """The one transform between an image and a model, built from a checkpoint's ``PreprocessConfig``."""
@@ -30,15 +32,10 @@ class Preprocessor:
         self._std = torch.tensor(config.std, dtype=torch.float32).expand(channels).reshape(channels, 1, 1)
 
     def image_to_tensor(self, image: Image.Image) -> torch.Tensor:
-        """Channels, resize, [0, 1], normalise: [C, H, W] float32."""
-        mode = "L" if self.config.channels == 1 else "RGB"
-        if image.mode in ("RGBA", "LA", "P") or (image.mode != mode):
-            image = flatten_alpha(image).convert(mode)
-        height, width = self.config.image_size
-        if image.size != (width, height):
-            image = image.resize((width, height), Image.Resampling.BILINEAR, reducing_gap=None)
-        array = np.asarray(image, dtype=np.float32) / 255.0
-        tensor = torch.from_numpy(array.copy())
+        """Orientation, channels, resize (and crop), [0, 1], normalise: [C, H, W] float32."""
+        config = self.config
+        array = to_model_pixels(image, config.channels, config.image_size, config.resize_shorter)
+        tensor = torch.from_numpy(array)  # a fresh, writable array: no copy needed
         tensor = tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1)
         return (tensor - self._mean) / self._std
 

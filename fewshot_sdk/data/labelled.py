@@ -17,16 +17,17 @@ from fewshot_sdk.errors import InputError
 
 @dataclass(frozen=True)
 class LabelledImages:
-    """Model-ready images [N, C, H, W], their class indices [N] and the class names."""
+    """Model-ready images [N, C, H, W] (or cached backbone outputs [N, ...]), class indices [N], class names."""
 
     images: torch.Tensor
     labels: torch.Tensor
     class_names: tuple[str, ...]
 
     def __post_init__(self) -> None:
-        if self.images.ndim != 4 or self.labels.ndim != 1 or len(self.images) != len(self.labels):
+        if self.images.ndim < 2 or self.labels.ndim != 1 or len(self.images) != len(self.labels):
             raise InputError(
-                f"images must be [N, C, H, W] and labels [N]; got {tuple(self.images.shape)} "
+                f"images must be [N, ...] (model-ready images or cached backbone outputs) and labels [N]; "
+                f"got {tuple(self.images.shape)} "
                 f"and {tuple(self.labels.shape)}"
             )
         if len(self.labels) and int(self.labels.max()) >= len(self.class_names):

@@ -6,6 +6,17 @@ preprocessing (resolution, channels, normalisation). They travel inside the file
 as ONNX ``metadata_props`` (string key/value pairs that Netron and onnxruntime's
 ``get_modelmeta()`` show), so one file is the whole deployable model.
 
+Format versions. Version 1 files stretch every image to ``image_size``. Version 2 adds
+``resize_shorter``: scale the shorter side to that many pixels, then centre-crop
+``image_size`` (photo models). A version-1 reader ignores keys it does not know, so it
+would open a cropping file and silently *stretch* the images, feeding the model inputs it
+was never trained on and giving confidently wrong answers. So a file is written as
+version 2 only when it really crops (``resize_shorter`` set): old SDKs then refuse it
+with "upgrade fewshot-sdk" instead, while every stretching file stays version 1 and keeps
+opening in old SDKs (it records ``resize_shorter`` as JSON ``null``, which they ignore and
+which means what they do). Reading accepts both; a file without the key is treated as
+``null`` (every file written before the key existed stretches).
+
 This module imports neither torch nor onnx: the torch-free runtime reads it.
 """
 
@@ -19,7 +30,12 @@ from fewshot_sdk.errors import InputError
 
 PREFIX = "fewshot."
 FORMAT = "fewshot-sdk/onnx"
-FORMAT_VERSION = 1
+#: The newest format this SDK reads (and writes, for files that crop); see the module docstring.
+FORMAT_VERSION = 2
+#: What files that stretch (``resize_shorter`` None) are written as, so older SDKs still open them.
+STRETCH_FORMAT_VERSION = 1
+#: What files that centre-crop (``resize_shorter`` set) are written as; older SDKs refuse them.
+CROP_FORMAT_VERSION = 2
 INPUT_NAME = "images"
 OUTPUT_NAMES = ("logits", "probs")
 #: How ``fewshot_sdk.data.images.Preprocessor`` resizes; recorded so other runtimes can match it.
@@ -38,11 +54,17 @@ class OnnxMetadata:
     std: tuple[float, ...]
     sdk_version: str
     exporter: str = ""
+    #: None: stretch to image_size; an int: shorter side to this, then centre-crop image_size.
+    resize_shorter: int | None = None
     resize: str = RESIZE
     input_name: str = INPUT_NAME
     output_names: tuple[str, ...] = OUTPUT_NAMES
     format: str = FORMAT
-    format_version: int = FORMAT_VERSION
+
+    @property
+    def format_version(self) -> int:
+        """The version this metadata is written as: 2 only when it crops (see the module docstring)."""
+        return STRETCH_FORMAT_VERSION if self.resize_shorter is None else CROP_FORMAT_VERSION
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -61,6 +83,7 @@ class OnnxMetadata:
             "channels": self.channels,
             "mean": list(self.mean),
             "std": list(self.std),
+            "resize_shorter": self.resize_shorter,
             "resize": self.resize,
             "input_name": self.input_name,
             "output_names": list(self.output_names),
@@ -86,6 +109,9 @@ class OnnxMetadata:
                     f"({FORMAT_VERSION}); upgrade fewshot-sdk"
                 )
             image_size = tuple(int(v) for v in json.loads(ours["image_size"]))
+            resize_shorter = json.loads(ours.get("resize_shorter", "null"))
+            if resize_shorter is not None and (type(resize_shorter) is not int or version < CROP_FORMAT_VERSION):
+                raise ValueError(f"resize_shorter {resize_shorter!r} in a version-{version} file")
             metadata = cls(
                 method=ours["method"],
                 class_names=tuple(str(n) for n in json.loads(ours["class_names"])),
@@ -95,10 +121,10 @@ class OnnxMetadata:
                 std=tuple(float(v) for v in json.loads(ours["std"])),
                 sdk_version=ours["sdk_version"],
                 exporter=ours.get("exporter", ""),
+                resize_shorter=resize_shorter,
                 resize=ours.get("resize", RESIZE),
                 input_name=ours.get("input_name", INPUT_NAME),
                 output_names=tuple(json.loads(ours["output_names"])) if "output_names" in ours else OUTPUT_NAMES,
-                format_version=version,
             )
         except InputError:
             raise
@@ -119,6 +145,8 @@ class OnnxMetadata:
                 problems.append(f"{name} {getattr(self, name)}")
         if any(s <= 0 for s in self.std):
             problems.append(f"std {self.std}")
+        if self.resize_shorter is not None and self.resize_shorter < 1:
+            problems.append(f"resize_shorter {self.resize_shorter}")
         if len(self.class_names) < 1:
             problems.append("no class names")
         if self.resize != RESIZE:

@@ -73,9 +73,7 @@ class ExportedTask(nn.Module):
         return logits, self.learner.probabilities(logits)
 
 
-def export_task(
-    task: AdaptedModel, path: str | os.PathLike, opset: int | None = None, overwrite: bool = False
-) -> Path:
+def export_task(task: AdaptedModel, path: str | os.PathLike, opset: int | None = None, overwrite: bool = False) -> Path:
     """Write ``task`` as one ``.onnx`` file (weights inside) and return its path.
 
     ``opset``: the ONNX opset to target (default: the exporter's choice). An
@@ -224,6 +222,7 @@ def _add_metadata(proto: onnx.ModelProto, task: AdaptedModel, exporter: str) -> 
         channels=config.channels,
         mean=tuple(config.mean),
         std=tuple(config.std),
+        resize_shorter=config.resize_shorter,
         sdk_version=__version__,
         exporter=exporter,
     )

@@ -3,9 +3,10 @@
 :class:`OnnxClassifier` opens a ``.onnx`` file written by ``fewshot export`` /
 ``task.export_onnx``, reads its ``fewshot.*`` metadata (class names and
 preprocessing), turns images into the model-ready batch exactly as
-``task.preprocess`` does (re-implemented here in numpy: convert channels with
-transparency composited on white, PIL bilinear resize, scale to [0, 1],
-normalise), and returns each class's probability.
+``task.preprocess`` does (the same torch-free
+:func:`fewshot_sdk.imageio.to_model_pixels` for orientation, channels, resize
+or resize-and-centre-crop and [0, 1]; then the same float32 normalisation, in
+numpy), and returns each class's probability.
 
 Execution provider: CUDA when onnxruntime lists it *and* it can really run here
 (a GPU behind the driver, and the CUDA libraries the provider links against),
@@ -29,7 +30,7 @@ from PIL import Image
 
 from fewshot_sdk.errors import InputError
 from fewshot_sdk.export.metadata import OnnxMetadata
-from fewshot_sdk.imageio import ImageLike, flatten_alpha, load_image
+from fewshot_sdk.imageio import ImageLike, load_image, to_model_pixels
 
 ImageInput = ImageLike
 
@@ -81,14 +82,8 @@ def _provider_library(windows: bool) -> Path:
 
 # ----------------------------------------------------------------- images
 def image_to_array(image: Image.Image, metadata: OnnxMetadata) -> np.ndarray:
-    """One image -> [C, H, W] float32, equal to ``Preprocessor.image_to_tensor`` (same PIL ops, same float32 math)."""
-    mode = "L" if metadata.channels == 1 else "RGB"
-    if image.mode in ("RGBA", "LA", "P") or image.mode != mode:
-        image = flatten_alpha(image).convert(mode)
-    height, width = metadata.image_size
-    if image.size != (width, height):
-        image = image.resize((width, height), Image.Resampling.BILINEAR, reducing_gap=None)
-    array = np.asarray(image, dtype=np.float32) / np.float32(255.0)
+    """One image -> [C, H, W] float32, equal to ``Preprocessor.image_to_tensor`` (same pixels, same float32 math)."""
+    array = to_model_pixels(image, metadata.channels, metadata.image_size, metadata.resize_shorter)
     array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
     shape = (metadata.channels, 1, 1)
     mean = np.broadcast_to(np.asarray(metadata.mean, dtype=np.float32).reshape(-1, 1, 1), shape)

@@ -20,7 +20,7 @@ def check_support(support_x: torch.Tensor, support_y: torch.Tensor, n_way: int) 
     """
     if n_way < 2:
         raise InputError(f"a support set needs at least 2 classes; got n_way={n_way}")
-    if support_x.ndim != 4:
+    if support_x.ndim < 2:  # [N, C, H, W] images, or [N, ...] backbone outputs cached by evaluation
         raise InputError(f"support images must be [N, C, H, W]; got shape {tuple(support_x.shape)}")
     if support_y.ndim != 1 or len(support_y) != len(support_x):
         raise InputError(

@@ -26,6 +26,8 @@ from torch import nn
 from fewshot_sdk.config import BackboneConfig, PreprocessConfig, Provenance, StrictModel
 from fewshot_sdk.data.episodes import Episode
 from fewshot_sdk.data.images import ImageLike, Preprocessor
+from fewshot_sdk.data.labelled import LabelledImages
+from fewshot_sdk.domain import check_images
 from fewshot_sdk.errors import InputError
 from fewshot_sdk.models.backbones import build_backbone, default_domain, default_preprocess
 
@@ -50,6 +52,9 @@ class Learner(nn.Module, metaclass=ABCMeta):
     Config: ClassVar[type[StrictModel]]
     #: Backbone settings this method needs unless the user says otherwise.
     default_backbone: ClassVar[dict[str, object]] = {}
+    #: True when the backbone embeds each image the same way whatever the task (no per-task
+    #: weights, no transductive statistics), so evaluation may embed every image once and reuse it.
+    task_independent_embedding: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -95,6 +100,9 @@ class Learner(nn.Module, metaclass=ABCMeta):
         logits = self.score(state, episode.query_x)
         return F.cross_entropy(logits, episode.query_y), logits
 
+    def calibrate(self, train_data: LabelledImages) -> None:
+        """Statistics of the meta-training data a method keeps (ProtoNet's centring mean); runs after training."""
+
     def train_step(self, episodes: Sequence[Episode], optimizer: torch.optim.Optimizer) -> dict[str, float]:
         """One meta-update from a batch of episodes; returns loss and query accuracy."""
         optimizer.zero_grad(set_to_none=True)
@@ -139,6 +147,7 @@ class Learner(nn.Module, metaclass=ABCMeta):
                 "SupportSet.from_folder / from_mapping / from_tensors"
             )
         x, y = support.to_tensors(self.preprocessor)
+        check_images(self, support.items)  # photos given to a handwriting model: say so, once per learner
         state = self.adapt_tensors(x, y, support.num_classes, **options)
         return AdaptedModel(self, state, support.class_names, task=support.task)
 

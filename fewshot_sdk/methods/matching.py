@@ -55,6 +55,7 @@ class MatchingNet(Learner):
     method = "matching"
     Config = MatchingConfig
     config: MatchingConfig
+    task_independent_embedding = True
 
     def build(self) -> None:
         self.support_context: SupportContext | None = None

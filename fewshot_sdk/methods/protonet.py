@@ -5,6 +5,14 @@ Each class is represented by the mean of its embedded support examples, its
 over negative squared euclidean distances to the prototypes (eq. 2:
 p(y=k|x) = softmax_k(-d(f(x), c_k))). Training is the default episodic
 cross-entropy on the queries.
+
+``feature_norm`` adds SimpleShot's feature transforms (Wang et al. 2019) before the
+prototypes are taken: ``l2`` puts every embedding on the unit sphere, so a photo's
+brightness or a feature's overall scale stops dominating the distance; ``centered-l2``
+first subtracts the mean feature of the meta-training classes (a buffer computed at the
+end of training by :meth:`ProtoNet.calibrate`, saved in the checkpoint). On the sphere
+squared distances lie in [0, 4], so these models use a small ``temperature`` to give
+probabilities that are not flat.
 """
 
 from __future__ import annotations
@@ -12,9 +20,12 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
 from fewshot_sdk.config import StrictModel
+from fewshot_sdk.data.labelled import LabelledImages
 from fewshot_sdk.kernels import pairwise_logits
 from fewshot_sdk.methods.base import Learner, TaskState, class_means
 from fewshot_sdk.registry import register_method
@@ -22,7 +33,10 @@ from fewshot_sdk.registry import register_method
 
 class ProtoNetConfig(StrictModel):
     metric: Literal["sqeuclidean", "cosine"] = "sqeuclidean"
-    temperature: float = 1.0
+    temperature: float = Field(1.0, gt=0, description="logits are -distance / temperature")
+    feature_norm: Literal["none", "l2", "centered-l2"] = Field(
+        "none", description="SimpleShot transform of embeddings before prototypes (centered-l2: minus the train mean)"
+    )
 
 
 @register_method
@@ -30,19 +44,53 @@ class ProtoNet(Learner):
     method = "protonet"
     Config = ProtoNetConfig
     config: ProtoNetConfig
+    task_independent_embedding = True
+
+    def build(self) -> None:
+        if self.config.feature_norm == "centered-l2":
+            self.register_buffer("feature_mean", torch.zeros(self.backbone.out_features))
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """f(x), after the configured SimpleShot transform."""
+        features = self.backbone(x)
+        if self.config.feature_norm == "centered-l2":
+            features = features - self.feature_mean
+        if self.config.feature_norm != "none":
+            features = F.normalize(features, dim=-1)
+        return features
+
+    def calibrate(self, train_data: LabelledImages) -> None:
+        """Centred L2 needs the mean embedding of the meta-training classes (class-balanced)."""
+        if self.config.feature_norm != "centered-l2":
+            return
+        features = self.backbone.stage_outputs(train_data.images, len(self.backbone.stages))
+        features = features.flatten(1) if self.backbone.flatten else features
+        per_class = class_means(features.to(self.feature_mean), train_data.labels, train_data.num_classes)
+        self.feature_mean.copy_(per_class.mean(0))
 
     def fit_task(self, support_x: torch.Tensor, support_y: torch.Tensor, n_way: int) -> TaskState:
-        return {"prototypes": class_means(self.backbone(support_x), support_y, n_way)}
+        return {"prototypes": class_means(self.embed(support_x), support_y, n_way)}
 
     def score(self, state: TaskState, query_x: torch.Tensor) -> torch.Tensor:
         return pairwise_logits(
-            self.backbone(query_x), state["prototypes"], self.config.metric, temperature=self.config.temperature
+            self.embed(query_x), state["prototypes"], self.config.metric, temperature=self.config.temperature
         )
 
     def export_module(self, state: TaskState) -> nn.Module:
         if self.config.metric != "sqeuclidean":
             return super().export_module(state)
-        return PrototypeLinearHead(self.backbone, state["prototypes"], self.config.temperature)
+        return PrototypeLinearHead(_Embedding(self), state["prototypes"], self.config.temperature)
+
+
+class _Embedding(nn.Module):
+    """``ProtoNet.embed`` as a module, so the exported graph carries the feature transform."""
+
+    def __init__(self, learner: ProtoNet) -> None:
+        super().__init__()
+        self.learner = learner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.learner.embed(x)
 
 
 class PrototypeLinearHead(nn.Module):

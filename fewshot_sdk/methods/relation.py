@@ -97,6 +97,7 @@ class RelationNet(Learner):
     method = "relation"
     Config = RelationConfig
     config: RelationConfig
+    task_independent_embedding = True
     default_backbone: ClassVar[dict[str, object]] = {"pooled_blocks": 2, "flatten": False}
 
     def build(self) -> None:

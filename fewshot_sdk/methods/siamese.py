@@ -47,6 +47,7 @@ class SiameseNet(Learner):
     method = "siamese"
     Config = SiameseConfig
     config: SiameseConfig
+    task_independent_embedding = True
 
     def build(self) -> None:
         units = self.config.embedding or self.backbone.out_features

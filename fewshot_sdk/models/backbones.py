@@ -140,10 +140,15 @@ class Backbone(nn.Module):
         batch_size: int = 64,
         on_batch: Callable[[int], None] | None = None,
     ) -> torch.Tensor:
-        """What the first ``stages`` stages make of ``images`` (eval mode, no grad, in batches), on the CPU."""
-        if not 0 <= stages <= len(self.stages):
-            raise InputError(f"this backbone has {len(self.stages)} stages; cannot run the first {stages}")
-        prefix = nn.Sequential(*self.stages[:stages])
+        """What the stages up to ``stages`` make of ``images`` (eval mode, no grad, in batches), on the CPU.
+
+        Inside ``starting_at(k)`` the images are stage k's inputs and only stages k..``stages``-1 run.
+        """
+        if not self._start_stage <= stages <= len(self.stages):
+            raise InputError(
+                f"this backbone has {len(self.stages)} stages; cannot run stages {self._start_stage}..{stages - 1}"
+            )
+        prefix = nn.Sequential(*self.stages[self._start_stage : stages])
         was_training = self.training
         self.eval()
         device = next((p.device for p in self.parameters()), torch.device("cpu"))

@@ -21,8 +21,9 @@ from pydantic import Field
 from fewshot_sdk.config import StrictModel
 from fewshot_sdk.data.episodes import EpisodeSampler
 from fewshot_sdk.data.labelled import LabelledImages
+from fewshot_sdk.errors import InputError
 from fewshot_sdk.methods.base import Learner
-from fewshot_sdk.train.evaluate import episode_accuracy, mean_ci95
+from fewshot_sdk.train.evaluate import evaluate_episodes
 
 
 class TrainConfig(StrictModel):
@@ -45,6 +46,17 @@ class TrainConfig(StrictModel):
     val_q_queries: int = Field(15, ge=1)
     seed: int = 0
     device: str = "auto"
+    frozen_stages: int = Field(
+        0,
+        ge=0,
+        description="backbone stages from the input kept at their starting weights; their outputs are computed "
+        "once per image and cached, so only the rest is run in each episode (fine-tuning a pretrained backbone)",
+    )
+    batchnorm: Literal["train", "frozen"] = Field(
+        "train",
+        description="frozen: batch norm keeps its running statistics during training (small episodes of a "
+        "pretrained backbone would otherwise re-estimate them badly); its scale and shift still learn",
+    )
 
 
 @dataclass
@@ -93,10 +105,50 @@ def meta_train(
     seed_everything(config.seed)
     device = resolve_device(config.device)
     learner.to(device)
+    stages = learner.backbone.stages
+    if config.frozen_stages > len(stages):
+        raise InputError(
+            f"frozen_stages={config.frozen_stages} but the {learner.backbone_config.name} backbone has "
+            f"{len(stages)} stages"
+        )
+    frozen = [p for stage in stages[: config.frozen_stages] for p in stage.parameters() if p.requires_grad]
+    if config.frozen_stages:  # the frozen prefix is a fixed function of each image: run it once
+        train_data, val_data = (
+            LabelledImages(learner.backbone.stage_outputs(d.images, config.frozen_stages), d.labels, d.class_names)
+            for d in (train_data, val_data)
+        )
+    for parameter in frozen:
+        parameter.requires_grad_(False)
+    try:
+        with learner.backbone.starting_at(config.frozen_stages):
+            return _meta_train(
+                learner, train_data, val_data, config, device, on_progress, on_new_best, validate_initial
+            )
+    finally:
+        for parameter in frozen:
+            parameter.requires_grad_(True)
+
+
+def set_training_mode(learner: Learner, config: TrainConfig) -> None:
+    learner.train()
+    if config.batchnorm == "frozen":
+        for module in learner.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.eval()
+
+
+def _meta_train(
+    learner: Learner,
+    train_data: LabelledImages,
+    val_data: LabelledImages,
+    config: TrainConfig,
+    device: torch.device,
+    on_progress: Callable[[int, dict[str, float]], None] | None,
+    on_new_best: Callable[[Learner], None] | None,
+    validate_initial: bool,
+) -> TrainResult:
     sampler = EpisodeSampler(train_data, config.n_way, config.k_shot, config.q_queries, seed=config.seed)
-    val_episodes = EpisodeSampler(
-        val_data, config.val_n_way, config.val_k_shot, config.val_q_queries, seed=config.seed + 1
-    ).episodes(config.val_episodes)
+    EpisodeSampler(val_data, config.val_n_way, config.val_k_shot, config.val_q_queries)  # refuse a small split now
     optimizer = make_optimizer(learner, config)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, config.lr_decay_every, gamma=config.lr_decay)
 
@@ -107,8 +159,18 @@ def meta_train(
 
     def validate(episode_index: int) -> None:
         nonlocal best_accuracy, best_episode, best_state
-        learner.eval()
-        val_accuracy, val_ci = mean_ci95([episode_accuracy(learner, ep) for ep in val_episodes])
+        learner.calibrate(train_data)  # statistics the method keeps of its training data, for these weights
+        score = evaluate_episodes(
+            learner,
+            val_data,
+            config.val_n_way,
+            config.val_k_shot,
+            config.val_q_queries,
+            config.val_episodes,
+            seed=config.seed + 1,
+            split="val",
+        )
+        val_accuracy, val_ci = score.accuracy, score.ci95
         trained = {"loss": running["loss"], "train_accuracy": running["accuracy"]} if episode_index else {}
         record = {
             "episode": episode_index,
@@ -129,7 +191,7 @@ def meta_train(
     if validate_initial:  # a warm start keeps its starting weights unless training beats them
         validate(0)
     for episode_index in range(1, config.episodes + 1):
-        learner.train()
+        set_training_mode(learner, config)
         batch = [sampler.sample().to(device) for _ in range(config.meta_batch)]
         metrics = learner.train_step(batch, optimizer)
         scheduler.step()

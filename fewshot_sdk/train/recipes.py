@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from fewshot_sdk.config import Provenance, TrainingInfo
+from fewshot_sdk.data.images import Preprocessor
+from fewshot_sdk.data.labelled import LabelledImages
 from fewshot_sdk.data.omniglot import OmniglotSplits, load_background_characters, split_characters
 from fewshot_sdk.errors import InputError
 from fewshot_sdk.methods.base import Learner
@@ -20,7 +23,7 @@ def omniglot_splits(data: str | Path, learner: Learner, split_seed: int = 0) -> 
 
 def train_on_splits(
     learner: Learner,
-    splits: OmniglotSplits,
+    splits: OmniglotSplits | FolderSplits,
     dataset: str,
     config: TrainConfig,
     on_progress: Callable[[int, dict[str, float]], None] | None = None,
@@ -38,7 +41,10 @@ def train_on_splits(
             f"with split seed {splits.split_seed} would train on its validation/test classes. "
             f"Use --split-seed {previous.split_seed}"
         )
-    settings = {"train_config": config.model_dump(mode="json")}
+    settings: dict[str, Any] = {"train_config": config.model_dump(mode="json")}
+    if isinstance(splits, FolderSplits):  # which classes are held out, by name, so the test set is known for good
+        held_out = splits.class_names()
+        settings["held_out_classes"] = {"val": held_out["val"], "test": held_out["test"]}
     record = TrainingInfo(
         dataset=dataset,
         split_seed=splits.split_seed,
@@ -107,14 +113,45 @@ def is_omniglot(data: str | Path) -> bool:
     return path.is_file() or any(path.glob("images_background*"))
 
 
-def folder_splits(data: str | Path, learner: Learner, split_seed: int = 0, val_fraction: float = 0.2) -> OmniglotSplits:
-    """A class-per-folder dataset split by class into train / val / test (60 / 20 / 20 by default)."""
-    from fewshot_sdk.data.folders import scan_class_folders
-    from fewshot_sdk.data.labelled import LabelledImages
+class FolderSplits:
+    """A class-per-folder dataset split by class; each split's images are decoded on first use.
 
-    classes = LabelledImages.from_mapping(scan_class_folders(data), learner.preprocessor)
-    held_out = max(2, round(val_fraction * classes.num_classes))
-    return split_characters(classes, split_seed, n_val=held_out, n_test=held_out, rotate_train=False)
+    Photo datasets are large once preprocessed (Caltech-101 at 224x224 is 5 GB in float32), so
+    evaluating the test classes must not decode the training classes.
+    """
+
+    def __init__(self, files: dict[str, dict[str, list[Path]]], preprocessor: Preprocessor, split_seed: int) -> None:
+        self.files = files
+        self.preprocessor = preprocessor
+        self.split_seed = split_seed
+
+    def _load(self, split: str) -> LabelledImages:
+        return LabelledImages.from_mapping(self.files[split], self.preprocessor)
+
+    @cached_property
+    def train(self) -> LabelledImages:
+        return self._load("train")
+
+    @cached_property
+    def val(self) -> LabelledImages:
+        return self._load("val")
+
+    @cached_property
+    def test(self) -> LabelledImages:
+        return self._load("test")
+
+    def class_names(self) -> dict[str, list[str]]:
+        return {split: list(classes) for split, classes in self.files.items()}
+
+
+def folder_splits(data: str | Path, learner: Learner, split_seed: int = 0, val_fraction: float = 0.2) -> FolderSplits:
+    """A class-per-folder dataset split by class into train / val / test (60 / 20 / 20 by default)."""
+    from fewshot_sdk.data.folders import linked_class_groups, scan_class_folders, split_class_folders
+
+    classes = scan_class_folders(data)
+    held_out = max(2, round(val_fraction * len(linked_class_groups(list(classes)))))
+    files = split_class_folders(classes, split_seed, n_val=held_out, n_test=held_out)
+    return FolderSplits(files, learner.preprocessor, split_seed)
 
 
 def checkpoint_split_seed(learner: Learner) -> int:
@@ -123,7 +160,7 @@ def checkpoint_split_seed(learner: Learner) -> int:
     return training.split_seed if training is not None and training.split_seed is not None else 0
 
 
-def dataset_splits(data: str | Path, learner: Learner, split_seed: int | None = None) -> OmniglotSplits:
+def dataset_splits(data: str | Path, learner: Learner, split_seed: int | None = None) -> OmniglotSplits | FolderSplits:
     """Omniglot's background splits, or any class-per-folder dataset, split by class.
 
     ``split_seed`` defaults to the learner's own, so its held-out classes stay held out.

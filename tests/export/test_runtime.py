@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import runpy
 import subprocess
 import sys
+import types
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import onnx
@@ -15,6 +18,7 @@ from PIL import Image
 
 import fewshot_sdk as fs
 from fewshot_sdk.errors import InputError
+from fewshot_sdk.export import metadata as metadata_module
 from fewshot_sdk.export import runtime
 from fewshot_sdk.export.metadata import OnnxMetadata
 from fewshot_sdk.export.runtime import OnnxClassifier, choose_providers, preprocess
@@ -41,6 +45,7 @@ def metadata_for(learner: fs.Learner) -> OnnxMetadata:
         channels=config.channels,
         mean=config.mean,
         std=config.std,
+        resize_shorter=config.resize_shorter,
         sdk_version=fs.__version__,
     )
 
@@ -62,6 +67,7 @@ def real_images(examples_dir):
         {},
         {"image_size": 84, "channels": 3, "mean": (0.5, 0.4, 0.3), "std": (0.2, 0.25, 0.3)},
         {"image_size": (20, 36), "channels": 1, "mean": (0.1,), "std": (0.7,)},
+        {"preprocess": {"image_size": (24, 30), "channels": 3, "resize_shorter": 33}},
     ],
 )
 def test_numpy_preprocessing_equals_the_torch_preprocess(real_images, settings):
@@ -204,3 +210,101 @@ def test_damaged_or_newer_metadata_is_refused():
         OnnxMetadata.from_props({**good, "fewshot.format_version": "99"}, "m.onnx")
     with pytest.raises(InputError, match="unusable fewshot metadata: std"):
         OnnxMetadata.from_props({**good, "fewshot.std": "[-1]"}, "m.onnx")
+
+
+def test_metadata_round_trips_with_and_without_a_centre_crop():
+    stretch = OnnxMetadata("protonet", ("a", "b"), (28, 28), 1, (0.9,), (0.2,), "0.1.0")
+    props = stretch.to_props()
+    assert props["fewshot.resize_shorter"] == "null" and props["fewshot.format_version"] == "1"
+    assert OnnxMetadata.from_props(props, "m.onnx") == stretch
+    crop = OnnxMetadata("protonet", ("cat", "dog"), (224, 224), 3, (0.5,), (0.5,), "0.1.0", resize_shorter=256)
+    props = crop.to_props()
+    # version 2: an SDK that knows only version 1 would ignore the key and stretch; it must refuse instead
+    assert props["fewshot.resize_shorter"] == "256" and props["fewshot.format_version"] == "2"
+    read = OnnxMetadata.from_props(props, "m.onnx")
+    assert read == crop and read.resize_shorter == 256 and read.format_version == 2
+
+
+def test_files_written_before_resize_shorter_existed_still_open_and_stretch():
+    old = OnnxMetadata("protonet", ("a", "b"), (28, 28), 1, (0.9,), (0.2,), "0.1.0").to_props()
+    del old["fewshot.resize_shorter"]
+    read = OnnxMetadata.from_props(old, "old.onnx")
+    assert read.resize_shorter is None and read.format_version == 1
+
+
+def test_an_sdk_that_reads_only_version_1_refuses_a_cropping_file(monkeypatch):
+    crop = OnnxMetadata("protonet", ("a", "b"), (24, 24), 3, (0.5,), (0.5,), "0.1.0", resize_shorter=28).to_props()
+    monkeypatch.setattr(metadata_module, "FORMAT_VERSION", 1)  # what the previous release's reader compares with
+    with pytest.raises(InputError, match="version 2, newer than this SDK reads \\(1\\); upgrade fewshot-sdk"):
+        OnnxMetadata.from_props(crop, "new.onnx")
+
+
+@pytest.mark.parametrize("value", ["256.5", "true", '"256"', "0"])
+def test_a_damaged_resize_shorter_is_refused(value):
+    props = OnnxMetadata("protonet", ("a",), (24, 24), 3, (0.5,), (0.5,), "0.1.0", resize_shorter=28).to_props()
+    with pytest.raises(InputError, match="m.onnx has (damaged|unusable) fewshot metadata"):
+        OnnxMetadata.from_props({**props, "fewshot.resize_shorter": value}, "m.onnx")
+    stretch = OnnxMetadata("protonet", ("a",), (24, 24), 3, (0.5,), (0.5,), "0.1.0").to_props()
+    with pytest.raises(InputError, match="damaged fewshot metadata .*version-1 file"):  # a crop claimed by a v1 file
+        OnnxMetadata.from_props({**stretch, "fewshot.resize_shorter": "28"}, "m.onnx")
+
+
+def photo_files(folder: Path) -> list[Path]:
+    """Non-square RGB photos of odd sizes, one stored sideways with an EXIF Orientation tag."""
+    rng = np.random.default_rng(3)
+    paths = []
+    for index, (width, height) in enumerate([(61, 37), (29, 83), (40, 40)]):
+        smooth = Image.fromarray(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)).resize((width, height))
+        paths.append(folder / f"photo{index}.png")
+        smooth.save(paths[-1])
+    exif = Image.Exif()
+    exif[0x0112] = 8
+    paths.append(folder / "phone.jpg")
+    Image.open(paths[0]).save(paths[-1], quality=95, exif=exif)
+    return paths
+
+
+class FakeSession:
+    """Enough of ``onnxruntime.InferenceSession`` for the example script; records the batches fed to it."""
+
+    props: ClassVar[dict[str, str]] = {}
+    fed: ClassVar[list[np.ndarray]] = []
+
+    def __init__(self, path, providers):
+        pass
+
+    def get_modelmeta(self):
+        return types.SimpleNamespace(custom_metadata_map=self.props)
+
+    def run(self, outputs, feed):
+        self.fed.append(feed["images"])
+        return [np.array([[0.25, 0.75]], np.float32)]
+
+
+@pytest.mark.parametrize("resize_shorter", [None, 30])
+def test_the_example_script_preprocesses_like_the_sdk(tmp_path, monkeypatch, capsys, resize_shorter):
+    metadata = OnnxMetadata(
+        "protonet", ("a", "b"), (24, 27), 3, (0.5, 0.4, 0.3), (0.2, 0.3, 0.4), "0", resize_shorter=resize_shorter
+    )
+    paths = photo_files(tmp_path)
+    monkeypatch.setattr(FakeSession, "props", metadata.to_props())
+    monkeypatch.setattr(FakeSession, "fed", [])
+    monkeypatch.setitem(sys.modules, "onnxruntime", types.SimpleNamespace(InferenceSession=FakeSession))
+    monkeypatch.setattr(sys, "argv", ["onnx_classify.py", "task.onnx", *map(str, paths)])
+    runpy.run_path(str(REPO / "examples" / "onnx_classify.py"), run_name="__main__")
+    assert capsys.readouterr().out.count(": b (0.750)") == len(paths)
+    fed = np.concatenate(FakeSession.fed)
+    assert np.abs(fed - preprocess(paths, metadata)).max() < 1e-6
+
+
+def test_an_exported_photo_task_crops_like_torch(tmp_path, examples_dir):
+    torch.manual_seed(0)
+    preprocess_settings = {"image_size": (20, 24), "channels": 3, "resize_shorter": 26, "mean": (0.5,), "std": (0.5,)}
+    learner = fs.create("protonet", preprocess=preprocess_settings)
+    photos = photo_files(tmp_path)
+    task = learner.adapt(fs.SupportSet.from_mapping({"first": photos[:2], "second": photos[2:]}))
+    path = task.export_onnx(tmp_path / "photos.onnx")
+    classifier = OnnxClassifier(path)
+    assert classifier.metadata.resize_shorter == 26 and classifier.metadata.format_version == 2
+    assert np.abs(classifier.preprocess(photos) - task.preprocess(photos).numpy()).max() < 1e-6
+    assert np.abs(classifier.predict_proba(photos) - task.predict(photos).probs.numpy()).max() <= 1e-4
