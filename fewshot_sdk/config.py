@@ -81,6 +81,12 @@ class BackboneConfig(StrictModel):
     )
 
 
+    @property
+    def pretrained_weights(self) -> bool:
+        """Whether a new backbone of this config starts from trained weights (so training must beat them)."""
+        return self.name == "efficientnet-lite0" and self.pretrained
+
+
 class AccuracyResult(StrictModel):
     """One evaluation figure with its 95% confidence interval."""
 

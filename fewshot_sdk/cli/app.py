@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fewshot_sdk.cli.errors import clean_errors, fail
-from fewshot_sdk.cli.progress import progress_bar
+from fewshot_sdk.cli.progress import embedding_progress, progress_bar
 from fewshot_sdk.cli.sources import expand_queries, support_from_options
 
 if TYPE_CHECKING:
@@ -63,7 +63,7 @@ def classify(
             fail("give the support images with --support (a folder per class, or one folder of class folders)")
         learner = fs.load(model)
         name_learner(learner, model)  # so a warning says "protonet-omniglot is ...", not "this protonet model"
-        with one_line_warnings():
+        with one_line_warnings(), embedding_progress(console, quiet=as_json):
             prediction = learner.adapt(support_from_options(support)).predict(queries)
         class_names, probs = list(prediction.classes), prediction.probs.numpy()
     print_predictions(queries, class_names, probs, top_k, as_json)
@@ -138,7 +138,20 @@ def train(
     val_episodes: Annotated[int, typer.Option("--val-episodes", min=1)] = 200,
     seed: Annotated[int, typer.Option()] = 0,
     split_seed: Annotated[int | None, typer.Option("--split-seed", help="Class split; default 0, or --init's.")] = None,
-    backbone: Annotated[str | None, typer.Option(help="conv4 or resnet12.")] = None,
+    backbone: Annotated[
+        str | None, typer.Option(help="conv4, resnet12 or efficientnet-lite0 (ImageNet weights, for photos).")
+    ] = None,
+    frozen_stages: Annotated[
+        int,
+        typer.Option(
+            "--frozen-stages",
+            min=0,
+            help="Keep the first N backbone stages at their starting weights (computed once per image).",
+        ),
+    ] = 0,
+    batchnorm: Annotated[
+        str, typer.Option(help="train, or frozen: keep batch-norm statistics (fine-tuning a pretrained backbone).")
+    ] = "train",
     image_size: Annotated[int | None, typer.Option("--image-size", min=8)] = None,
     setting: Annotated[
         list[str] | None, typer.Option("--set", help="A method setting as key=value (JSON value), repeatable.")
@@ -147,6 +160,9 @@ def train(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing checkpoint in --out.")] = False,
 ) -> None:
     """Meta-train a method episodically; keeps the weights with the best validation accuracy."""
+    from pydantic import ValidationError
+
+    from fewshot_sdk.config import describe_validation_error
     from fewshot_sdk.train.checkpoint import CONFIG_FILE, prepare_output_folder
     from fewshot_sdk.train.loop import TrainConfig
     from fewshot_sdk.train.recipes import train_on_dataset
@@ -157,19 +173,24 @@ def train(
     if image_size is not None:
         settings["image_size"] = image_size
     learner = new_or_initial_learner(data, method, init, backbone, settings)
-    config = TrainConfig(
-        episodes=episodes,
-        n_way=n_way,
-        k_shot=k_shot,
-        q_queries=q_queries,
-        meta_batch=meta_batch,
-        lr=lr,
-        lr_decay_every=lr_decay_every,
-        val_every=val_every,
-        val_episodes=val_episodes,
-        seed=seed,
-        device=device,
-    )
+    try:
+        config = TrainConfig(
+            episodes=episodes,
+            n_way=n_way,
+            k_shot=k_shot,
+            q_queries=q_queries,
+            meta_batch=meta_batch,
+            lr=lr,
+            lr_decay_every=lr_decay_every,
+            val_every=val_every,
+            val_episodes=val_episodes,
+            seed=seed,
+            device=device,
+            frozen_stages=frozen_stages,
+            batchnorm=batchnorm,
+        )
+    except ValidationError as exc:
+        fail(f"invalid training settings: {describe_validation_error(exc)}")
     with progress_bar(console, "training", episodes) as advance:
         result = train_on_dataset(
             learner,

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
 Advance = Callable[[int, dict[str, float]], None]
 SHOWN = ("loss", "train_accuracy", "val_accuracy", "best_val_accuracy")
@@ -48,3 +48,27 @@ def progress_bar(console: Console, label: str, total: int, quiet: bool = False) 
             progress.update(task, completed=step, status=status or progress.tasks[0].fields["status"])
 
         yield advance
+
+
+@contextmanager
+def embedding_progress(console: Console, quiet: bool = False) -> Iterator[None]:
+    """A bar for the library's chunked embedding (hundreds of photos take seconds on a CPU).
+
+    Shown only on a terminal and only for inputs of several chunks: a 5x5 support set
+    finishes before a bar would be readable.
+    """
+    from fewshot_sdk.progress import reporting_progress
+
+    if quiet or not console.is_terminal:
+        yield
+        return
+    with Progress(TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), console=console, transient=True) as bar:
+        tasks: dict[int, TaskID] = {}
+
+        def update(done: int, total: int) -> None:
+            if total not in tasks:
+                tasks[total] = bar.add_task("embedding", total=total)
+            bar.update(tasks[total], completed=done)
+
+        with reporting_progress(update):
+            yield

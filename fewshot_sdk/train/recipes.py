@@ -65,7 +65,7 @@ def train_on_splits(
         config,
         on_progress=on_progress,
         on_new_best=on_new_best,
-        validate_initial=previous is not None,
+        validate_initial=previous is not None or learner.backbone_config.pretrained_weights,
     )
     outcome = {"best_episode": result.best_episode, "seconds": round(result.seconds, 1)}
     learner.provenance.training = record.model_copy(
@@ -185,4 +185,6 @@ def train_on_dataset(
     if is_sinusoid(data):  # "sinusoid": MAML's regression family, generated, not read from disk
         return train_sinusoid(learner, config, on_progress, on_new_best)
     name = "omniglot-background-small1+small2" if is_omniglot(data) else f"folders:{Path(data).name}"
+    if is_omniglot(data):
+        learner.domain = "handwritten-characters"
     return train_on_splits(learner, dataset_splits(data, learner, split_seed), name, config, on_progress, on_new_best)
