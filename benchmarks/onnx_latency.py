@@ -1,15 +1,16 @@
 """Latency of an exported task under onnxruntime vs the torch AdaptedModel, per query batch.
 
-The task: the bundled model adapted to ``examples/support`` (3 classes x 5 shots of
-real Omniglot). Both sides take the same model-ready batch [B, C, H, W] and return
-every class's probability: ``task.predict(batch)`` (torch, inference mode, with
+The task: the bundled model adapted to ``--support`` (default ``examples/support``, 3
+classes x 5 shots of real Omniglot; ``examples/photos/support`` for the photo model).
+Both sides take the same model-ready batch [B, C, H, W] and return every class's
+probability: ``task.predict(batch)`` (torch, inference mode, with
 its input checks) vs ``OnnxClassifier.run(batch)`` (onnxruntime, with its input
 checks). Both are given the same number of CPU threads; the two measurements are
 interleaved so that drift in machine load hits both alike. On a machine with a
 usable GPU the CUDA rows are added (torch on CUDA, onnxruntime's CUDA provider).
 
     python benchmarks/onnx_latency.py [--model protonet-omniglot] [--threads 1] \
-        [--out benchmarks/results/onnx_latency_cpu.md]
+        [--support examples/support] [--batch 1 --batch 32] [--out benchmarks/results/onnx_latency_cpu.md]
 """
 
 from __future__ import annotations
@@ -38,9 +39,11 @@ def repeats_for(batch: int, budget: int) -> int:
     return max(10, budget // max(1, batch // 8))
 
 
-def measure(model: str, threads: int, budget: int) -> tuple[list[str], dict[str, float]]:
+def measure(
+    model: str, threads: int, budget: int, support_dir: Path, batches: tuple[int, ...]
+) -> tuple[list[str], dict[str, float]]:
     torch.set_num_threads(threads)
-    support = fs.SupportSet.from_folder(REPO / "examples" / "support")
+    support = fs.SupportSet.from_folder(support_dir)
     learner = fs.load(model)
     task = learner.adapt(support)
     rows: list[str] = []
@@ -56,7 +59,7 @@ def measure(model: str, threads: int, budget: int) -> tuple[list[str], dict[str,
             runner = OnnxClassifier(path, providers=providers, threads=threads)
             on_device = task if device == "cpu" else fs.load(model, device=device).adapt(support)
             generator = torch.Generator().manual_seed(0)
-            for batch in BATCHES:
+            for batch in batches:
                 x = torch.randn(batch, *learner.preprocess_config.input_shape, generator=generator)
                 x_np = x.numpy()
                 diff = np.abs(runner.run(x_np)[1] - on_device.predict(x).probs.numpy()).max()
@@ -80,16 +83,19 @@ def main() -> None:
     parser.add_argument("--model", action="append", help="Bundled model or checkpoint (repeatable).")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch and onnxruntime alike.")
     parser.add_argument("--budget", type=int, default=200, help="Repeats at batch 1 (fewer for larger batches).")
+    parser.add_argument("--support", type=Path, default=REPO / "examples" / "support")
+    parser.add_argument("--batch", type=int, action="append", help="Query batch sizes (repeatable).")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     models = args.model or ["protonet-omniglot"]
+    batches = tuple(args.batch or BATCHES)
 
     import onnxruntime
 
     header = [
         "# ONNX export: latency per query batch, onnxruntime vs the torch AdaptedModel\n",
         f"device: {device_name()}; {args.threads} thread(s) for both; torch {torch.__version__}, "
-        f"onnxruntime {onnxruntime.__version__}; task: the model adapted to `examples/support` (3-way 5-shot); "
+        f"onnxruntime {onnxruntime.__version__}; task: the model adapted to `{args.support.relative_to(REPO)}`; "
         "median of interleaved runs after warm-up.\n",
         "Both sides map a model-ready batch to probabilities with their input checks: `task.predict(batch)` vs "
         "`OnnxClassifier(path).run(batch)`.\n",
@@ -99,12 +105,14 @@ def main() -> None:
     ]
     rows, notes = [], []
     for model in models:
-        model_rows, info = measure(model, args.threads, args.budget)
+        model_rows, info = measure(model, args.threads, args.budget, args.support, batches)
         rows.extend(model_rows)
         notes.append(f"- {model}: export took {info['export_s']:.1f} s; the .onnx file is {info['size_kb']:.0f} KiB.")
     if not (torch.cuda.is_available() and cuda_usable()):
         notes.append("- No usable CUDA device on this machine: GPU rows not measured.")
     command = "python benchmarks/onnx_latency.py " + " ".join(f"--model {m}" for m in models)
+    command += f" --support {args.support.relative_to(REPO)} --budget {args.budget}"
+    command += "".join(f" --batch {b}" for b in batches)
     text = "\n".join([*header, *rows, "", *notes, "", f"command: `{command} --threads {args.threads}`"])
     print(text)
     if args.out:

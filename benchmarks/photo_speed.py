@@ -54,7 +54,9 @@ def main() -> None:
                     learner.backbone(x)
 
             seconds = median_seconds(embed, repeats=args.repeats, warmup=2)
-            lines.append(f"| {size}x{size} | {threads} | {args.batch / seconds:.1f} | {1e3 * seconds / args.batch:.1f} |")
+            lines.append(
+                f"| {size}x{size} | {threads} | {args.batch / seconds:.1f} | {1e3 * seconds / args.batch:.1f} |"
+            )
             print(lines[-1], flush=True)
     lines += ["", f"command: `python benchmarks/photo_speed.py --batch {args.batch} --repeats {args.repeats}`"]
     if args.out:

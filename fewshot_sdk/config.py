@@ -80,7 +80,6 @@ class BackboneConfig(StrictModel):
         True, description="efficientnet-lite0: start from the bundled ImageNet weights (False: random init)"
     )
 
-
     @property
     def pretrained_weights(self) -> bool:
         """Whether a new backbone of this config starts from trained weights (so training must beat them)."""

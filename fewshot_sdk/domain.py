@@ -146,7 +146,7 @@ def _sample(items: list[object]) -> list[object]:
     return [items[i * last // (SAMPLE_IMAGES - 1)] for i in range(SAMPLE_IMAGES)]
 
 
-def _colourful(rgb: np.ndarray) -> bool:
+def is_colourful(rgb: np.ndarray) -> bool:
     """``rgb``: [h, w, 3] uint8 (a subsample)."""
     pixels = rgb.astype(np.int16)
     chroma = pixels.max(axis=2) - pixels.min(axis=2)
@@ -163,7 +163,7 @@ def _image_description(image: Image.Image, preprocess: PreprocessConfig, own: bo
     if own:
         image.draft("RGB", (SAMPLE_SIDE, SAMPLE_SIDE))  # JPEG: decode at 1/2..1/8 scale; others: no-op
     small = image.resize((min(width, SAMPLE_SIDE), min(height, SAMPLE_SIDE)), Image.Resampling.NEAREST)
-    return f"RGB {width}x{height}" if _colourful(np.asarray(flatten_alpha(small).convert("RGB"))) else None
+    return f"RGB {width}x{height}" if is_colourful(np.asarray(flatten_alpha(small).convert("RGB"))) else None
 
 
 def _array_description(array: np.ndarray, preprocess: PreprocessConfig) -> str | None:
@@ -178,7 +178,7 @@ def _array_description(array: np.ndarray, preprocess: PreprocessConfig) -> str |
             sample = (sample >> 8).astype(np.uint8)
         elif sample.dtype != np.uint8:  # floats in [0, 1], as the preprocessor reads them
             sample = (np.clip(np.nan_to_num(sample.astype(np.float32)), 0.0, 1.0) * 255).astype(np.uint8)
-        colour = _colourful(sample)
+        colour = is_colourful(sample)
     if colour or _too_large(width, height, preprocess):
         return f"{'RGB' if colour else 'greyscale'} {width}x{height}"
     return None

@@ -172,7 +172,7 @@ def train(
     settings = parse_settings(setting or [])
     if image_size is not None:
         settings["image_size"] = image_size
-    learner = new_or_initial_learner(data, method, init, backbone, settings)
+    learner = new_or_initial_learner(data, method, init, backbone, settings, split_seed)
     try:
         config = TrainConfig(
             episodes=episodes,
@@ -211,18 +211,30 @@ def train(
 
 
 def new_or_initial_learner(
-    data: Path, method: str | None, init: str | None, backbone: str | None, settings: dict[str, Any]
+    data: Path,
+    method: str | None,
+    init: str | None,
+    backbone: str | None,
+    settings: dict[str, Any],
+    split_seed: int | None = None,
 ) -> Learner:
     """The learner ``fewshot train`` starts from: fresh, or ``--init``'s weights with ``--set`` applied."""
     import fewshot_sdk as fs
     from fewshot_sdk.registry import method_class
-    from fewshot_sdk.train.recipes import warm_start
+    from fewshot_sdk.train.recipes import folder_preprocess_settings, is_omniglot, warm_start
     from fewshot_sdk.train.regression import is_sinusoid
 
     if init is None:
         if is_sinusoid(data):  # MAML's regression family: a 1-40-40-1 ReLU MLP unless told otherwise
             settings.setdefault("task", "regression")
             backbone = backbone or "mlp"
+        elif (
+            not is_omniglot(data)
+            and backbone != "efficientnet-lite0"
+            and not {"channels", "mean", "std"} & set(settings)
+        ):
+            # a network trained from scratch on the user's folders: their colour and statistics, not Omniglot's
+            settings.update(folder_preprocess_settings(data, 0 if split_seed is None else split_seed))
         return fs.create(method or "protonet", backbone=backbone, **settings)
     if backbone is not None:
         fail(f"--backbone cannot be combined with --init {init}: the backbone comes from the checkpoint")

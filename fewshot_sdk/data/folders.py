@@ -69,3 +69,27 @@ def split_class_folders(
         split: {name: classes[name] for name in sorted(n for g in indices for n in groups[g])}
         for split, indices in picked.items()
     }
+
+
+def image_statistics(files: list[Path], sample: int = 120) -> tuple[int, tuple[float, ...], tuple[float, ...]]:
+    """(channels, mean, std) of a class-folder dataset, from an even sample of its images.
+
+    A model trained from scratch on someone's folders should see their colour, normalised
+    by their statistics, not Omniglot's greyscale 0.92 / 0.22 (the defaults). Colour means
+    real chroma, so greyscale scans saved as RGB stay one channel.
+    """
+    import numpy as np
+
+    from fewshot_sdk.domain import is_colourful
+    from fewshot_sdk.imageio import load_image, to_model_pixels
+
+    picked = files if len(files) <= sample else [files[i * (len(files) - 1) // (sample - 1)] for i in range(sample)]
+    images = [load_image(path) for path in picked]
+    colour = any(is_colourful(np.asarray(image.convert("RGB").resize((32, 32)))) for image in images)
+    channels = 3 if colour else 1
+    pixels = np.stack([to_model_pixels(image, channels, (64, 64)) for image in images]).reshape(
+        len(images), 64 * 64, -1
+    )
+    mean = pixels.mean(axis=(0, 1))
+    std = np.maximum(pixels.std(axis=(0, 1)), 1e-3)
+    return channels, tuple(round(float(v), 4) for v in mean), tuple(round(float(v), 4) for v in std)

@@ -146,12 +146,27 @@ class FolderSplits:
 
 def folder_splits(data: str | Path, learner: Learner, split_seed: int = 0, val_fraction: float = 0.2) -> FolderSplits:
     """A class-per-folder dataset split by class into train / val / test (60 / 20 / 20 by default)."""
+    return FolderSplits(folder_split_files(data, split_seed, val_fraction), learner.preprocessor, split_seed)
+
+
+def folder_split_files(
+    data: str | Path, split_seed: int = 0, val_fraction: float = 0.2
+) -> dict[str, dict[str, list[Path]]]:
+    """``{split: {class: files}}`` of a class-per-folder dataset, before any image is decoded."""
     from fewshot_sdk.data.folders import linked_class_groups, scan_class_folders, split_class_folders
 
     classes = scan_class_folders(data)
     held_out = max(2, round(val_fraction * len(linked_class_groups(list(classes)))))
-    files = split_class_folders(classes, split_seed, n_val=held_out, n_test=held_out)
-    return FolderSplits(files, learner.preprocessor, split_seed)
+    return split_class_folders(classes, split_seed, n_val=held_out, n_test=held_out)
+
+
+def folder_preprocess_settings(data: str | Path, split_seed: int = 0) -> dict[str, Any]:
+    """Channels, mean and std for a network trained from scratch on class folders, from its training classes."""
+    from fewshot_sdk.data.folders import image_statistics
+
+    files = [path for paths in folder_split_files(data, split_seed)["train"].values() for path in paths]
+    channels, mean, std = image_statistics(files)
+    return {"channels": channels, "mean": mean, "std": std}
 
 
 def checkpoint_split_seed(learner: Learner) -> int:

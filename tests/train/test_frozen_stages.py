@@ -6,15 +6,13 @@ import torch
 from PIL import Image
 
 import fewshot_sdk as fs
-from fewshot_sdk.data.folders import split_class_folders, scan_class_folders
+from fewshot_sdk.data.folders import scan_class_folders, split_class_folders
 from fewshot_sdk.data.labelled import LabelledImages
 from fewshot_sdk.progress import reporting_progress
 from fewshot_sdk.train.evaluate import evaluate_episodes
 from fewshot_sdk.train.loop import TrainConfig, meta_train
 
-TINY = TrainConfig(
-    episodes=6, n_way=5, k_shot=1, q_queries=2, val_every=3, val_episodes=4, lr=1e-2, frozen_stages=2
-)
+TINY = TrainConfig(episodes=6, n_way=5, k_shot=1, q_queries=2, val_every=3, val_episodes=4, lr=1e-2, frozen_stages=2)
 
 
 def test_frozen_stages_keep_their_weights_and_the_rest_learns(omniglot_splits):
@@ -35,7 +33,12 @@ def test_frozen_stages_keep_their_weights_and_the_rest_learns(omniglot_splits):
 
 def test_more_frozen_stages_than_the_backbone_has_is_refused(omniglot_splits):
     with pytest.raises(fs.InputError, match="has 4 stages"):
-        meta_train(fs.create("protonet"), omniglot_splits.train, omniglot_splits.val, TINY.model_copy(update={"frozen_stages": 5}))
+        meta_train(
+            fs.create("protonet"),
+            omniglot_splits.train,
+            omniglot_splits.val,
+            TINY.model_copy(update={"frozen_stages": 5}),
+        )
 
 
 def test_evaluation_that_embeds_each_image_once_scores_exactly_like_per_episode_embedding(omniglot_splits):
