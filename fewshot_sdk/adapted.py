@@ -29,6 +29,7 @@ from fewshot_sdk.train.checkpoint import (
     prepare_output_folder,
     read_json_model,
     read_weights,
+    stored_tensors,
     write_json,
     write_weights,
 )
@@ -122,7 +123,7 @@ class AdaptedModel:
     def save(self, folder: str | os.PathLike, overwrite: bool = False) -> Path:
         """One folder with the learner and the task state; reload with ``fs.load_task``."""
         path = prepare_output_folder(folder, overwrite, (TASK_FILE, TASK_WEIGHTS))
-        tensors = {f"learner.{k}": v for k, v in self.learner.state_dict().items()}
+        tensors = {f"learner.{k}": v for k, v in stored_tensors(self.learner).items()}
         tensors.update({f"state.{k}": v for k, v in self.state.items()})
         write_weights(path / TASK_WEIGHTS, tensors, {"format": "fewshot-sdk/task"})
         config = TaskConfig(

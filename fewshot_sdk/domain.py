@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from fewshot_sdk.imageio import MAX_IMAGE_PIXELS, flatten_alpha
+from fewshot_sdk.imageio import MAX_IMAGE_PIXELS, flatten_alpha, is_colourful
 
 if TYPE_CHECKING:
     from fewshot_sdk.config import BackboneConfig, PreprocessConfig
@@ -45,11 +45,6 @@ PHOTO_SENSITIVE_DOMAINS = frozenset({HANDWRITTEN})
 #: Both sides more than this many times the model's input: not a glyph. (Omniglot's own
 #: 105x105 scans are 3.75x a 28x28 input and must pass.)
 MAX_SIZE_RATIO = 4.0
-#: A pixel is coloured when its channels differ by more than this (of 255); grey stored as
-#: RGB differs by 0, JPEG noise and cream paper by well under it.
-COLOUR_CHROMA = 48
-#: An image is colour when more than this fraction of its sampled pixels are coloured.
-COLOUR_FRACTION = 0.10
 #: Images looked at per call, spread over the batch / support set.
 SAMPLE_IMAGES = 16
 #: Side of the nearest-neighbour subsample the colour test reads.
@@ -144,13 +139,6 @@ def _sample(items: list[object]) -> list[object]:
         return items
     last = len(items) - 1
     return [items[i * last // (SAMPLE_IMAGES - 1)] for i in range(SAMPLE_IMAGES)]
-
-
-def is_colourful(rgb: np.ndarray) -> bool:
-    """``rgb``: [h, w, 3] uint8 (a subsample)."""
-    pixels = rgb.astype(np.int16)
-    chroma = pixels.max(axis=2) - pixels.min(axis=2)
-    return bool((chroma > COLOUR_CHROMA).mean() > COLOUR_FRACTION)
 
 
 def _image_description(image: Image.Image, preprocess: PreprocessConfig, own: bool) -> str | None:

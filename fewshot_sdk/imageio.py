@@ -212,3 +212,17 @@ def _float_intensities(image: Image.Image, name: str) -> Image.Image:
 
 def is_image_file(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
+#: A pixel is coloured when its channels differ by more than this (of 255); grey stored as
+#: RGB differs by 0, JPEG noise and cream paper by well under it.
+COLOUR_CHROMA = 48
+#: An image is colour when more than this fraction of its sampled pixels are coloured.
+COLOUR_FRACTION = 0.10
+
+
+def is_colourful(rgb: np.ndarray) -> bool:
+    """Real colour content in ``rgb`` ([h, w, 3] uint8, a subsample), not greyscale stored as RGB."""
+    pixels = rgb.astype(np.int16)
+    chroma = pixels.max(axis=2) - pixels.min(axis=2)
+    return bool((chroma > COLOUR_CHROMA).mean() > COLOUR_FRACTION)

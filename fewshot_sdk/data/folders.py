@@ -80,8 +80,7 @@ def image_statistics(files: list[Path], sample: int = 120) -> tuple[int, tuple[f
     """
     import numpy as np
 
-    from fewshot_sdk.domain import is_colourful
-    from fewshot_sdk.imageio import load_image, to_model_pixels
+    from fewshot_sdk.imageio import is_colourful, load_image, to_model_pixels
 
     picked = files if len(files) <= sample else [files[i * (len(files) - 1) // (sample - 1)] for i in range(sample)]
     images = [load_image(path) for path in picked]

@@ -23,8 +23,9 @@ This module imports neither torch nor onnx: the torch-free runtime reads it.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from fewshot_sdk.errors import InputError
 
@@ -70,6 +71,26 @@ class OnnxMetadata:
     def input_shape(self) -> tuple[int, int, int]:
         """(channels, height, width) of one model-ready image."""
         return (self.channels, *self.image_size)
+
+    @classmethod
+    def describing(
+        cls, method: str, class_names: Sequence[str], preprocess: Any, sdk_version: str, exporter: str = ""
+    ) -> OnnxMetadata:
+        """The metadata of a task whose learner preprocesses with ``preprocess`` (a ``PreprocessConfig``).
+
+        Duck-typed, so this torch-free module need not import the config models.
+        """
+        return cls(
+            method=method,
+            class_names=tuple(class_names),
+            image_size=tuple(preprocess.image_size),
+            channels=preprocess.channels,
+            mean=tuple(preprocess.mean),
+            std=tuple(preprocess.std),
+            resize_shorter=preprocess.resize_shorter,
+            sdk_version=sdk_version,
+            exporter=exporter,
+        )
 
     def to_props(self) -> dict[str, str]:
         """The ``metadata_props`` entries: every value a plain string (lists and numbers as JSON)."""

@@ -215,17 +215,7 @@ def _max_difference(proto: onnx.ModelProto, batches: list[np.ndarray], expected:
 
 def _add_metadata(proto: onnx.ModelProto, task: AdaptedModel, exporter: str) -> None:
     config = task.learner.preprocess_config
-    metadata = OnnxMetadata(
-        method=task.method,
-        class_names=tuple(task.class_names),
-        image_size=tuple(config.image_size),
-        channels=config.channels,
-        mean=tuple(config.mean),
-        std=tuple(config.std),
-        resize_shorter=config.resize_shorter,
-        sdk_version=__version__,
-        exporter=exporter,
-    )
+    metadata = OnnxMetadata.describing(task.method, task.class_names, config, __version__, exporter)
     props = {entry.key: entry.value for entry in proto.metadata_props}
     props.update(metadata.to_props())
     del proto.metadata_props[:]

@@ -72,6 +72,8 @@ class Learner(nn.Module, metaclass=ABCMeta):
         self.provenance = Provenance()
         #: What the weights were trained on ("photos", "handwritten-characters", ...); saved in config.json.
         self.domain = default_domain(self.backbone_config)
+        #: "float16" stores the weights at half size on disk (loading casts them back to float32).
+        self.storage_dtype = "float32"
         self.build()
 
     def build(self) -> None:

@@ -46,6 +46,11 @@ class LearnerConfig(StrictModel):
     method_config: dict[str, Any] = Field(default_factory=dict)
     backbone: BackboneConfig
     preprocess: PreprocessConfig
+    storage_dtype: Literal["float32", "float16"] = Field(
+        "float32",
+        description="how floating-point weights are stored on disk (float16 halves a bundled photo model); "
+        "they are always computed in float32",
+    )
     domain: str = Field(
         "unspecified",
         description='what the weights were trained on: "photos", "handwritten-characters", ... '
@@ -61,6 +66,7 @@ def learner_config(learner: Learner) -> LearnerConfig:
         backbone=learner.backbone_config,
         preprocess=learner.preprocess_config,
         domain=learner.domain,
+        storage_dtype=learner.storage_dtype,
         provenance=learner.provenance,
     )
 
@@ -77,6 +83,7 @@ def build_learner(config: LearnerConfig, backbone_module: nn.Module | None = Non
     learner = cls(method_config, config.backbone, config.preprocess, backbone_module=backbone_module)
     learner.provenance = config.provenance.model_copy(deep=True)
     learner.domain = config.domain
+    learner.storage_dtype = config.storage_dtype
     return learner
 
 
@@ -109,9 +116,15 @@ def write_weights(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[s
     tmp.replace(path)
 
 
+def stored_tensors(learner: Learner) -> dict[str, torch.Tensor]:
+    """The state dict as written to disk: floating-point tensors in the learner's ``storage_dtype``."""
+    dtype = torch.float16 if learner.storage_dtype == "float16" else torch.float32
+    return {k: v.to(dtype) if v.is_floating_point() else v for k, v in learner.state_dict().items()}
+
+
 def save_learner(learner: Learner, folder: str | Path, overwrite: bool = False) -> Path:
     path = prepare_output_folder(folder, overwrite, (CONFIG_FILE, WEIGHTS_FILE))
-    write_weights(path / WEIGHTS_FILE, learner.state_dict(), {"format": "fewshot-sdk/learner"})
+    write_weights(path / WEIGHTS_FILE, stored_tensors(learner), {"format": "fewshot-sdk/learner"})
     write_json(path / CONFIG_FILE, learner_config(learner))
     return path
 

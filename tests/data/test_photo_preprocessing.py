@@ -30,16 +30,7 @@ def raw(config: PreprocessConfig) -> Preprocessor:
 
 
 def metadata_for(config: PreprocessConfig) -> OnnxMetadata:
-    return OnnxMetadata(
-        method="protonet",
-        class_names=("a", "b"),
-        image_size=config.image_size,
-        channels=config.channels,
-        mean=config.mean,
-        std=config.std,
-        resize_shorter=config.resize_shorter,
-        sdk_version="test",
-    )
+    return OnnxMetadata.describing("protonet", ("a", "b"), config, "test")
 
 
 def sideways_photo(path, orientation: int = 6):

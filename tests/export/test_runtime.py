@@ -37,17 +37,7 @@ for name, path in (("fewshot_sdk", {root!r}), ("fewshot_sdk.export", {root!r} + 
 
 
 def metadata_for(learner: fs.Learner) -> OnnxMetadata:
-    config = learner.preprocess_config
-    return OnnxMetadata(
-        method=learner.method,
-        class_names=("a", "b"),
-        image_size=config.image_size,
-        channels=config.channels,
-        mean=config.mean,
-        std=config.std,
-        resize_shorter=config.resize_shorter,
-        sdk_version=fs.__version__,
-    )
+    return OnnxMetadata.describing(learner.method, ("a", "b"), learner.preprocess_config, fs.__version__)
 
 
 @pytest.fixture(scope="module")
