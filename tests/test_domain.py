@@ -44,7 +44,7 @@ def test_colour_photos_given_to_an_omniglot_model_warn_once():
         learner.adapt(support).predict(np.asarray(colour_photo(7)))
     (warning,) = domain_warnings(caught)
     message = str(warning.message)
-    assert message.startswith("this protonet model is a handwritten-characters model (1x28x28 greyscale)"), message
+    assert message.startswith("protonet-omniglot is a handwritten-characters model (1x28x28 greyscale)"), message
     assert "these look like photos (RGB 451x300)" in message
     assert f"fs.load('{PHOTO_MODEL}')" in message and f"--model {PHOTO_MODEL}" in message
     assert PHOTO_MODEL == "protonet-photos"
@@ -151,7 +151,7 @@ def test_models_lists_each_bundled_models_domain_and_input_size():
             assert (entry["domain"], entry["input_size"]) == ("handwritten-characters", "1x28x28"), entry
     assert (models["maml-sinusoid"]["domain"], models["maml-sinusoid"]["input_size"]) == ("sinusoid-regression", "1")
     if "protonet-photos" in models:
-        assert (models["protonet-photos"]["domain"], models["protonet-photos"]["input_size"]) == ("photos", "3x224x224")
+        assert (models["protonet-photos"]["domain"], models["protonet-photos"]["input_size"]) == ("photos", "3x192x192")
     table = run("models")
     assert table.exit_code == 0, table.output
     assert "handwritten-characters" in table.stdout or "handwritten" in table.stdout

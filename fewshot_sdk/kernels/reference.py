@@ -19,16 +19,24 @@ COSINE_EPS = 1e-8
 #: Upper bound on the elements of the [chunk, N, D] difference tensor the L1 metric
 #: builds, so large inputs are processed in row chunks instead of exhausting memory.
 _L1_CHUNK_ELEMS = 1 << 24
+#: Up to this many [M, N, D] elements squared euclidean distances are computed from the
+#: differences (exact, 64 MB at most in float32); above it, from the one-matmul expansion.
+_DIRECT_SQEUCLIDEAN_ELEMS = 1 << 24
 
 
 def pairwise_scores(q: Tensor, s: Tensor, metric: str, weights: Tensor | None = None) -> Tensor:
     """Return the [M, N] score matrix (higher means more similar).
 
-    ``sqeuclidean`` uses the ``|q|^2 + |s|^2 - 2 q.s`` expansion (one matmul, so it
-    scales to large M, N, D) clamped at zero; ``cosine`` normalises each row first;
+    ``sqeuclidean`` sums squared differences for small inputs and uses the
+    ``|q|^2 + |s|^2 - 2 q.s`` expansion (one matmul, so it scales to large M, N, D), clamped
+    at zero, above ``_DIRECT_SQEUCLIDEAN_ELEMS`` and under export; ``cosine`` normalises each row first;
     ``l1`` is ``-sum_d w_d |q_d - s_d|`` (see :func:`_l1_distance`).
     """
     if metric == "sqeuclidean":
+        if not torch.compiler.is_exporting() and q.shape[0] * s.shape[0] * q.shape[1] <= _DIRECT_SQEUCLIDEAN_ELEMS:
+            # small problems: the difference itself, exact (a point is at distance 0 from itself);
+            # the expansion below cancels catastrophically for large norms (|x|^2 ~ 1e6 in float32)
+            return -(q[:, None, :] - s[None, :, :]).square().sum(-1)
         q2 = (q * q).sum(-1, keepdim=True)
         s2 = (s * s).sum(-1)
         return -(q2 + s2 - 2.0 * (q @ s.T)).clamp_min(0.0)

@@ -138,7 +138,8 @@ class Backbone(nn.Module):
         return self._in_chunks(self._embed, x)
 
     def _in_chunks(self, run: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        if len(x) <= self.inference_chunk or torch.is_grad_enabled() or torch.compiler.is_exporting():
+        # exporting first: len(x) would freeze the exported graph's batch size
+        if torch.compiler.is_exporting() or torch.is_grad_enabled() or len(x) <= self.inference_chunk:
             return run(x)
         outputs = []
         for start in range(0, len(x), self.inference_chunk):
