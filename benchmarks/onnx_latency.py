@@ -83,7 +83,7 @@ def main() -> None:
     parser.add_argument("--model", action="append", help="Bundled model or checkpoint (repeatable).")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch and onnxruntime alike.")
     parser.add_argument("--budget", type=int, default=200, help="Repeats at batch 1 (fewer for larger batches).")
-    parser.add_argument("--support", type=Path, default=REPO / "examples" / "support")
+    parser.add_argument("--support", type=Path, default=Path("examples/support"), help="Relative to the repo.")
     parser.add_argument("--batch", type=int, action="append", help="Query batch sizes (repeatable).")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
@@ -95,7 +95,7 @@ def main() -> None:
     header = [
         "# ONNX export: latency per query batch, onnxruntime vs the torch AdaptedModel\n",
         f"device: {device_name()}; {args.threads} thread(s) for both; torch {torch.__version__}, "
-        f"onnxruntime {onnxruntime.__version__}; task: the model adapted to `{args.support.relative_to(REPO)}`; "
+        f"onnxruntime {onnxruntime.__version__}; task: the model adapted to `{args.support}`; "
         "median of interleaved runs after warm-up.\n",
         "Both sides map a model-ready batch to probabilities with their input checks: `task.predict(batch)` vs "
         "`OnnxClassifier(path).run(batch)`.\n",
@@ -105,13 +105,13 @@ def main() -> None:
     ]
     rows, notes = [], []
     for model in models:
-        model_rows, info = measure(model, args.threads, args.budget, args.support, batches)
+        model_rows, info = measure(model, args.threads, args.budget, REPO / args.support, batches)
         rows.extend(model_rows)
         notes.append(f"- {model}: export took {info['export_s']:.1f} s; the .onnx file is {info['size_kb']:.0f} KiB.")
     if not (torch.cuda.is_available() and cuda_usable()):
         notes.append("- No usable CUDA device on this machine: GPU rows not measured.")
     command = "python benchmarks/onnx_latency.py " + " ".join(f"--model {m}" for m in models)
-    command += f" --support {args.support.relative_to(REPO)} --budget {args.budget}"
+    command += f" --support {args.support} --budget {args.budget}"
     command += "".join(f" --batch {b}" for b in batches)
     text = "\n".join([*header, *rows, "", *notes, "", f"command: `{command} --threads {args.threads}`"])
     print(text)
