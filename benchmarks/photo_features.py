@@ -16,12 +16,15 @@ normalisation, crop vs stretch) with L2 prototypes, to pick the photo preprocess
 from __future__ import annotations
 
 import argparse
-import platform
+import sys
 import time
 from pathlib import Path
 
 import torch
 from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from timing import device_name
 
 import fewshot_sdk as fs
 from fewshot_sdk.config import AccuracyResult, PreprocessConfig
@@ -72,7 +75,7 @@ def main() -> None:
         + (" --variants" if args.variants else "")
         + "`",
         "",
-        f"Machine: {platform.processor() or platform.machine()}, {args.threads} torch threads, CPU. "
+        f"Machine: {device_name()} ({args.threads} threads asked). "
         f"Split seed {args.split_seed} (train / val / test classes, Faces with Faces_easy), "
         f"{args.episodes} episodes, 15 queries per class, mean ± 95% CI.",
         "",

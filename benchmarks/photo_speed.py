@@ -1,9 +1,10 @@
 """CPU speed of the photo backbone: images/s of EfficientNet-Lite0 embedding, by resolution and threads.
 
-The floor first: Lite0 is 0.39 GMACs (0.78 GFLOPs) per 224x224 image, so a core that
-sustains ~50 GFLOP/s in fp32 convolutions would embed ~60 images/s; depthwise layers
-run far below a core's peak (few FLOPs per byte), so real figures sit well under it.
-FLOPs scale with pixels: 192x192 costs 0.73x and 160x160 0.51x of 224x224.
+The floor first: Lite0 is ~0.40 G multiply-adds (0.80 GFLOPs) per 224x224 image and
+scales with pixels (0.59 GFLOPs at 192, 0.41 at 160). A core with two AVX-512 FMA units at
+~2.5 GHz peaks near 160 GFLOP/s in fp32, so two cores could embed ~540 photos/s at 192x192
+if every layer were compute-bound; the depthwise layers are not (a few FLOPs per byte), so
+the real figures sit far below that (the table's 192x192 rows are ~13-15% of it).
 
 Each figure is the median over repeated batches after warm-up, model in eval mode under
 ``torch.inference_mode`` (what ``adapt`` and ``predict`` run), including the chunking the
@@ -58,7 +59,13 @@ def main() -> None:
                 f"| {size}x{size} | {threads} | {args.batch / seconds:.1f} | {1e3 * seconds / args.batch:.1f} |"
             )
             print(lines[-1], flush=True)
-    lines += ["", f"command: `python benchmarks/photo_speed.py --batch {args.batch} --repeats {args.repeats}`"]
+    lines += [
+        "",
+        "Floor (see the script's docstring): ~0.59 GFLOPs per 192x192 image, ~320 GFLOP/s fp32 peak on 2 "
+        "AVX-512 cores, i.e. ~540 images/s if compute-bound; depthwise convolutions are memory-bound.",
+        "",
+        f"command: `python benchmarks/photo_speed.py --batch {args.batch} --repeats {args.repeats}`",
+    ]
     if args.out:
         args.out.write_text("\n".join(lines) + "\n")
 
