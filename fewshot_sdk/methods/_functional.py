@@ -15,9 +15,7 @@ that a prediction never depends on the other queries in the batch.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -29,12 +27,6 @@ from fewshot_sdk.kernels import sgd_step
 
 Params = dict[str, Tensor]
 Order = Literal["second", "first", "none"]
-
-_RECORDING = threading.local()
-#: ``functional_call`` swaps a module's tensors for the duration of the call, which
-#: is not thread-safe; one re-entrant lock keeps concurrent ``predict`` calls apart.
-FUNCTIONAL_LOCK = threading.RLock()
-
 
 class TaskBatchNorm(nn.Module):
     """Batch norm with per-task statistics and no running averages.
@@ -53,9 +45,12 @@ class TaskBatchNorm(nn.Module):
         self.register_buffer("var", torch.empty(0), persistent=False)
         self.stat_name = ""
 
+    #: Where a call's batch statistics are collected; set only on the per-call shadow copy (see ``call``).
+    recorder: dict[str, Tensor] | None = None
+
     def forward(self, x: Tensor) -> Tensor:
         if self.mean.numel() == 0:
-            recorder = getattr(_RECORDING, "stats", None)
+            recorder = self.recorder
             if recorder is not None:
                 dims = [0, *range(2, x.ndim)]
                 recorder[f"{self.stat_name}.mean"] = x.mean(dims)
@@ -86,22 +81,36 @@ def use_task_batchnorm(module: nn.Module, prefix: str = "") -> nn.Module:
     return module
 
 
-@contextmanager
-def recording_batch_stats() -> Iterator[dict[str, Tensor]]:
-    """Collect the batch statistics every :class:`TaskBatchNorm` computes in this thread."""
-    stats: dict[str, Tensor] = {}
-    previous = getattr(_RECORDING, "stats", None)
-    _RECORDING.stats = stats
-    try:
-        yield stats
-    finally:
-        _RECORDING.stats = previous
+def shadow_module(module: nn.Module) -> nn.Module:
+    """A copy of ``module``'s tree that shares every tensor but owns its attribute tables.
+
+    ``functional_call`` works by swapping a module's parameters for the call's tensors and
+    back. On the learner itself that is shared mutable state: a thread reading the weights
+    while another has them swapped gets the other task's (a 3-row head for a 5-way task).
+    Swapping on a per-call shadow leaves the learner untouched, with no lock that would
+    serialise concurrent predicts. Copying the tree is a few dict copies per module.
+    """
+    clone = object.__new__(type(module))
+    attributes = module.__dict__.copy()
+    attributes["_parameters"] = dict(module._parameters)
+    attributes["_buffers"] = dict(module._buffers)
+    attributes["_modules"] = {name: None if c is None else shadow_module(c) for name, c in module._modules.items()}
+    clone.__dict__ = attributes
+    return clone
 
 
-def call(module: nn.Module, tensors: Params, x: Tensor) -> Tensor:
-    """``module(x)`` with ``tensors`` standing in for its parameters/buffers of the same names."""
-    with FUNCTIONAL_LOCK:
-        return functional_call(module, tensors, (x,))
+def call(module: nn.Module, tensors: Params, x: Tensor, stats: dict[str, Tensor] | None = None) -> Tensor:
+    """``module(x)`` with ``tensors`` standing in for its parameters/buffers of the same names.
+
+    With ``stats``, every :class:`TaskBatchNorm` that normalises by its batch writes the
+    batch's mean and variance there (how a task keeps its support statistics).
+    """
+    shadow = shadow_module(module)
+    if stats is not None:
+        for child in shadow.modules():
+            if isinstance(child, TaskBatchNorm):
+                child.recorder = stats
+    return functional_call(shadow, tensors, (x,))
 
 
 def inner_loop(
@@ -183,7 +192,7 @@ def vmapped_query_losses(
     names = list(params)
 
     def support_loss(values: Params, x: Tensor, y: Tensor) -> Tensor:
-        return loss(functional_call(module, values, (x,)), y)
+        return loss(call(module, values, x), y)
 
     def one_task(values: Params, xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor) -> Tensor:
         for _ in range(steps):
@@ -192,5 +201,4 @@ def vmapped_query_losses(
             values = dict(zip(names, sgd_step([values[n] for n in names], flat, lr), strict=True))
         return support_loss(values, xq, yq)
 
-    with FUNCTIONAL_LOCK:
-        return torch.func.vmap(one_task, in_dims=(None, 0, 0, 0, 0))(params, *tasks)
+    return torch.func.vmap(one_task, in_dims=(None, 0, 0, 0, 0))(params, *tasks)

@@ -45,7 +45,6 @@ from fewshot_sdk.methods._functional import (
     TaskBatchNorm,
     call,
     inner_loop,
-    recording_batch_stats,
     use_task_batchnorm,
     vmapped_query_losses,
 )
@@ -107,8 +106,8 @@ class GradientLearner(Learner):
         """Add the support batch's BN statistics under ``params`` (``bn="support"``)."""
         state = dict(params)
         if self.config.bn == "support":
-            with recording_batch_stats() as stats:
-                call(self, params, support_x)
+            stats: dict[str, Tensor] = {}
+            call(self, params, support_x, stats=stats)
             state.update(stats)
         return state
 

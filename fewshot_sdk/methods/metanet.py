@@ -34,11 +34,12 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
-from torch.func import functional_call, grad, vmap
+from torch.func import grad, vmap
 
 from fewshot_sdk.config import StrictModel
 from fewshot_sdk.data.episodes import Episode
 from fewshot_sdk.kernels import pairwise_softmax
+from fewshot_sdk.methods._functional import call
 from fewshot_sdk.methods._label_slots import check_ways, shuffled_slots, task_slots
 from fewshot_sdk.methods.base import Learner, TaskState
 from fewshot_sdk.registry import register_method
@@ -156,8 +157,8 @@ class MetaNet(Learner):
         def pair_loss(
             p: dict[str, torch.Tensor], a: torch.Tensor, b: torch.Tensor, target: torch.Tensor
         ) -> torch.Tensor:
-            ra = F.relu(functional_call(self.embedding.slow, p, (a,)))
-            rb = F.relu(functional_call(self.embedding.slow, p, (b,)))
+            ra = F.relu(call(self.embedding.slow, p, a))
+            rb = F.relu(call(self.embedding.slow, p, b))
             logit = scale * F.cosine_similarity(ra, rb, dim=-1, eps=1e-8) + bias
             return F.binary_cross_entropy_with_logits(logit, target)
 

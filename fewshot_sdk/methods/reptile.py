@@ -54,9 +54,14 @@ class Reptile(GradientLearner):
         super().build()
         self.meta_iteration = 0
 
-    def train_task(self, x: Tensor, y: Tensor, n_way: int, steps: int, lr: float) -> Params:
-        """W: ``steps`` steps of the inner optimiser on minibatches of (x, y) from theta (no graph)."""
-        order = torch.randperm(len(x), device=x.device)
+    def train_task(
+        self, x: Tensor, y: Tensor, n_way: int, steps: int, lr: float, generator: torch.Generator | None = None
+    ) -> Params:
+        """W: ``steps`` steps of the inner optimiser on minibatches of (x, y) from theta (no graph).
+
+        ``generator`` orders the minibatches; meta-training draws from the global (seeded) RNG.
+        """
+        order = torch.randperm(len(x), generator=generator).to(x.device)
         batch = min(self.config.inner_batch, len(x))
 
         calls = 0
@@ -73,7 +78,9 @@ class Reptile(GradientLearner):
     def fit_task(self, support_x: Tensor, support_y: Tensor, n_way: int, **options: object) -> TaskState:
         """Test time: the same inner optimiser on the support set."""
         steps, lr = self.check_task(support_x, support_y, n_way, options)
-        adapted = self.train_task(support_x, support_y, n_way, steps, lr)
+        # a fixed minibatch order: adapting to a support set gives the same task every time, in any
+        # thread, whatever else consumed the global random numbers
+        adapted = self.train_task(support_x, support_y, n_way, steps, lr, torch.Generator().manual_seed(0))
         return self.with_support_stats({k: v.detach() for k, v in adapted.items()}, support_x)
 
     def epsilon(self) -> float:
