@@ -173,8 +173,10 @@ class Prediction:
         return self.probs.gather(1, self.indices.unsqueeze(1)).squeeze(1)
 
     def top_k(self, k: int) -> list[list[tuple[str, float]]]:
-        """For each query, the k most probable classes with their probabilities."""
-        k = max(1, min(k, len(self.classes)))
+        """For each query, the k most probable classes with their probabilities (k above the class count: all)."""
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise InputError(f"top_k takes a whole number k >= 1, got {k!r}")
+        k = min(k, len(self.classes))
         values, indices = self.probs.topk(k, dim=1)
         return [
             [(self.classes[i], float(p)) for i, p in zip(row_i, row_p, strict=True)]

@@ -25,6 +25,11 @@ def load(name_or_path: str | os.PathLike, backbone: nn.Module | None = None, dev
 
     ``backbone`` is needed only for checkpoints trained with a custom ``nn.Module``.
     """
+    if not isinstance(name_or_path, (str, os.PathLike)) or not str(name_or_path):
+        names = ", ".join(zoo_names()) or "none installed"
+        raise CheckpointError(
+            f"fs.load takes a bundled model name or a checkpoint folder, got {name_or_path!r}; bundled: {names}"
+        )
     path = Path(name_or_path)
     if path.exists():
         learner = load_learner(path, backbone)

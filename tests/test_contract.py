@@ -59,3 +59,42 @@ def test_one_learner_serves_many_threads_with_exactly_the_single_threaded_answer
     assert not errors, f"{method}: {errors[0]!r}"
     for got, want in zip(results, expected, strict=True):
         assert got is not None and torch.equal(got, want), method
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_options_and_support_are_validated_once_for_every_method(method):
+    learner = small_learner(method)
+    x, y, _ = support_sets(1)[0]
+    with pytest.raises(fs.InputError, match=rf"{method} adapt options: unknown \['bogus'\]"):
+        learner.adapt(fs.SupportSet.from_tensors(x, y), bogus=3)
+    with pytest.raises(fs.InputError, match="must be torch tensors"):
+        learner.adapt_tensors(x, [0, 1, 2, 0, 1, 2], 3)
+    with pytest.raises(fs.InputError, match=r"classes \[3\] have no support example"):
+        learner.adapt_tensors(x, y, 4)  # a class with no example would silently get a zero prototype
+    with pytest.raises(fs.InputError, match="lie in 0..2"):
+        learner.adapt_tensors(x, y + 1, 3)
+    with pytest.raises(fs.InputError, match="NaN or infinite"):
+        learner.adapt_tensors(torch.full_like(x, float("nan")), y, 3)
+    with pytest.raises(fs.InputError, match="one label per image"):
+        learner.adapt_tensors(x, y[:-1], 3)
+    with pytest.raises(fs.InputError, match="integer class indices"):
+        learner.adapt_tensors(x, y.float(), 3)
+    fields = set(learner.Options.model_fields)
+    assert fields in (set(), {"steps"}, {"steps", "lr"}), fields
+    if "steps" in fields:
+        with pytest.raises(fs.InputError, match="steps"):
+            learner.adapt(fs.SupportSet.from_tensors(x, y), steps=-1)
+    else:
+        with pytest.raises(fs.InputError, match="takes no options"):
+            learner.adapt(fs.SupportSet.from_tensors(x, y), steps=3)
+
+
+def test_loading_nothing_and_asking_for_no_classes_are_clear_errors():
+    with pytest.raises(fs.CheckpointError, match="takes a bundled model name"):
+        fs.load(None)
+    task = small_learner("protonet").adapt(fs.SupportSet.from_tensors(*support_sets(1)[0][:2]))
+    prediction = task.predict(torch.randn(2, 1, 28, 28))
+    for k in (0, -1, 1.5):
+        with pytest.raises(fs.InputError, match="k >= 1"):
+            prediction.top_k(k)
+    assert len(prediction.top_k(99)[0]) == 3

@@ -28,6 +28,7 @@ from fewshot_sdk.kernels import sgd_step
 Params = dict[str, Tensor]
 Order = Literal["second", "first", "none"]
 
+
 class TaskBatchNorm(nn.Module):
     """Batch norm with per-task statistics and no running averages.
 

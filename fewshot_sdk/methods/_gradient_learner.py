@@ -64,10 +64,18 @@ class GradientConfig(StrictModel):
     )
 
 
+class GradientOptions(StrictModel):
+    """adapt(support, steps=, lr=) overrides the configured test-time steps and step size."""
+
+    steps: int | None = Field(None, ge=0, strict=True, description="gradient steps (default: config.test_steps)")
+    lr: float | None = Field(None, gt=0, description="inner-loop step size (default: config.inner_lr)")
+
+
 class GradientLearner(Learner):
     """A backbone + linear head whose parameters are adapted per task by a functional inner loop."""
 
     config: GradientConfig
+    Options: ClassVar[type[StrictModel]] = GradientOptions
     #: whether ``train_step`` may batch tasks with vmap (methods whose meta-update is MAML's)
     vmap_tasks: ClassVar[bool] = False
 
@@ -112,20 +120,13 @@ class GradientLearner(Learner):
         return state
 
     def check_task(
-        self, support_x: Tensor, support_y: Tensor, n_way: int, options: dict[str, object]
+        self, support_x: Tensor, support_y: Tensor, n_way: int, options: StrictModel | None
     ) -> tuple[int, float]:
-        """Validate the support set and ``adapt`` options; returns (steps, lr)."""
-        unknown = sorted(set(options) - {"steps", "lr"})
-        if unknown:
-            raise InputError(f"{self.method} adapt takes the options steps and lr; got unknown {unknown}")
-        steps = options.get("steps")
+        """What only this family checks (regression shapes, head size); returns (steps, lr) with defaults applied."""
+        steps = getattr(options, "steps", None)
         steps = (self.config.inner_steps if self.training else self.config.test_steps) if steps is None else steps
-        lr = options.get("lr")
+        lr = getattr(options, "lr", None)
         lr = self.config.inner_lr if lr is None else lr
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-            raise InputError(f"steps must be an integer >= 0, got {steps!r}")
-        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
-            raise InputError(f"lr must be a number > 0, got {lr!r}")
         if self.config.task == "regression":
             width = self.backbone_config.in_features
             if support_x.ndim != 2 or support_x.shape[1] != width:
@@ -141,10 +142,12 @@ class GradientLearner(Learner):
                 f"this {self.method} model has a {self.head.out_features}-way head but the support set has "
                 f"{n_way} classes; train one with n_way >= {n_way}"
             )
-        return steps, float(lr)
+        return int(steps), float(lr)
 
     # ----------------------------------------------------------- method hooks
-    def fit_task(self, support_x: Tensor, support_y: Tensor, n_way: int, **options: object) -> TaskState:
+    def fit_task(
+        self, support_x: Tensor, support_y: Tensor, n_way: int, options: StrictModel | None = None
+    ) -> TaskState:
         """theta' = theta - alpha grad L_support(theta), ``steps`` times (MAML eq. 1)."""
         steps, lr = self.check_task(support_x, support_y, n_way, options)
         adapted = inner_loop(

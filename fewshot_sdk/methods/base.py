@@ -21,9 +21,16 @@ from typing import TYPE_CHECKING, ClassVar
 
 import torch
 import torch.nn.functional as F
+from pydantic import ValidationError
 from torch import nn
 
-from fewshot_sdk.config import BackboneConfig, PreprocessConfig, Provenance, StrictModel
+from fewshot_sdk.config import (
+    BackboneConfig,
+    PreprocessConfig,
+    Provenance,
+    StrictModel,
+    describe_validation_error,
+)
 from fewshot_sdk.data.episodes import Episode
 from fewshot_sdk.data.images import ImageLike, Preprocessor
 from fewshot_sdk.data.labelled import LabelledImages
@@ -40,6 +47,10 @@ if TYPE_CHECKING:
 TaskState = dict[str, torch.Tensor]
 
 
+class NoOptions(StrictModel):
+    """The options of a method that adapts without settings (the metric and memory methods)."""
+
+
 class Learner(nn.Module, metaclass=ABCMeta):
     """Meta-learned weights plus the recipe to adapt them to a new task.
 
@@ -50,6 +61,8 @@ class Learner(nn.Module, metaclass=ABCMeta):
     method: ClassVar[str]
     aliases: ClassVar[tuple[str, ...]] = ()
     Config: ClassVar[type[StrictModel]]
+    #: What ``adapt(support, **options)`` accepts, validated once here for every method.
+    Options: ClassVar[type[StrictModel]] = NoOptions
     #: Backbone settings this method needs unless the user says otherwise.
     default_backbone: ClassVar[dict[str, object]] = {}
     #: True when the backbone embeds each image the same way whatever the task (no per-task
@@ -85,8 +98,14 @@ class Learner(nn.Module, metaclass=ABCMeta):
 
     # ------------------------------------------------------- method hooks
     @abstractmethod
-    def fit_task(self, support_x: torch.Tensor, support_y: torch.Tensor, n_way: int, **options: object) -> TaskState:
-        """The task state adapted to the support set (differentiable w.r.t. the learner)."""
+    def fit_task(
+        self, support_x: torch.Tensor, support_y: torch.Tensor, n_way: int, options: StrictModel | None = None
+    ) -> TaskState:
+        """The task state adapted to the support set (differentiable w.r.t. the learner).
+
+        ``options`` is an instance of the method's ``Options`` (None: its defaults); the
+        support set and the options were validated by ``adapt_tensors`` before this runs.
+        """
 
     @abstractmethod
     def score(self, state: TaskState, query_x: torch.Tensor) -> torch.Tensor:
@@ -154,15 +173,34 @@ class Learner(nn.Module, metaclass=ABCMeta):
         return AdaptedModel(self, state, support.class_names, task=support.task)
 
     def adapt_tensors(self, x: torch.Tensor, y: torch.Tensor, n_way: int, **options: object) -> TaskState:
-        """The task state for model-ready tensors (no validation; the evaluation loop's fast path).
+        """The task state for model-ready tensors; the support set and options are validated here.
 
         Runs under ``no_grad``; a method whose adaptation needs gradients (MAML) opens
         ``torch.enable_grad()`` inside its ``fit_task``.
         """
+        parsed = self.adapt_options(options)
+        check_support(x, y, n_way, regression=self.is_regression)
         device = self.device
         with torch.no_grad():
-            state = self.fit_task(x.to(device), y.to(device), n_way, **options)
+            state = self.fit_task(x.to(device), y.to(device), n_way, parsed)
         return {name: tensor.detach() for name, tensor in state.items()}
+
+    @property
+    def is_regression(self) -> bool:
+        return getattr(self.config, "task", "classification") == "regression"
+
+    def adapt_options(self, options: dict[str, object]) -> StrictModel:
+        """``adapt``'s keyword options as the method's ``Options``, or one line saying what it takes."""
+        try:
+            return self.Options(**options)
+        except ValidationError as exc:
+            unknown = [str(e["loc"][0]) for e in exc.errors() if e["type"] == "extra_forbidden"]
+            problem = f"unknown {unknown}" if len(unknown) == len(exc.errors()) else describe_validation_error(exc)
+            accepted = ", ".join(self.Options.model_fields) or "no options"
+            why = (self.Options.__doc__ or "").strip().splitlines()[0] if self.Options.model_fields else ""
+            raise InputError(
+                f"{self.method} adapt options: {problem}; {self.method} takes {accepted}" + (f" ({why})" if why else "")
+            ) from None
 
     def save(self, folder: str | Path, overwrite: bool = False) -> Path:
         """Write this learner as a checkpoint folder (``weights.safetensors`` + ``config.json``)."""
@@ -187,6 +225,38 @@ class _ScoreWithState(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         state = {name: getattr(self, f"state_{i}") for i, name in enumerate(self.names)}
         return self.learner.score(state, x)
+
+
+def check_support(x: object, y: object, n_way: int, regression: bool = False) -> None:
+    """Refuse a support set no method can adapt to, with one line naming the problem.
+
+    ``fs.SupportSet`` validates what users build; this guards ``adapt_tensors``, the path
+    evaluation, training and tensor users take, for every method at once.
+    """
+    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
+        raise InputError(
+            f"support images and labels must be torch tensors, got {type(x).__name__} and {type(y).__name__}"
+        )
+    if x.ndim < 2:
+        raise InputError(f"support images must be [N, C, H, W]; got shape {tuple(x.shape)}")
+    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+        raise InputError("support images contain NaN or infinite values")
+    if regression:  # targets [N] or [N, 1]
+        if y.numel() != len(x) or not y.is_floating_point() or not bool(torch.isfinite(y).all()):
+            raise InputError(f"regression targets must be {len(x)} finite floating-point values, one per input")
+        return
+    if y.ndim != 1 or len(y) != len(x):
+        raise InputError(f"support has {len(x)} images but {tuple(y.shape)} labels: give one label per image")
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise InputError(f"support labels must be integer class indices, got {y.dtype}")
+    if n_way < 2:
+        raise InputError(f"a support set needs at least 2 classes; got n_way={n_way}")
+    if len(y) == 0 or int(y.min()) < 0 or int(y.max()) >= n_way:
+        raise InputError(f"support labels must lie in 0..{n_way - 1}")
+    counts = torch.bincount(y.cpu(), minlength=n_way)
+    if bool((counts == 0).any()):
+        missing = torch.nonzero(counts == 0).flatten().tolist()
+        raise InputError(f"classes {missing} have no support example; every class 0..{n_way - 1} needs one")
 
 
 def class_means(embeddings: torch.Tensor, labels: torch.Tensor, n_way: int) -> torch.Tensor:

@@ -33,6 +33,7 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
+from fewshot_sdk.config import StrictModel
 from fewshot_sdk.kernels import sgd_step
 from fewshot_sdk.methods._functional import Params
 from fewshot_sdk.methods._gradient_learner import GradientConfig, GradientLearner
@@ -87,6 +88,12 @@ class MetaLearnerLSTM(nn.Module):
         return f, i, (h, c)
 
 
+class LSTMMetaOptions(StrictModel):
+    """adapt(support, steps=); no lr: the LSTM meta-learner learns its own learning rates."""
+
+    steps: int | None = Field(None, ge=0, strict=True, description="update steps T (default: config.test_steps)")
+
+
 @register_method
 class LSTMMetaLearner(GradientLearner):
     """Ravi & Larochelle's meta-learner LSTM training a Conv4 learner."""
@@ -95,6 +102,7 @@ class LSTMMetaLearner(GradientLearner):
     aliases = ("meta-lstm", "lstm-meta-learner")
     Config = LSTMMetaConfig
     config: LSTMMetaConfig
+    Options = LSTMMetaOptions
     #: the paper's learner: four 3x3 conv layers with 32 filters (every coordinate runs through the LSTM)
     default_backbone: ClassVar[dict[str, object]] = {"hidden": 32}
 
@@ -102,15 +110,10 @@ class LSTMMetaLearner(GradientLearner):
         super().build()
         self.meta_learner = MetaLearnerLSTM(self.config.hidden, self.config.init_forget_bias, self.config.init_lr)
 
-    def fit_task(self, support_x: Tensor, support_y: Tensor, n_way: int, **options: object) -> TaskState:
-        """T updates c_t = f_t c_{t-1} - i_t grad_t on the support set (Algorithm 1, lines 5-11).
-
-        ``lr`` is not an option here: the meta-learner outputs the learning rates.
-        """
-        if "lr" in options:
-            from fewshot_sdk.errors import InputError
-
-            raise InputError("lstm-meta learns its own learning rates: adapt takes only steps")
+    def fit_task(
+        self, support_x: Tensor, support_y: Tensor, n_way: int, options: StrictModel | None = None
+    ) -> TaskState:
+        """T updates c_t = f_t c_{t-1} - i_t grad_t on the support set (Algorithm 1, lines 5-11)."""
         steps, _ = self.check_task(support_x, support_y, n_way, options)
         params = self.initial_params(n_way)
         names = list(params)

@@ -185,7 +185,9 @@ class MANN(Learner):
         generator = torch.Generator().manual_seed(self.config.support_order_seed)
         return torch.randperm(count, generator=generator)
 
-    def fit_task(self, support_x: torch.Tensor, support_y: torch.Tensor, n_way: int) -> TaskState:
+    def fit_task(
+        self, support_x: torch.Tensor, support_y: torch.Tensor, n_way: int, options: StrictModel | None = None
+    ) -> TaskState:
         check_ways(n_way, self.config.max_classes, self.method, support_y)
         order = self.support_order(len(support_y)).to(support_y.device)
         features = self.encode(support_x[order]).unsqueeze(0)

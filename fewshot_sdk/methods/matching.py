@@ -31,7 +31,7 @@ from pydantic import Field
 
 from fewshot_sdk.config import StrictModel
 from fewshot_sdk.kernels import pairwise_softmax
-from fewshot_sdk.methods._metric_common import check_support, one_hot
+from fewshot_sdk.methods._metric_common import one_hot
 from fewshot_sdk.methods._metric_fce import AttentionReadLSTM, SupportContext
 from fewshot_sdk.methods.base import Learner, TaskState
 from fewshot_sdk.registry import register_method
@@ -75,8 +75,9 @@ class MatchingNet(Learner):
         embeddings = self.backbone(query_x)
         return embeddings if self.query_reader is None else self.query_reader(embeddings, support_embeddings)
 
-    def fit_task(self, support_x: torch.Tensor, support_y: torch.Tensor, n_way: int) -> TaskState:
-        check_support(support_x, support_y, n_way)
+    def fit_task(
+        self, support_x: torch.Tensor, support_y: torch.Tensor, n_way: int, options: StrictModel | None = None
+    ) -> TaskState:
         support = self.embed_support(support_x)
         return {"support": support, "support_classes": one_hot(support_y, n_way, support)}
 

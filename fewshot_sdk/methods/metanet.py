@@ -193,7 +193,9 @@ class MetaNet(Learner):
         memory = self.example_meta(self.base_gradients(self.base_hidden(z), support_y, slots))
         return {"fast_w": fast_w, "fast_b": fast_b, "keys": keys, "memory": memory, "classes": slots}
 
-    def fit_task(self, support_x: torch.Tensor, support_y: torch.Tensor, n_way: int) -> TaskState:
+    def fit_task(
+        self, support_x: torch.Tensor, support_y: torch.Tensor, n_way: int, options: StrictModel | None = None
+    ) -> TaskState:
         check_ways(n_way, self.config.max_classes, self.method, support_y)
         return self.task_state(support_x, support_y, task_slots(n_way, support_y.device))
 

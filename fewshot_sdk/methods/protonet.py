@@ -68,7 +68,9 @@ class ProtoNet(Learner):
         per_class = class_means(features.to(self.feature_mean), train_data.labels, train_data.num_classes)
         self.feature_mean.copy_(per_class.mean(0))
 
-    def fit_task(self, support_x: torch.Tensor, support_y: torch.Tensor, n_way: int) -> TaskState:
+    def fit_task(
+        self, support_x: torch.Tensor, support_y: torch.Tensor, n_way: int, options: StrictModel | None = None
+    ) -> TaskState:
         return {"prototypes": class_means(self.embed(support_x), support_y, n_way)}
 
     def score(self, state: TaskState, query_x: torch.Tensor) -> torch.Tensor:

@@ -32,7 +32,7 @@ from torch import nn
 from fewshot_sdk.config import StrictModel
 from fewshot_sdk.data.episodes import Episode
 from fewshot_sdk.errors import InputError
-from fewshot_sdk.methods._metric_common import check_support, normalised_sigmoid, one_hot
+from fewshot_sdk.methods._metric_common import normalised_sigmoid, one_hot
 from fewshot_sdk.methods.base import Learner, TaskState
 from fewshot_sdk.models.backbones import conv_block
 from fewshot_sdk.registry import register_method
@@ -107,9 +107,10 @@ class RelationNet(Learner):
         """f_phi(x) as [B, C, H, W], whatever the backbone's flatten setting."""
         return self.backbone.features(x)
 
-    def fit_task(self, support_x: torch.Tensor, support_y: torch.Tensor, n_way: int) -> TaskState:
+    def fit_task(
+        self, support_x: torch.Tensor, support_y: torch.Tensor, n_way: int, options: StrictModel | None = None
+    ) -> TaskState:
         """Class feature maps: the sum (paper) or mean of each class's support feature maps."""
-        check_support(support_x, support_y, n_way)
         maps = self.feature_maps(support_x)
         members = one_hot(support_y, n_way, maps)
         if self.config.shot_pooling == "mean":

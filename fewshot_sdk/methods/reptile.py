@@ -23,6 +23,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
+from fewshot_sdk.config import StrictModel
 from fewshot_sdk.data.episodes import Episode
 from fewshot_sdk.kernels import sgd_step_
 from fewshot_sdk.methods._functional import AdamDirections, Params, inner_loop
@@ -75,7 +76,9 @@ class Reptile(GradientLearner):
         directions = AdamDirections((self.config.adam_beta1, 0.999)) if self.config.inner_optimizer == "adam" else None
         return inner_loop(loss_fn, self.initial_params(n_way), steps, lr, "none", step_fn=directions)
 
-    def fit_task(self, support_x: Tensor, support_y: Tensor, n_way: int, **options: object) -> TaskState:
+    def fit_task(
+        self, support_x: Tensor, support_y: Tensor, n_way: int, options: StrictModel | None = None
+    ) -> TaskState:
         """Test time: the same inner optimiser on the support set."""
         steps, lr = self.check_task(support_x, support_y, n_way, options)
         # a fixed minibatch order: adapting to a support set gives the same task every time, in any

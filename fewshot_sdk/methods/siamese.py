@@ -29,7 +29,7 @@ from torch import nn
 from fewshot_sdk.config import StrictModel
 from fewshot_sdk.data.episodes import Episode
 from fewshot_sdk.kernels import pairwise_logits
-from fewshot_sdk.methods._metric_common import check_support, normalised_sigmoid, one_hot, per_class_max
+from fewshot_sdk.methods._metric_common import normalised_sigmoid, one_hot, per_class_max
 from fewshot_sdk.methods._metric_pairs import affine_distort, balanced_verification_loss
 from fewshot_sdk.methods.base import Learner, TaskState
 from fewshot_sdk.registry import register_method
@@ -67,9 +67,10 @@ class SiameseNet(Learner):
         weights = self.distance_weights.to(first.dtype)
         return self.bias.to(first.dtype) + pairwise_logits(first, second, "l1", weights=weights)
 
-    def fit_task(self, support_x: torch.Tensor, support_y: torch.Tensor, n_way: int) -> TaskState:
+    def fit_task(
+        self, support_x: torch.Tensor, support_y: torch.Tensor, n_way: int, options: StrictModel | None = None
+    ) -> TaskState:
         """Adaptation stores the support embeddings and their classes; nothing is trained."""
-        check_support(support_x, support_y, n_way)
         embeddings = self.embed(support_x)
         return {"support": embeddings, "support_classes": one_hot(support_y, n_way, embeddings)}
 
