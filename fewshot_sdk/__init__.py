@@ -22,6 +22,7 @@ _PUBLIC = {
     "load_task": "fewshot_sdk.adapted",
     "Prediction": "fewshot_sdk.api",
     "SupportSet": "fewshot_sdk.api",
+    "AdaptationError": "fewshot_sdk.errors",
     "CheckpointError": "fewshot_sdk.errors",
     "DomainWarning": "fewshot_sdk.domain",
     "FewShotError": "fewshot_sdk.errors",
@@ -33,6 +34,7 @@ _PUBLIC = {
 }
 
 __all__ = [
+    "AdaptationError",
     "AdaptedModel",
     "CheckpointError",
     "DomainWarning",
@@ -52,7 +54,7 @@ if TYPE_CHECKING:
     from fewshot_sdk.adapted import AdaptedModel, load_task
     from fewshot_sdk.api import Prediction, SupportSet
     from fewshot_sdk.domain import DomainWarning
-    from fewshot_sdk.errors import CheckpointError, FewShotError, InputError
+    from fewshot_sdk.errors import AdaptationError, CheckpointError, FewShotError, InputError
     from fewshot_sdk.methods.base import Learner
     from fewshot_sdk.zoo import available, create, load
 

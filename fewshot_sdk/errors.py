@@ -19,3 +19,7 @@ class InputError(FewShotError, ValueError):
 
 class CheckpointError(FewShotError):
     """A checkpoint or saved task is missing, corrupt, or does not match its model."""
+
+
+class AdaptationError(FewShotError):
+    """Adapting to a support set failed numerically (the support loss became NaN or infinite)."""

@@ -150,8 +150,14 @@ class GradientLearner(Learner):
     ) -> TaskState:
         """theta' = theta - alpha grad L_support(theta), ``steps`` times (MAML eq. 1)."""
         steps, lr = self.check_task(support_x, support_y, n_way, options)
+        order = self.inner_order()
         adapted = inner_loop(
-            self.support_loss_fn(support_x, support_y), self.initial_params(n_way), steps, lr, self.inner_order()
+            self.support_loss_fn(support_x, support_y),
+            self.initial_params(n_way),
+            steps,
+            lr,
+            order,
+            backtrack=order == "none",  # test time: never return a task whose support loss blew up
         )
         return self.with_support_stats(adapted, support_x)
 

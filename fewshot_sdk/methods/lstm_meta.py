@@ -34,6 +34,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from fewshot_sdk.config import StrictModel
+from fewshot_sdk.errors import AdaptationError
 from fewshot_sdk.kernels import sgd_step
 from fewshot_sdk.methods._functional import Params
 from fewshot_sdk.methods._gradient_learner import GradientConfig, GradientLearner
@@ -123,12 +124,14 @@ class LSTMMetaLearner(GradientLearner):
         f_prev = torch.ones_like(theta)
         i_prev = torch.full_like(theta, self.config.init_lr)
         lstm_state: tuple[Tensor, Tensor] | None = None
-        for _ in range(steps):
+        for step in range(steps):
             current = self.unflatten(theta, names, sizes, params)
             with torch.enable_grad():
                 probe = {n: v.detach().requires_grad_() for n, v in current.items()}
                 loss = loss_fn(probe)
                 grads = torch.autograd.grad(loss, list(probe.values()))
+            if not bool(torch.isfinite(loss)):
+                raise AdaptationError(f"the support loss is {float(loss):.3g} at adaptation step {step}")
             # gradient-independence: the learner's gradient and loss are inputs, not differentiated
             grad = torch.cat([g.reshape(-1) for g in grads]).detach()
             loss_in = preprocess(loss.detach().reshape(1), self.config.preprocess_p).expand(len(theta), 2)

@@ -119,3 +119,37 @@ def test_cli_trains_and_evaluates_the_sinusoid_family(tmp_path):
     assert "5-shot 10-step: MSE" in evaluated.output
     reloaded = fs.load(out)
     assert reloaded.config.task == "regression" and "sinusoid_mse" in reloaded.provenance.training.extra
+
+
+def test_clustered_support_points_no_longer_diverge_at_ten_steps():
+    """The task of the contract issue: plain SGD overshoots (support loss 0.12 -> 4.3 -> 4e10, MSE inf)."""
+    learner = fs.load("maml-sinusoid")
+    x = torch.tensor([-1.85, 2.20, -4.65, -4.64, -4.55]).reshape(-1, 1)
+    y = 4.78 * torch.sin(x - 0.263)
+    support = fs.SupportSet.from_tensors(x, y.reshape(-1), task="regression")
+    queries = torch.linspace(-5, 5, 50).reshape(-1, 1)
+    truth = 4.78 * torch.sin(queries.reshape(-1) - 0.263)
+    errors = {}
+    for steps in (1, 10):
+        predicted = learner.adapt(support, steps=steps).predict(queries).values.reshape(-1)
+        errors[steps] = float(((predicted - truth) ** 2).mean())
+    assert all(torch.isfinite(torch.tensor(e)) for e in errors.values()), errors
+    assert errors[10] < 2 * errors[1], errors  # more steps may not make it much worse, let alone infinite
+
+
+def test_backtracking_never_lets_a_test_time_step_explode_the_support_loss():
+    from fewshot_sdk.methods._functional import inner_loop
+
+    w = torch.tensor([3.0])
+    loss_fn = lambda params: (10 * params["w"] ** 2).sum()  # noqa: E731 - lr 1 overshoots: plain SGD diverges
+    plain = inner_loop(loss_fn, {"w": w}, steps=5, lr=1.0, order="none")
+    guarded = inner_loop(loss_fn, {"w": w}, steps=5, lr=1.0, order="none", backtrack=True)
+    assert float(loss_fn(plain)) > 1e10
+    assert float(loss_fn(guarded)) <= 2**5 * float(loss_fn({"w": w}))  # at most doubled per step, not 1e10
+
+
+def test_a_non_finite_support_loss_at_test_time_is_an_adaptation_error():
+    from fewshot_sdk.methods._functional import inner_loop
+
+    with pytest.raises(fs.AdaptationError, match="step 0"):
+        inner_loop(lambda p: p["w"].sum() * float("nan"), {"w": torch.ones(2)}, steps=1, lr=0.1, order="none")
