@@ -24,6 +24,7 @@ from fewshot_sdk.methods.base import Learner, TaskState
 from fewshot_sdk.train.checkpoint import (
     LearnerConfig,
     build_learner,
+    check_finite,
     learner_config,
     load_state_into,
     prepare_output_folder,
@@ -161,4 +162,23 @@ def load_task(folder: str | os.PathLike, backbone_module: torch.nn.Module | None
             f"{path / TASK_WEIGHTS} holds task state {sorted(state)} but {TASK_FILE} lists {config.state_names}"
         )
     ordered = {name: state[name] for name in config.state_names}
-    return AdaptedModel(learner.eval(), ordered, config.class_names, task=config.task)
+    check_finite(ordered, path / TASK_WEIGHTS)
+    task = AdaptedModel(learner.eval(), ordered, config.class_names, task=config.task)
+    if config.task == "classification":
+        check_class_count(task, path)
+    return task
+
+
+def check_class_count(task: AdaptedModel, path: Path) -> None:
+    """A probe query must score exactly one logit per class name (catches another task's state)."""
+    probe = torch.zeros(1, *task.learner.preprocess_config.input_shape)
+    try:
+        with torch.inference_mode():
+            classes = task.learner.score(task.state, probe.to(task.learner.device)).shape[-1]
+    except (RuntimeError, IndexError, ValueError) as exc:
+        raise CheckpointError(f"{path / TASK_WEIGHTS}: the task state does not fit the model ({exc})") from None
+    if classes != task.num_classes:
+        raise CheckpointError(
+            f"{path / TASK_FILE} names {task.num_classes} classes but the task state in {TASK_WEIGHTS} scores "
+            f"{classes}: the files do not belong together"
+        )

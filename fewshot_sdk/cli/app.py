@@ -164,50 +164,64 @@ def train(
 
     from fewshot_sdk.config import describe_validation_error
     from fewshot_sdk.train.checkpoint import CONFIG_FILE, prepare_output_folder
-    from fewshot_sdk.train.loop import TrainConfig
+    from fewshot_sdk.train.loop import TrainConfig, resolve_device
     from fewshot_sdk.train.recipes import train_on_dataset
     from fewshot_sdk.train.regression import is_sinusoid
 
-    prepare_output_folder(out, overwrite, (CONFIG_FILE,))  # fail before hours of training, not after
-    settings = parse_settings(setting or [])
-    if image_size is not None:
-        settings["image_size"] = image_size
-    learner = new_or_initial_learner(data, method, init, backbone, settings, split_seed)
+    resolve_device(device)  # an unknown or absent device fails now, not after loading the data
+    with no_empty_folder_left(out):
+        prepare_output_folder(out, overwrite, (CONFIG_FILE,))  # fail before hours of training, not after
+        settings = parse_settings(setting or [])
+        if image_size is not None:
+            settings["image_size"] = image_size
+        try:
+            config = TrainConfig(
+                episodes=episodes,
+                n_way=n_way,
+                k_shot=k_shot,
+                q_queries=q_queries,
+                meta_batch=meta_batch,
+                lr=lr,
+                lr_decay_every=lr_decay_every,
+                val_every=val_every,
+                val_episodes=val_episodes,
+                seed=seed,
+                device=device,
+                frozen_stages=frozen_stages,
+                batchnorm=batchnorm,
+            )
+        except ValidationError as exc:
+            fail(f"invalid training settings: {describe_validation_error(exc)}")
+        learner = new_or_initial_learner(data, method, init, backbone, settings, split_seed)
+        with progress_bar(console, "training", episodes) as advance:
+            result = train_on_dataset(
+                learner,
+                data,
+                config,
+                split_seed=split_seed,
+                on_progress=advance,
+                on_new_best=lambda best: best.save(out, overwrite=True),  # keep the best so far on disk
+            )
+        learner.save(out, overwrite=True)  # the best weights, now with their full training record
+        if is_sinusoid(data):
+            mse = -result.best_val_accuracy
+            console.print(f"best validation MSE {mse:.4f} at episode {result.best_episode}; saved {out}")
+            return
+        console.print(
+            f"best validation accuracy {result.best_val_accuracy:.4f} at episode {result.best_episode}; saved {out}"
+        )
+
+
+@contextmanager
+def no_empty_folder_left(out: Path) -> Iterator[None]:
+    """A run that fails before writing anything removes the ``--out`` folder it created."""
+    existed = out.exists()
     try:
-        config = TrainConfig(
-            episodes=episodes,
-            n_way=n_way,
-            k_shot=k_shot,
-            q_queries=q_queries,
-            meta_batch=meta_batch,
-            lr=lr,
-            lr_decay_every=lr_decay_every,
-            val_every=val_every,
-            val_episodes=val_episodes,
-            seed=seed,
-            device=device,
-            frozen_stages=frozen_stages,
-            batchnorm=batchnorm,
-        )
-    except ValidationError as exc:
-        fail(f"invalid training settings: {describe_validation_error(exc)}")
-    with progress_bar(console, "training", episodes) as advance:
-        result = train_on_dataset(
-            learner,
-            data,
-            config,
-            split_seed=split_seed,
-            on_progress=advance,
-            on_new_best=lambda best: best.save(out, overwrite=True),  # keep the best so far on disk
-        )
-    learner.save(out, overwrite=True)  # the best weights, now with their full training record
-    if is_sinusoid(data):
-        mse = -result.best_val_accuracy
-        console.print(f"best validation MSE {mse:.4f} at episode {result.best_episode}; saved {out}")
-        return
-    console.print(
-        f"best validation accuracy {result.best_val_accuracy:.4f} at episode {result.best_episode}; saved {out}"
-    )
+        yield
+    except BaseException:
+        if not existed and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        raise
 
 
 def new_or_initial_learner(

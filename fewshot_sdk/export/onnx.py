@@ -39,6 +39,7 @@ from torch import nn
 
 from fewshot_sdk.errors import FewShotError, InputError
 from fewshot_sdk.export.metadata import INPUT_NAME, OUTPUT_NAMES, OnnxMetadata
+from fewshot_sdk.train.checkpoint import follow_umask
 from fewshot_sdk.version import __version__
 
 if TYPE_CHECKING:
@@ -87,6 +88,9 @@ def export_task(task: AdaptedModel, path: str | os.PathLike, opset: int | None =
     learner = copy.deepcopy(task.learner).cpu().eval()  # never move or mutate the caller's learner
     learner.requires_grad_(False)  # an inference graph: methods take their no-autograd paths, as in predict
     state = {name: tensor.detach().cpu().clone() for name, tensor in task.state.items()}
+    broken = [name for name, t in state.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if broken:
+        raise InputError(f"the {task.method} task holds NaN or infinite values in {broken[:3]}: re-adapt it")
     module = ExportedTask(learner, learner.export_module(state)).eval()
     input_shape = learner.preprocess_config.input_shape
     generator = torch.Generator().manual_seed(0)
@@ -233,6 +237,7 @@ def _write_atomically(proto: onnx.ModelProto, out: Path) -> None:
     os.close(handle)
     try:
         onnx.save_model(proto, temporary, save_as_external_data=False)
+        follow_umask(Path(temporary))
         os.replace(temporary, out)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

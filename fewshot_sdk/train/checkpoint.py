@@ -8,6 +8,7 @@ shared cannot run their code. Every failure names the file and what is wrong.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -113,7 +114,19 @@ def write_json(path: Path, model: StrictModel) -> None:
 def write_weights(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     save_file(tensors_for_saving(tensors), str(tmp), metadata=metadata)
+    follow_umask(tmp)
     tmp.replace(path)
+
+
+def follow_umask(path: Path) -> None:
+    """Give a file the permissions a plain ``open`` would (0644 under the usual umask).
+
+    safetensors and ``tempfile.mkstemp`` create files 0600, which makes a shared
+    checkpoint or ``.onnx`` file unreadable to the other users of a machine.
+    """
+    mask = os.umask(0)
+    os.umask(mask)
+    path.chmod(0o666 & ~mask)
 
 
 def stored_tensors(learner: Learner) -> dict[str, torch.Tensor]:
@@ -167,7 +180,15 @@ def load_state_into(module: nn.Module, tensors: dict[str, torch.Tensor], source:
             k = wrong[0]
             details.append(f"{k} is {tuple(tensors[k].shape)} but the model needs {tuple(expected[k].shape)}")
         raise CheckpointError(f"{source} does not match its config.json: {'; '.join(details)}")
+    check_finite(tensors, source)
     module.load_state_dict(tensors, strict=True)
+
+
+def check_finite(tensors: dict[str, torch.Tensor], source: Path) -> None:
+    """Refuse weights or task state with NaN or infinity: they would only ever predict garbage."""
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"{source}: tensor {name} holds NaN or infinite values; the file is corrupt")
 
 
 def load_learner(folder: str | Path, backbone_module: nn.Module | None = None) -> Learner:

@@ -74,9 +74,20 @@ def seed_everything(seed: int) -> None:
 
 
 def resolve_device(name: str) -> torch.device:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N``; one line when the device does not exist here."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise InputError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {name!r} asked for, but this torch build or machine has no usable CUDA: use cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise InputError(f"device {name!r} asked for, but only {torch.cuda.device_count()} CUDA devices exist")
+    if device.type not in ("cpu", "cuda"):
+        raise InputError(f"device {name!r} is not supported: use auto, cpu, cuda or cuda:N")
+    return device
 
 
 def make_optimizer(learner: Learner, config: TrainConfig) -> torch.optim.Optimizer:
