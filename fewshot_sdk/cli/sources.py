@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from fewshot_sdk.api import SupportSet
 from fewshot_sdk.data.folders import list_class_images
 from fewshot_sdk.errors import InputError
+
+if TYPE_CHECKING:
+    from fewshot_sdk.api import SupportSet
 
 
 def support_from_options(folders: list[Path]) -> SupportSet:
     """Several --support: one class each. One --support: a root whose subfolders are the classes."""
+    from fewshot_sdk.api import SupportSet  # torch: only once a torch model is going to be adapted
+
     if len(folders) == 1:
         root = folders[0]
         if root.is_dir() and not any(p.is_dir() and not p.name.startswith(".") for p in root.iterdir()):

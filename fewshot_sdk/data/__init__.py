@@ -1,7 +1,6 @@
-"""Images in, tensors out: loading, preprocessing, datasets and episode sampling."""
+"""Images in, tensors out: loading, preprocessing, datasets and episode sampling.
 
-from fewshot_sdk.data.episodes import Episode, EpisodeSampler
-from fewshot_sdk.data.images import ImageLike, Preprocessor, load_image
-from fewshot_sdk.data.labelled import LabelledImages
-
-__all__ = ["Episode", "EpisodeSampler", "ImageLike", "LabelledImages", "Preprocessor", "load_image"]
+Nothing is re-exported here, so that importing a torch-free module of this package
+(``data.folders``, used by the CLI before it knows whether a model needs torch) does not
+import torch through this file.
+"""

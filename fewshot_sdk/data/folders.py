@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fewshot_sdk.data.images import is_image_file
 from fewshot_sdk.errors import InputError
+from fewshot_sdk.imageio import is_image_file
 
 
 def list_class_images(folder: str | Path) -> list[Path]:
