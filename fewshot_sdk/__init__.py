@@ -19,7 +19,7 @@ from fewshot_sdk.version import __version__
 
 _PUBLIC = {
     "AdaptedModel": "fewshot_sdk.adapted",
-    "load_task": "fewshot_sdk.adapted",
+    "load_task": "fewshot_sdk.zoo",
     "Prediction": "fewshot_sdk.api",
     "SupportSet": "fewshot_sdk.api",
     "AdaptationError": "fewshot_sdk.errors",
@@ -51,12 +51,12 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from fewshot_sdk.adapted import AdaptedModel, load_task
+    from fewshot_sdk.adapted import AdaptedModel
     from fewshot_sdk.api import Prediction, SupportSet
     from fewshot_sdk.domain import DomainWarning
     from fewshot_sdk.errors import AdaptationError, CheckpointError, FewShotError, InputError
     from fewshot_sdk.methods.base import Learner
-    from fewshot_sdk.zoo import available, create, load
+    from fewshot_sdk.zoo import available, create, load, load_task
 
 
 def __getattr__(name: str) -> Any:

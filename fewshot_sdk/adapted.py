@@ -10,31 +10,28 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
 from PIL import Image
 
 from fewshot_sdk.api import Prediction, TaskKind
-from fewshot_sdk.config import StrictModel
-from fewshot_sdk.domain import check_images
-from fewshot_sdk.errors import CheckpointError, InputError
-from fewshot_sdk.methods.base import Learner, TaskState
-from fewshot_sdk.train.checkpoint import (
+from fewshot_sdk.checkpoint import (
     LearnerConfig,
-    build_learner,
-    check_finite,
     learner_config,
-    load_state_into,
     prepare_output_folder,
-    read_json_model,
-    read_weights,
     stored_tensors,
     write_json,
     write_weights,
 )
+from fewshot_sdk.config import StrictModel
+from fewshot_sdk.domain import check_images
+from fewshot_sdk.errors import CheckpointError, InputError
 from fewshot_sdk.version import __version__
+
+if TYPE_CHECKING:
+    from fewshot_sdk.methods.base import Learner, TaskState
 
 TASK_FILE = "task.json"
 TASK_WEIGHTS = "task.safetensors"
@@ -144,29 +141,6 @@ class AdaptedModel:
 
     def __repr__(self) -> str:
         return f"AdaptedModel(method={self.method!r}, classes={list(self.class_names)})"
-
-
-def load_task(folder: str | os.PathLike, backbone_module: torch.nn.Module | None = None) -> AdaptedModel:
-    """Reload a task written by ``AdaptedModel.save``."""
-    path = Path(folder)
-    if not path.is_dir():
-        raise CheckpointError(f"saved task not found: {path} is not a folder")
-    config: TaskConfig = read_json_model(path / TASK_FILE, TaskConfig)
-    tensors = read_weights(path / TASK_WEIGHTS)
-    learner = build_learner(config.learner, backbone_module)
-    learner_tensors = {k[len("learner.") :]: v for k, v in tensors.items() if k.startswith("learner.")}
-    load_state_into(learner, learner_tensors, path / TASK_WEIGHTS)
-    state = {k[len("state.") :]: v for k, v in tensors.items() if k.startswith("state.")}
-    if sorted(state) != sorted(config.state_names):
-        raise CheckpointError(
-            f"{path / TASK_WEIGHTS} holds task state {sorted(state)} but {TASK_FILE} lists {config.state_names}"
-        )
-    ordered = {name: state[name] for name in config.state_names}
-    check_finite(ordered, path / TASK_WEIGHTS)
-    task = AdaptedModel(learner.eval(), ordered, config.class_names, task=config.task)
-    if config.task == "classification":
-        check_class_count(task, path)
-    return task
 
 
 def check_class_count(task: AdaptedModel, path: Path) -> None:

@@ -1,17 +1,15 @@
 """One registry: method name -> Learner class (which carries its config model); zoo name -> checkpoint.
 
-Methods register themselves with :func:`register_method` when
-``fewshot_sdk.methods`` is imported; bundled checkpoints are discovered from the
+A leaf: it imports nothing of the package. Methods register themselves with
+:func:`register_method` when ``fewshot_sdk.methods`` is imported (``fewshot_sdk.zoo``
+does that before any lookup); bundled checkpoints are discovered from the
 folders under ``fewshot_sdk/models/zoo/``, so shipping a model is adding a folder.
 """
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
-
-from fewshot_sdk.errors import InputError
 
 if TYPE_CHECKING:
     from fewshot_sdk.methods.base import Learner
@@ -31,21 +29,9 @@ def register_method(cls: LearnerT) -> LearnerT:
     return cls
 
 
-def _load_methods() -> None:
-    importlib.import_module("fewshot_sdk.methods")
-
-
-def method_names() -> list[str]:
-    _load_methods()
-    return sorted(_METHODS)
-
-
-def method_class(name: str) -> type[Learner]:
-    _load_methods()
-    try:
-        return _METHODS[name]
-    except KeyError:
-        raise InputError(f"unknown method {name!r}; available: {', '.join(sorted(_METHODS))}") from None
+def registered_methods() -> dict[str, type[Learner]]:
+    """Name (and alias) -> Learner class, as registered so far; ``fewshot_sdk.zoo.method_class`` loads them all."""
+    return dict(_METHODS)
 
 
 def zoo_names() -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 from typing import Any
@@ -9,13 +10,22 @@ from typing import Any
 from pydantic import ValidationError
 from torch import nn
 
+from fewshot_sdk.adapted import TASK_FILE, TASK_WEIGHTS, AdaptedModel, TaskConfig, check_class_count
+from fewshot_sdk.checkpoint import (
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    LearnerConfig,
+    check_finite,
+    load_state_into,
+    read_json_model,
+    read_weights,
+)
 from fewshot_sdk.config import BackboneConfig, PreprocessConfig, describe_validation_error
 from fewshot_sdk.domain import name_learner
 from fewshot_sdk.errors import CheckpointError, InputError
 from fewshot_sdk.methods.base import Learner
 from fewshot_sdk.models.backbones import default_preprocess
-from fewshot_sdk.registry import method_class, method_names, zoo_names, zoo_path
-from fewshot_sdk.train.checkpoint import load_learner
+from fewshot_sdk.registry import registered_methods, zoo_names, zoo_path
 
 PREPROCESS_KEYS = ("image_size", "channels", "mean", "std", "resize_shorter")
 
@@ -89,3 +99,70 @@ def _backbone_config(cls: type[Learner], backbone: object) -> BackboneConfig:
 def available() -> dict[str, list[str]]:
     """The registered methods and the bundled pretrained models."""
     return {"methods": method_names(), "models": zoo_names()}
+
+
+def _load_methods() -> None:
+    """Importing the methods package registers every method (``@register_method`` in each file)."""
+    importlib.import_module("fewshot_sdk.methods")
+
+
+def method_names() -> list[str]:
+    _load_methods()
+    return sorted(registered_methods())
+
+
+def method_class(name: str) -> type[Learner]:
+    _load_methods()
+    methods = registered_methods()
+    if name not in methods:
+        raise InputError(f"unknown method {name!r}; available: {', '.join(sorted(methods))}")
+    return methods[name]
+
+
+def build_learner(config: LearnerConfig, backbone_module: nn.Module | None = None) -> Learner:
+    """An untrained learner of the architecture ``config`` describes."""
+    cls = method_class(config.method)
+    try:
+        method_config = cls.Config.model_validate(config.method_config)
+    except ValidationError as exc:
+        raise InputError(f"invalid {config.method} settings: {describe_validation_error(exc)}") from None
+    learner = cls(method_config, config.backbone, config.preprocess, backbone_module=backbone_module)
+    learner.provenance = config.provenance.model_copy(deep=True)
+    learner.domain = config.domain
+    learner.storage_dtype = config.storage_dtype
+    return learner
+
+
+def load_learner(folder: str | Path, backbone_module: nn.Module | None = None) -> Learner:
+    path = Path(folder)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if not path.is_dir():
+        raise CheckpointError(f"{path} is not a checkpoint folder (expected {CONFIG_FILE} + {WEIGHTS_FILE})")
+    config = read_json_model(path / CONFIG_FILE, LearnerConfig)
+    learner = build_learner(config, backbone_module)
+    load_state_into(learner, read_weights(path / WEIGHTS_FILE), path / WEIGHTS_FILE)
+    return learner.eval()
+
+
+def load_task(folder: str | os.PathLike, backbone_module: nn.Module | None = None) -> AdaptedModel:
+    """Reload a task written by ``AdaptedModel.save``."""
+    path = Path(folder)
+    if not path.is_dir():
+        raise CheckpointError(f"saved task not found: {path} is not a folder")
+    config: TaskConfig = read_json_model(path / TASK_FILE, TaskConfig)
+    tensors = read_weights(path / TASK_WEIGHTS)
+    learner = build_learner(config.learner, backbone_module)
+    learner_tensors = {k[len("learner.") :]: v for k, v in tensors.items() if k.startswith("learner.")}
+    load_state_into(learner, learner_tensors, path / TASK_WEIGHTS)
+    state = {k[len("state.") :]: v for k, v in tensors.items() if k.startswith("state.")}
+    if sorted(state) != sorted(config.state_names):
+        raise CheckpointError(
+            f"{path / TASK_WEIGHTS} holds task state {sorted(state)} but {TASK_FILE} lists {config.state_names}"
+        )
+    ordered = {name: state[name] for name in config.state_names}
+    check_finite(ordered, path / TASK_WEIGHTS)
+    task = AdaptedModel(learner.eval(), ordered, config.class_names, task=config.task)
+    if config.task == "classification":
+        check_class_count(task, path)
+    return task

@@ -162,8 +162,8 @@ def train(
     """Meta-train a method episodically; keeps the weights with the best validation accuracy."""
     from pydantic import ValidationError
 
+    from fewshot_sdk.checkpoint import CONFIG_FILE, prepare_output_folder
     from fewshot_sdk.config import describe_validation_error
-    from fewshot_sdk.train.checkpoint import CONFIG_FILE, prepare_output_folder
     from fewshot_sdk.train.loop import TrainConfig, resolve_device
     from fewshot_sdk.train.recipes import train_on_dataset
     from fewshot_sdk.train.regression import is_sinusoid
@@ -234,9 +234,9 @@ def new_or_initial_learner(
 ) -> Learner:
     """The learner ``fewshot train`` starts from: fresh, or ``--init``'s weights with ``--set`` applied."""
     import fewshot_sdk as fs
-    from fewshot_sdk.registry import method_class
     from fewshot_sdk.train.recipes import folder_preprocess_settings, is_omniglot, warm_start
     from fewshot_sdk.train.regression import is_sinusoid
+    from fewshot_sdk.zoo import method_class
 
     if init is None:
         if is_sinusoid(data):  # MAML's regression family: a 1-40-40-1 ReLU MLP unless told otherwise
@@ -354,9 +354,9 @@ def evaluate(
 def models(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List the methods and the bundled pretrained models with their recorded accuracy."""
     import fewshot_sdk as fs
+    from fewshot_sdk.checkpoint import CONFIG_FILE, LearnerConfig, read_json_model
     from fewshot_sdk.domain import describe_input
     from fewshot_sdk.registry import zoo_path
-    from fewshot_sdk.train.checkpoint import CONFIG_FILE, LearnerConfig, read_json_model
 
     listing = fs.available()
     bundled = []

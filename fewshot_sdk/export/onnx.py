@@ -37,9 +37,9 @@ import onnx
 import torch
 from torch import nn
 
+from fewshot_sdk.checkpoint import follow_umask
 from fewshot_sdk.errors import FewShotError, InputError
 from fewshot_sdk.export.metadata import INPUT_NAME, OUTPUT_NAMES, OnnxMetadata
-from fewshot_sdk.train.checkpoint import follow_umask
 from fewshot_sdk.version import __version__
 
 if TYPE_CHECKING:

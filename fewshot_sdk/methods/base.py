@@ -204,7 +204,7 @@ class Learner(nn.Module, metaclass=ABCMeta):
 
     def save(self, folder: str | Path, overwrite: bool = False) -> Path:
         """Write this learner as a checkpoint folder (``weights.safetensors`` + ``config.json``)."""
-        from fewshot_sdk.train.checkpoint import save_learner
+        from fewshot_sdk.checkpoint import save_learner
 
         return save_learner(self, folder, overwrite=overwrite)
 

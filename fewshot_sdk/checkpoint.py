@@ -72,22 +72,6 @@ def learner_config(learner: Learner) -> LearnerConfig:
     )
 
 
-def build_learner(config: LearnerConfig, backbone_module: nn.Module | None = None) -> Learner:
-    """An untrained learner of the architecture ``config`` describes."""
-    from fewshot_sdk.registry import method_class
-
-    cls = method_class(config.method)
-    try:
-        method_config = cls.Config.model_validate(config.method_config)
-    except ValidationError as exc:
-        raise InputError(f"invalid {config.method} settings: {describe_validation_error(exc)}") from None
-    learner = cls(method_config, config.backbone, config.preprocess, backbone_module=backbone_module)
-    learner.provenance = config.provenance.model_copy(deep=True)
-    learner.domain = config.domain
-    learner.storage_dtype = config.storage_dtype
-    return learner
-
-
 def tensors_for_saving(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """safetensors wants contiguous CPU tensors that share no memory."""
     return {name: t.detach().to("cpu").contiguous().clone() for name, t in tensors.items()}
@@ -189,18 +173,6 @@ def check_finite(tensors: dict[str, torch.Tensor], source: Path) -> None:
     for name, tensor in tensors.items():
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise CheckpointError(f"{source}: tensor {name} holds NaN or infinite values; the file is corrupt")
-
-
-def load_learner(folder: str | Path, backbone_module: nn.Module | None = None) -> Learner:
-    path = Path(folder)
-    if not path.exists():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    if not path.is_dir():
-        raise CheckpointError(f"{path} is not a checkpoint folder (expected {CONFIG_FILE} + {WEIGHTS_FILE})")
-    config = read_json_model(path / CONFIG_FILE, LearnerConfig)
-    learner = build_learner(config, backbone_module)
-    load_state_into(learner, read_weights(path / WEIGHTS_FILE), path / WEIGHTS_FILE)
-    return learner.eval()
 
 
 def copy_checkpoint(source: str | Path, destination: str | Path, overwrite: bool = False) -> Path:
