@@ -128,15 +128,23 @@ def train(
         typer.Option(help="Continue from this bundled model or checkpoint folder instead of random weights."),
     ] = None,
     episodes: Annotated[int, typer.Option(min=1, help="Meta-updates.")] = 5000,
-    n_way: Annotated[int, typer.Option("--n-way", min=2)] = 60,
-    k_shot: Annotated[int, typer.Option("--k-shot", min=1)] = 1,
-    q_queries: Annotated[int, typer.Option("--q-queries", min=1)] = 5,
-    meta_batch: Annotated[int, typer.Option("--meta-batch", min=1)] = 1,
-    lr: Annotated[float, typer.Option(min=0.0)] = 1e-3,
-    lr_decay_every: Annotated[int, typer.Option("--lr-decay-every", min=1)] = 2000,
-    val_every: Annotated[int, typer.Option("--val-every", min=1)] = 500,
-    val_episodes: Annotated[int, typer.Option("--val-episodes", min=1)] = 200,
-    seed: Annotated[int, typer.Option()] = 0,
+    n_way: Annotated[int, typer.Option("--n-way", min=2, help="Classes per training episode.")] = 60,
+    k_shot: Annotated[int, typer.Option("--k-shot", min=1, help="Support examples per class in training.")] = 1,
+    q_queries: Annotated[int, typer.Option("--q-queries", min=1, help="Query examples per class in training.")] = 5,
+    meta_batch: Annotated[int, typer.Option("--meta-batch", min=1, help="Episodes per meta-update.")] = 1,
+    lr: Annotated[float, typer.Option(help="Outer (meta) learning rate, > 0.")] = 1e-3,
+    lr_decay_every: Annotated[
+        int, typer.Option("--lr-decay-every", min=1, help="Episodes between halvings of the learning rate.")
+    ] = 2000,
+    val_every: Annotated[int, typer.Option("--val-every", min=1, help="Episodes between validations.")] = 500,
+    val_episodes: Annotated[
+        int, typer.Option("--val-episodes", min=1, help="Validation episodes (fixed, seeded) per validation.")
+    ] = 200,
+    val_n_way: Annotated[int, typer.Option("--val-n-way", min=2, help="Classes per validation episode.")] = 5,
+    val_k_shot: Annotated[
+        int, typer.Option("--val-k-shot", min=1, help="Support examples per class in validation.")
+    ] = 1,
+    seed: Annotated[int, typer.Option(help="Seed of the episode sampling and initialisation.")] = 0,
     split_seed: Annotated[int | None, typer.Option("--split-seed", help="Class split; default 0, or --init's.")] = None,
     backbone: Annotated[
         str | None, typer.Option(help="conv4, resnet12 or efficientnet-lite0 (ImageNet weights, for photos).")
@@ -152,7 +160,9 @@ def train(
     batchnorm: Annotated[
         str, typer.Option(help="train, or frozen: keep batch-norm statistics (fine-tuning a pretrained backbone).")
     ] = "train",
-    image_size: Annotated[int | None, typer.Option("--image-size", min=8)] = None,
+    image_size: Annotated[
+        int | None, typer.Option("--image-size", min=8, help="Input resolution of a new model (square).")
+    ] = None,
     setting: Annotated[
         list[str] | None, typer.Option("--set", help="A method setting as key=value (JSON value), repeatable.")
     ] = None,
@@ -185,6 +195,8 @@ def train(
                 lr_decay_every=lr_decay_every,
                 val_every=val_every,
                 val_episodes=val_episodes,
+                val_n_way=val_n_way,
+                val_k_shot=val_k_shot,
                 seed=seed,
                 device=device,
                 frozen_stages=frozen_stages,

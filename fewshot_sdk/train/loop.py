@@ -158,8 +158,21 @@ def _meta_train(
     on_new_best: Callable[[Learner], None] | None,
     validate_initial: bool,
 ) -> TrainResult:
-    sampler = EpisodeSampler(train_data, config.n_way, config.k_shot, config.q_queries, seed=config.seed)
-    EpisodeSampler(val_data, config.val_n_way, config.val_k_shot, config.val_q_queries)  # refuse a small split now
+    try:
+        sampler = EpisodeSampler(train_data, config.n_way, config.k_shot, config.q_queries, seed=config.seed)
+    except InputError as exc:
+        raise InputError(
+            f"training episodes (--n-way {config.n_way} --k-shot {config.k_shot} --q-queries {config.q_queries}) "
+            f"do not fit the {train_data.num_classes} training classes: {exc}; lower those flags"
+        ) from None
+    try:  # refuse a small validation split now, not at the first validation
+        EpisodeSampler(val_data, config.val_n_way, config.val_k_shot, config.val_q_queries)
+    except InputError as exc:
+        raise InputError(
+            f"validation episodes (--val-n-way {config.val_n_way} --val-k-shot {config.val_k_shot}, "
+            f"{config.val_q_queries} queries per class) do not fit the {val_data.num_classes} validation classes: "
+            f"{exc}; lower those flags or add classes"
+        ) from None
     optimizer = make_optimizer(learner, config)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, config.lr_decay_every, gamma=config.lr_decay)
 
