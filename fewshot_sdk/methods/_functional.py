@@ -155,8 +155,8 @@ def inner_loop(
             grads = list(torch.autograd.grad(loss, values, create_graph=order == "second", allow_unused=True))
         if order == "none" and not bool(torch.isfinite(loss)):
             raise AdaptationError(
-                f"the support loss is {float(loss):.3g} at adaptation step {step}: adapt with fewer steps or a "
-                "smaller lr"
+                f"the support loss is {float(loss.detach()):.3g} at adaptation step {step}: "
+                "adapt with fewer steps or a smaller lr"
             )
         grads = [torch.zeros_like(v) if g is None else g for v, g in zip(values, grads, strict=True)]
         if order != "second":
@@ -164,7 +164,7 @@ def inner_loop(
         if step_fn is not None:
             grads = step_fn(values, grads, step)
         if backtrack:
-            stepped = backtracked_step(loss_fn, names, values, grads, rates, float(loss))
+            stepped = backtracked_step(loss_fn, names, values, grads, rates, float(loss.detach()))
             if stepped is None:
                 break
             values = stepped
@@ -197,7 +197,7 @@ def backtracked_step(
         scaled = rates * scale if isinstance(rates, (int, float)) else [r * scale for r in rates]
         candidate = sgd_step(values, grads, scaled)
         with torch.no_grad():
-            new_loss = float(loss_fn(dict(zip(names, candidate, strict=True))))
+            new_loss = float(loss_fn(dict(zip(names, candidate, strict=True))).detach())
         if math.isfinite(new_loss) and new_loss <= EXPLODED * loss:
             return candidate
         scale /= 2

@@ -131,7 +131,7 @@ class LSTMMetaLearner(GradientLearner):
                 loss = loss_fn(probe)
                 grads = torch.autograd.grad(loss, list(probe.values()))
             if not bool(torch.isfinite(loss)):
-                raise AdaptationError(f"the support loss is {float(loss):.3g} at adaptation step {step}")
+                raise AdaptationError(f"the support loss is {float(loss.detach()):.3g} at adaptation step {step}")
             # gradient-independence: the learner's gradient and loss are inputs, not differentiated
             grad = torch.cat([g.reshape(-1) for g in grads]).detach()
             loss_in = preprocess(loss.detach().reshape(1), self.config.preprocess_p).expand(len(theta), 2)
