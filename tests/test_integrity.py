@@ -83,3 +83,17 @@ def test_asking_for_cuda_without_it_is_one_line(tmp_path, image_folder):
     assert_clean_error(
         run("train", "--data", image_folder, "--out", tmp_path / "o", "--device", "cuda"), "no usable CUDA"
     )
+
+
+def test_an_onnx_file_whose_class_names_were_shortened_is_refused_with_one_line(tmp_path, examples_dir):
+    import onnx
+
+    task = adapted()
+    path = task.export_onnx(tmp_path / "task.onnx")
+    model = onnx.load(str(path))
+    for prop in model.metadata_props:
+        if prop.key == "fewshot.class_names":
+            prop.value = json.dumps(json.loads(prop.value)[:2])
+    onnx.save(model, str(path))
+    query = sorted((examples_dir / "queries").glob("*.png"))[0]
+    assert_clean_error(run("classify", "--model", path, "--query", query), "scores 3 classes but its metadata names 2")

@@ -155,6 +155,14 @@ class OnnxClassifier:
             raise InputError("the batch must be finite floating-point values")
         feed = {self.metadata.input_name: batch.astype(np.float32, copy=False)}
         logits, probs = self.session.run(list(self.metadata.output_names[:2]), feed)
+        named = len(self.metadata.class_names)
+        if probs.ndim != 2 or probs.shape[1] != named:
+            raise InputError(
+                f"{self.path} scores {probs.shape[-1]} classes but its metadata names {named}: "
+                "the file was altered; export the task again"
+            )
+        if not np.isfinite(probs).all():
+            raise InputError(f"{self.path} produced NaN or infinite probabilities: its weights are corrupt")
         return logits, probs
 
     def predict_proba(self, images: Sequence[ImageInput] | ImageInput, batch_size: int = 256) -> np.ndarray:
