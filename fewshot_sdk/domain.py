@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from fewshot_sdk.imageio import MAX_IMAGE_PIXELS, flatten_alpha, is_colourful
+from fewshot_sdk.imageio import COLOUR_SAMPLE_SIDE, MAX_IMAGE_PIXELS, is_colourful, looks_colourful
 
 if TYPE_CHECKING:
     from fewshot_sdk.config import BackboneConfig, PreprocessConfig
@@ -47,8 +47,8 @@ PHOTO_SENSITIVE_DOMAINS = frozenset({HANDWRITTEN})
 MAX_SIZE_RATIO = 4.0
 #: Images looked at per call, spread over the batch / support set.
 SAMPLE_IMAGES = 16
-#: Side of the nearest-neighbour subsample the colour test reads.
-SAMPLE_SIDE = 32
+#: Side of the subsample the colour test reads (JPEGs are decoded near it).
+SAMPLE_SIDE = COLOUR_SAMPLE_SIDE
 
 _GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "F"})
 
@@ -150,8 +150,7 @@ def _image_description(image: Image.Image, preprocess: PreprocessConfig, own: bo
         return None
     if own:
         image.draft("RGB", (SAMPLE_SIDE, SAMPLE_SIDE))  # JPEG: decode at 1/2..1/8 scale; others: no-op
-    small = image.resize((min(width, SAMPLE_SIDE), min(height, SAMPLE_SIDE)), Image.Resampling.NEAREST)
-    return f"RGB {width}x{height}" if is_colourful(np.asarray(flatten_alpha(small).convert("RGB"))) else None
+    return f"RGB {width}x{height}" if looks_colourful(image) else None
 
 
 def _array_description(array: np.ndarray, preprocess: PreprocessConfig) -> str | None:

@@ -187,8 +187,7 @@ def upright(image: Image.Image, name: str = "the image") -> Image.Image:
 
 
 def _eight_bit(image: Image.Image, mode: str, name: str) -> Image.Image:
-    if image.mode in ALPHA_MODES or image.mode in ("P", "PA") or "transparency" in image.info:
-        image = flatten_alpha(image)
+    image = flatten_alpha(image)  # unchanged unless it has transparency
     if image.mode not in ("1", "L", "RGB"):
         try:
             image = image.convert("RGB")  # CMYK, YCbCr, LAB, HSV, ...
@@ -219,6 +218,18 @@ def is_image_file(path: Path) -> bool:
 COLOUR_CHROMA = 48
 #: An image is colour when more than this fraction of its sampled pixels are coloured.
 COLOUR_FRACTION = 0.10
+
+
+#: Side of the nearest-neighbour subsample the colour test reads.
+COLOUR_SAMPLE_SIDE = 32
+
+
+def looks_colourful(image: Image.Image) -> bool:
+    """Whether a PIL image has real colour, judged on a small subsample with transparency on white."""
+    width, height = image.size
+    side = COLOUR_SAMPLE_SIDE
+    small = image.resize((min(width, side), min(height, side)), Image.Resampling.NEAREST)
+    return is_colourful(np.asarray(flatten_alpha(small).convert("RGB")))
 
 
 def is_colourful(rgb: np.ndarray) -> bool:

@@ -80,11 +80,11 @@ def image_statistics(files: list[Path], sample: int = 120) -> tuple[int, tuple[f
     """
     import numpy as np
 
-    from fewshot_sdk.imageio import is_colourful, load_image, to_model_pixels
+    from fewshot_sdk.imageio import load_image, looks_colourful, to_model_pixels
 
     picked = files if len(files) <= sample else [files[i * (len(files) - 1) // (sample - 1)] for i in range(sample)]
     images = [load_image(path) for path in picked]
-    colour = any(is_colourful(np.asarray(image.convert("RGB").resize((32, 32)))) for image in images)
+    colour = any(looks_colourful(image) for image in images)
     channels = 3 if colour else 1
     pixels = np.stack([to_model_pixels(image, channels, (64, 64)) for image in images]).reshape(
         len(images), 64 * 64, -1
