@@ -168,11 +168,16 @@ def load_state_into(module: nn.Module, tensors: dict[str, torch.Tensor], source:
     module.load_state_dict(tensors, strict=True)
 
 
+def non_finite(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """The names of the floating-point tensors holding NaN or infinity."""
+    return [name for name, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+
+
 def check_finite(tensors: dict[str, torch.Tensor], source: Path) -> None:
     """Refuse weights or task state with NaN or infinity: they would only ever predict garbage."""
-    for name, tensor in tensors.items():
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise CheckpointError(f"{source}: tensor {name} holds NaN or infinite values; the file is corrupt")
+    broken = non_finite(tensors)
+    if broken:
+        raise CheckpointError(f"{source}: tensor {broken[0]} holds NaN or infinite values; the file is corrupt")
 
 
 def copy_checkpoint(source: str | Path, destination: str | Path, overwrite: bool = False) -> Path:

@@ -37,7 +37,7 @@ import onnx
 import torch
 from torch import nn
 
-from fewshot_sdk.checkpoint import follow_umask
+from fewshot_sdk.checkpoint import follow_umask, non_finite
 from fewshot_sdk.errors import FewShotError, InputError
 from fewshot_sdk.export.metadata import INPUT_NAME, OUTPUT_NAMES, OnnxMetadata
 from fewshot_sdk.version import __version__
@@ -88,7 +88,7 @@ def export_task(task: AdaptedModel, path: str | os.PathLike, opset: int | None =
     learner = copy.deepcopy(task.learner).cpu().eval()  # never move or mutate the caller's learner
     learner.requires_grad_(False)  # an inference graph: methods take their no-autograd paths, as in predict
     state = {name: tensor.detach().cpu().clone() for name, tensor in task.state.items()}
-    broken = [name for name, t in state.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    broken = non_finite(state)
     if broken:
         raise InputError(f"the {task.method} task holds NaN or infinite values in {broken[:3]}: re-adapt it")
     module = ExportedTask(learner, learner.export_module(state)).eval()

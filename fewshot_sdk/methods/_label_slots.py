@@ -13,10 +13,11 @@ import torch
 from fewshot_sdk.errors import InputError
 
 
-def check_ways(n_way: int, max_classes: int, method: str, labels: torch.Tensor | None = None) -> None:
-    """Refuse a task with more classes than the model has label slots (naming both numbers), or non-class labels."""
-    if labels is not None and (labels.is_floating_point() or labels.is_complex()):
-        raise InputError(f"{method} classifies: support labels must be class indices, not real-valued targets")
+def check_ways(n_way: int, max_classes: int, method: str) -> None:
+    """Refuse a task with more classes than the model has label slots, naming both numbers.
+
+    (What labels may be is checked for every method by ``Learner.adapt_tensors``.)
+    """
     if n_way > max_classes:
         raise InputError(
             f"this {method} model was trained with max_classes={max_classes} label slots; a support set with "

@@ -122,7 +122,11 @@ class Learner(nn.Module, metaclass=ABCMeta):
         return F.cross_entropy(logits, episode.query_y), logits
 
     def calibrate(self, train_data: LabelledImages) -> None:
-        """Statistics of the meta-training data a method keeps (ProtoNet's centring mean); runs after training."""
+        """Statistics of the meta-training data a method keeps (ProtoNet's centring mean).
+
+        The training loop runs it before each validation, so the kept weights carry the
+        statistics they were validated with.
+        """
 
     def train_step(self, episodes: Sequence[Episode], optimizer: torch.optim.Optimizer) -> dict[str, float]:
         """One meta-update from a batch of episodes; returns loss and query accuracy."""

@@ -188,7 +188,7 @@ class MANN(Learner):
     def fit_task(
         self, support_x: torch.Tensor, support_y: torch.Tensor, n_way: int, options: StrictModel | None = None
     ) -> TaskState:
-        check_ways(n_way, self.config.max_classes, self.method, support_y)
+        check_ways(n_way, self.config.max_classes, self.method)
         order = self.support_order(len(support_y)).to(support_y.device)
         features = self.encode(support_x[order]).unsqueeze(0)
         state, _ = self.run_sequence(features, support_y[order].unsqueeze(0))

@@ -196,7 +196,7 @@ class MetaNet(Learner):
     def fit_task(
         self, support_x: torch.Tensor, support_y: torch.Tensor, n_way: int, options: StrictModel | None = None
     ) -> TaskState:
-        check_ways(n_way, self.config.max_classes, self.method, support_y)
+        check_ways(n_way, self.config.max_classes, self.method)
         return self.task_state(support_x, support_y, task_slots(n_way, support_y.device))
 
     def score(self, state: TaskState, query_x: torch.Tensor) -> torch.Tensor:

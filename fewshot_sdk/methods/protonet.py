@@ -9,8 +9,8 @@ cross-entropy on the queries.
 ``feature_norm`` adds SimpleShot's feature transforms (Wang et al. 2019) before the
 prototypes are taken: ``l2`` puts every embedding on the unit sphere, so a photo's
 brightness or a feature's overall scale stops dominating the distance; ``centered-l2``
-first subtracts the mean feature of the meta-training classes (a buffer computed at the
-end of training by :meth:`ProtoNet.calibrate`, saved in the checkpoint). On the sphere
+first subtracts the mean feature of the meta-training classes (a buffer computed by
+:meth:`ProtoNet.calibrate` before each validation, saved in the checkpoint). On the sphere
 squared distances lie in [0, 4], so these models use a small ``temperature`` to give
 probabilities that are not flat.
 """

@@ -199,7 +199,9 @@ def train_on_dataset(
 
     if is_sinusoid(data):  # "sinusoid": MAML's regression family, generated, not read from disk
         return train_sinusoid(learner, config, on_progress, on_new_best)
-    name = "omniglot-background-small1+small2" if is_omniglot(data) else f"folders:{Path(data).name}"
     if is_omniglot(data):
+        name = "omniglot-background-small1+small2"
         learner.domain = "handwritten-characters"
+    else:
+        name = f"folders:{Path(data).name}"
     return train_on_splits(learner, dataset_splits(data, learner, split_seed), name, config, on_progress, on_new_best)
