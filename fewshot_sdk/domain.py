@@ -23,7 +23,7 @@ import threading
 import warnings
 import weakref
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -49,6 +49,8 @@ MAX_SIZE_RATIO = 4.0
 SAMPLE_IMAGES = 16
 #: Side of the subsample the colour test reads (JPEGs are decoded near it).
 SAMPLE_SIDE = COLOUR_SAMPLE_SIDE
+
+T = TypeVar("T")
 
 _GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "F"})
 
@@ -84,7 +86,7 @@ def check_images(learner: Learner, images: object) -> None:
         return
     preprocess = learner.preprocess_config
     found = None
-    for item in _sample(_as_items(images)):
+    for item in even_sample(_as_items(images), SAMPLE_IMAGES):
         found = photo_description(item, preprocess)
         if found is not None:
             break
@@ -134,11 +136,12 @@ def _as_items(images: object) -> list[object]:
     return [images]  # a tensor batch or an unknown type: skipped item by item
 
 
-def _sample(items: list[object]) -> list[object]:
-    if len(items) <= SAMPLE_IMAGES:
+def even_sample(items: list[T], count: int) -> list[T]:
+    """``count`` items spread evenly from first to last (all of them when there are no more)."""
+    if len(items) <= count:
         return items
     last = len(items) - 1
-    return [items[i * last // (SAMPLE_IMAGES - 1)] for i in range(SAMPLE_IMAGES)]
+    return [items[i * last // (count - 1)] for i in range(count)]
 
 
 def _image_description(image: Image.Image, preprocess: PreprocessConfig, own: bool) -> str | None:

@@ -80,10 +80,10 @@ def image_statistics(files: list[Path], sample: int = 120) -> tuple[int, tuple[f
     """
     import numpy as np
 
+    from fewshot_sdk.domain import even_sample
     from fewshot_sdk.imageio import load_image, looks_colourful, to_model_pixels
 
-    picked = files if len(files) <= sample else [files[i * (len(files) - 1) // (sample - 1)] for i in range(sample)]
-    images = [load_image(path) for path in picked]
+    images = [load_image(path) for path in even_sample(files, sample)]
     colour = any(looks_colourful(image) for image in images)
     channels = 3 if colour else 1
     pixels = np.stack([to_model_pixels(image, channels, (64, 64)) for image in images]).reshape(

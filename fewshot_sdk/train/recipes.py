@@ -11,6 +11,7 @@ from fewshot_sdk.config import Provenance, TrainingInfo
 from fewshot_sdk.data.images import Preprocessor
 from fewshot_sdk.data.labelled import LabelledImages
 from fewshot_sdk.data.omniglot import OmniglotSplits, load_background_characters, split_characters
+from fewshot_sdk.domain import HANDWRITTEN
 from fewshot_sdk.errors import InputError
 from fewshot_sdk.methods.base import Learner
 from fewshot_sdk.train.loop import TrainConfig, TrainResult, meta_train
@@ -201,7 +202,7 @@ def train_on_dataset(
         return train_sinusoid(learner, config, on_progress, on_new_best)
     if is_omniglot(data):
         name = "omniglot-background-small1+small2"
-        learner.domain = "handwritten-characters"
+        learner.domain = HANDWRITTEN
     else:
         name = f"folders:{Path(data).name}"
     return train_on_splits(learner, dataset_splits(data, learner, split_seed), name, config, on_progress, on_new_best)
