@@ -169,14 +169,13 @@ def train(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     overwrite: Annotated[bool, typer.Option(help="Replace an existing checkpoint in --out.")] = False,
 ) -> None:
-    """Meta-train a method episodically; keeps the weights with the best validation accuracy."""
+    """Meta-train a method episodically; keeps the weights with the best validation figure (accuracy, or MSE)."""
     from pydantic import ValidationError
 
     from fewshot_sdk.checkpoint import CONFIG_FILE, prepare_output_folder
     from fewshot_sdk.config import describe_validation_error
     from fewshot_sdk.train.loop import TrainConfig, resolve_device
     from fewshot_sdk.train.recipes import train_on_dataset
-    from fewshot_sdk.train.regression import is_sinusoid
 
     resolve_device(device)  # an unknown or absent device fails now, not after loading the data
     with no_empty_folder_left(out):
@@ -215,13 +214,8 @@ def train(
                 on_new_best=lambda best: best.save(out, overwrite=True),  # keep the best so far on disk
             )
         learner.save(out, overwrite=True)  # the best weights, now with their full training record
-        if is_sinusoid(data):
-            mse = -result.best_val_accuracy
-            console.print(f"best validation MSE {mse:.4f} at episode {result.best_episode}; saved {out}")
-            return
-        console.print(
-            f"best validation accuracy {result.best_val_accuracy:.4f} at episode {result.best_episode}; saved {out}"
-        )
+        figure = "MSE" if result.metric == "mse" else result.metric
+        console.print(f"best validation {figure} {result.best_value:.4f} at episode {result.best_episode}; saved {out}")
 
 
 @contextmanager

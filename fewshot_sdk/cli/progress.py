@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
 Advance = Callable[[int, dict[str, float]], None]
-SHOWN = ("loss", "train_accuracy", "val_accuracy", "best_val_accuracy")
+SHOWN = ("loss", "train_accuracy", "val_accuracy", "best_val_accuracy", "val_mse", "best_val_mse")
 
 
 def describe(metrics: dict[str, float]) -> str:
@@ -28,7 +28,7 @@ def progress_bar(console: Console, label: str, total: int, quiet: bool = False) 
     if not console.is_terminal:
 
         def log_line(step: int, metrics: dict[str, float]) -> None:
-            if "val_accuracy" in metrics or step == total:
+            if any(key.startswith("val_") for key in metrics) or step == total:
                 console.print(f"{label} {step}/{total}  {describe(metrics)}".rstrip(), soft_wrap=True)
 
         yield log_line

@@ -22,7 +22,11 @@ Choices, and why:
   paper's setting.
 - **Steps.** ``inner_steps`` are taken in meta-training and ``test_steps`` at
   adaptation (MAML: 1 and 3 on Omniglot); ``adapt(support, steps=, lr=)``
-  overrides both defaults.
+  overrides the test-time ones.
+- **Graph.** How much of the inner loop meta-training differentiates through is the
+  method's ``meta_order`` (MAML: second, first-order MAML: first), passed to
+  ``inner_adapt`` by ``episode_loss``; test-time adaptation (``fit_task``) passes
+  ``"none"`` and backtracks a step that makes the support loss explode.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from fewshot_sdk.methods._functional import (
     use_task_batchnorm,
     vmapped_query_losses,
 )
+from fewshot_sdk.methods._step_metrics import StepMetrics
 from fewshot_sdk.methods.base import Learner, TaskState
 
 
@@ -88,10 +93,14 @@ class GradientLearner(Learner):
         return self.head(self.backbone(x))
 
     # ---------------------------------------------------------------- helpers
+    def network_params(self) -> Params:
+        """theta: the network's own parameters (not a meta-learner's, e.g. the LSTM's)."""
+        params = dict(self.named_parameters(prefix="", recurse=True))
+        return {name: p for name, p in params.items() if name.startswith(("backbone.", "head."))}
+
     def initial_params(self, n_way: int) -> Params:
         """theta, with the head sliced to the support set's class count."""
-        params = dict(self.named_parameters(prefix="", recurse=True))
-        params = {name: p for name, p in params.items() if name.startswith(("backbone.", "head."))}
+        params = self.network_params()
         if self.config.task == "classification":
             params["head.weight"] = params["head.weight"][:n_way]
             params["head.bias"] = params["head.bias"][:n_way]
@@ -106,9 +115,10 @@ class GradientLearner(Learner):
     def support_loss_fn(self, x: Tensor, y: Tensor):
         return lambda params: self.task_loss(call(self, params, x), y)
 
-    def inner_order(self) -> Order:
-        """How much graph the inner loop keeps: none outside autograd, else the method's order."""
-        return "second" if torch.is_grad_enabled() else "none"
+    @property
+    def meta_order(self) -> Order:
+        """How much graph of the inner loop meta-training keeps (MAML's full second order by default)."""
+        return "second"
 
     def with_support_stats(self, params: Params, support_x: Tensor) -> TaskState:
         """Add the support batch's BN statistics under ``params`` (``bn="support"``)."""
@@ -119,14 +129,8 @@ class GradientLearner(Learner):
             state.update(stats)
         return state
 
-    def check_task(
-        self, support_x: Tensor, support_y: Tensor, n_way: int, options: StrictModel | None
-    ) -> tuple[int, float]:
-        """What only this family checks (regression shapes, head size); returns (steps, lr) with defaults applied."""
-        steps = getattr(options, "steps", None)
-        steps = (self.config.inner_steps if self.training else self.config.test_steps) if steps is None else steps
-        lr = getattr(options, "lr", None)
-        lr = self.config.inner_lr if lr is None else lr
+    def check_task(self, support_x: Tensor, n_way: int) -> None:
+        """What only this family checks: regression input width, or the head's class count."""
         if self.config.task == "regression":
             width = self.backbone_config.in_features
             if support_x.ndim != 2 or support_x.shape[1] != width:  # (targets: checked in adapt_tensors)
@@ -138,30 +142,56 @@ class GradientLearner(Learner):
                 f"this {self.method} model has a {self.head.out_features}-way head but the support set has "
                 f"{n_way} classes; train one with n_way >= {n_way}"
             )
-        return int(steps), float(lr)
+
+    def test_settings(self, options: StrictModel | None) -> tuple[int, float]:
+        """(steps, lr) of test-time adaptation: ``adapt``'s options, else the configured defaults."""
+        steps = getattr(options, "steps", None)
+        lr = getattr(options, "lr", None)
+        return (
+            self.config.test_steps if steps is None else int(steps),
+            self.config.inner_lr if lr is None else float(lr),
+        )
 
     # ----------------------------------------------------------- method hooks
-    def fit_task(
-        self, support_x: Tensor, support_y: Tensor, n_way: int, options: StrictModel | None = None
+    def inner_adapt(
+        self, support_x: Tensor, support_y: Tensor, n_way: int, steps: int, lr: float, order: Order
     ) -> TaskState:
-        """theta' = theta - alpha grad L_support(theta), ``steps`` times (MAML eq. 1)."""
-        steps, lr = self.check_task(support_x, support_y, n_way, options)
-        order = self.inner_order()
+        """theta' = theta - alpha grad L_support(theta), ``steps`` times (MAML eq. 1).
+
+        ``order="none"`` is test time: no graph, and a step that makes the support loss
+        explode is retried at a smaller step size (:func:`inner_loop`'s ``backtrack``).
+        """
+        self.check_task(support_x, n_way)
         adapted = inner_loop(
             self.support_loss_fn(support_x, support_y),
             self.initial_params(n_way),
             steps,
             lr,
             order,
-            backtrack=order == "none",  # test time: never return a task whose support loss blew up
+            backtrack=order == "none",
         )
         return self.with_support_stats(adapted, support_x)
+
+    def fit_task(
+        self, support_x: Tensor, support_y: Tensor, n_way: int, options: StrictModel | None = None
+    ) -> TaskState:
+        """Test-time adaptation: ``test_steps`` (or ``options.steps``) steps, no graph."""
+        steps, lr = self.test_settings(options)
+        return self.inner_adapt(support_x, support_y, n_way, steps, lr, "none")
 
     def score(self, state: TaskState, query_x: Tensor) -> Tensor:
         return call(self, state, query_x)
 
     def episode_loss(self, episode: Episode) -> tuple[Tensor, Tensor]:
-        state = self.fit_task(episode.support_x, episode.support_y, episode.n_way)
+        """Query loss after the meta-training inner loop (``inner_steps``, graph of ``meta_order``)."""
+        state = self.inner_adapt(
+            episode.support_x,
+            episode.support_y,
+            episode.n_way,
+            self.config.inner_steps,
+            self.config.inner_lr,
+            self.meta_order,
+        )
         outputs = self.score(state, episode.query_x)
         return self.task_loss(outputs, episode.query_y), outputs
 
@@ -171,34 +201,25 @@ class GradientLearner(Learner):
         has_bn = any(isinstance(m, TaskBatchNorm) for m in self.modules())
         return self.vmap_tasks and self.config.task == "regression" and not has_bn and len(shapes) == 1
 
-    def train_step(self, episodes: Sequence[Episode], optimizer: torch.optim.Optimizer) -> dict[str, float]:
-        """One meta-update over a meta-batch (MAML Algorithm 1/2): the mean query loss over its tasks."""
-        optimizer.zero_grad(set_to_none=True)
-        if self.can_vmap(episodes):
-            fields = ("support_x", "support_y", "query_x", "query_y")
-            tasks = tuple(torch.stack([getattr(e, f) for e in episodes]) for f in fields)
-            losses = vmapped_query_losses(
-                self,
-                self.task_loss,
-                self.initial_params(1),
-                tasks,
-                self.config.inner_steps,  # type: ignore[arg-type]
-                self.config.inner_lr,
-                self.inner_order(),
-            )
-            losses.mean().backward()
-            optimizer.step()
-            return {"loss": float(losses.detach().mean()), "accuracy": 0.0}
-        total, correct, count = 0.0, 0, 0
-        for episode in episodes:
-            loss, outputs = self.episode_loss(episode)
-            (loss / len(episodes)).backward()
-            total += float(loss.detach())
-            if self.config.task == "classification":
-                correct += int((outputs.argmax(-1) == episode.query_y).sum())
-                count += len(episode.query_y)
-        optimizer.step()
-        return {"loss": total / len(episodes), "accuracy": correct / count if count else 0.0}
+    def meta_gradients(self, episodes: Sequence[Episode], metrics: StepMetrics) -> None:
+        """The mean query loss over a meta-batch (MAML Algorithm 1/2), its tasks batched with vmap when they can."""
+        if not self.can_vmap(episodes):
+            super().meta_gradients(episodes, metrics)
+            return
+        fields = ("support_x", "support_y", "query_x", "query_y")
+        tasks = tuple(torch.stack([getattr(e, f) for e in episodes]) for f in fields)
+        losses = vmapped_query_losses(
+            self,
+            self.task_loss,
+            self.initial_params(1),
+            tasks,  # type: ignore[arg-type]
+            self.config.inner_steps,
+            self.config.inner_lr,
+            self.meta_order,
+        )
+        loss = losses.mean()
+        loss.backward()
+        metrics.add(loss, tasks=len(episodes))
 
     def export_module(self, state: TaskState) -> nn.Module:
         """A plain copy of the network with theta' (and the support BN statistics) baked in."""

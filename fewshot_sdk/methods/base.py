@@ -6,8 +6,9 @@ A method writes three things, in the words of its paper:
   embeddings, memory, fast weights, adapted parameters) as a dict of tensors,
   differentiable so that meta-training can backpropagate through it;
 - ``score(state, query_x)``: the logits of every query for every class;
-- optionally ``episode_loss`` / ``train_step`` where its paper trains differently
-  from "adapt on the support, cross-entropy on the query".
+- optionally ``episode_loss``, ``meta_gradients`` or ``outer_update`` where its paper
+  trains differently from "adapt on the support, cross-entropy on the query, one
+  optimiser step".
 
 Everything else (preprocessing, validation, batching, devices, Prediction,
 saving, export) is shared here and in :mod:`fewshot_sdk.adapted`.
@@ -36,6 +37,7 @@ from fewshot_sdk.data.images import ImageLike, Preprocessor
 from fewshot_sdk.data.labelled import LabelledImages
 from fewshot_sdk.domain import check_images
 from fewshot_sdk.errors import InputError
+from fewshot_sdk.methods._step_metrics import StepMetrics
 from fewshot_sdk.models.backbones import build_backbone, default_domain, default_preprocess
 
 if TYPE_CHECKING:
@@ -65,6 +67,9 @@ class Learner(nn.Module, metaclass=ABCMeta):
     Options: ClassVar[type[StrictModel]] = NoOptions
     #: Backbone settings this method needs unless the user says otherwise.
     default_backbone: ClassVar[dict[str, object]] = {}
+    #: False when the paper's outer update is not an optimiser step (Reptile's interpolation):
+    #: the training loop then builds no optimiser or learning-rate schedule for it.
+    uses_outer_optimizer: ClassVar[bool] = True
     #: True when the backbone embeds each image the same way whatever the task (no per-task
     #: weights, no transductive statistics), so evaluation may embed every image once and reuse it.
     task_independent_embedding: ClassVar[bool] = False
@@ -128,18 +133,36 @@ class Learner(nn.Module, metaclass=ABCMeta):
         statistics they were validated with.
         """
 
-    def train_step(self, episodes: Sequence[Episode], optimizer: torch.optim.Optimizer) -> dict[str, float]:
-        """One meta-update from a batch of episodes; returns loss and query accuracy."""
-        optimizer.zero_grad(set_to_none=True)
-        total_loss, correct, count = 0.0, 0, 0
+    def meta_gradients(self, episodes: Sequence[Episode], metrics: StepMetrics) -> None:
+        """Accumulate the meta-gradient of a meta-batch into ``.grad`` (the mean over its episodes).
+
+        The training loop calls this, then (after averaging ``.grad`` across processes
+        when there are several) ``outer_update``.
+        """
         for episode in episodes:
             loss, logits = self.episode_loss(episode)
             (loss / len(episodes)).backward()
-            total_loss += float(loss.detach())
-            correct += int((logits.argmax(-1) == episode.query_y).sum())
-            count += len(episode.query_y)
+            metrics.add(loss, logits, episode.query_y)
+
+    def outer_update(self, optimizer: torch.optim.Optimizer | None) -> None:
+        """Apply the accumulated meta-gradient: an optimiser step unless the paper's update is another."""
+        if optimizer is None:
+            raise InputError(f"{self.method} meta-training needs an optimiser for its outer update")
         optimizer.step()
-        return {"loss": total_loss / len(episodes), "accuracy": correct / max(count, 1)}
+
+    def check_can_train(self, episodes: int) -> None:
+        """Refuse a run that could not change the weights (Reptile with its step size annealed to 0)."""
+
+    def train_step(self, episodes: Sequence[Episode], optimizer: torch.optim.Optimizer | None) -> dict[str, float]:
+        """One meta-update from a batch of episodes; returns the mean loss and query accuracy."""
+        if optimizer is not None:
+            optimizer.zero_grad(set_to_none=True)
+        else:
+            self.zero_grad(set_to_none=True)
+        metrics = StepMetrics()
+        self.meta_gradients(episodes, metrics)
+        self.outer_update(optimizer)
+        return metrics.summary()
 
     def export_module(self, state: TaskState) -> nn.Module:
         """An ``nn.Module`` mapping a model-ready batch to logits with the task state baked in (ONNX)."""

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from fewshot_sdk.config import StrictModel
 from fewshot_sdk.errors import AdaptationError
 from fewshot_sdk.kernels import sgd_step
-from fewshot_sdk.methods._functional import Params
+from fewshot_sdk.methods._functional import Order, Params
 from fewshot_sdk.methods._gradient_learner import GradientConfig, GradientLearner
 from fewshot_sdk.methods.base import TaskState
 from fewshot_sdk.registry import register_method
@@ -111,11 +111,22 @@ class LSTMMetaLearner(GradientLearner):
         super().build()
         self.meta_learner = MetaLearnerLSTM(self.config.hidden, self.config.init_forget_bias, self.config.init_lr)
 
-    def fit_task(
-        self, support_x: Tensor, support_y: Tensor, n_way: int, options: StrictModel | None = None
+    def inner_adapt(
+        self, support_x: Tensor, support_y: Tensor, n_way: int, steps: int, lr: float, order: Order
     ) -> TaskState:
-        """T updates c_t = f_t c_{t-1} - i_t grad_t on the support set (Algorithm 1, lines 5-11)."""
-        steps, _ = self.check_task(support_x, support_y, n_way, options)
+        """T updates c_t = f_t c_{t-1} - i_t grad_t on the support set (Algorithm 1, lines 5-11).
+
+        The LSTM learns its own rates, so ``lr`` is unused. Meta-training (any ``order`` but
+        ``"none"``) keeps the graph through theta's updates and the LSTM's gates; the
+        learner's gradients enter as inputs only (the paper's gradient independence).
+        """
+        self.check_task(support_x, n_way)
+        if order == "none":
+            with torch.no_grad():
+                return self.lstm_updates(support_x, support_y, n_way, steps)
+        return self.lstm_updates(support_x, support_y, n_way, steps)
+
+    def lstm_updates(self, support_x: Tensor, support_y: Tensor, n_way: int, steps: int) -> TaskState:
         params = self.initial_params(n_way)
         names = list(params)
         sizes = [p.numel() for p in params.values()]

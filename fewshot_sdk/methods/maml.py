@@ -19,7 +19,6 @@ mean squared error, chosen by ``task``.
 
 from __future__ import annotations
 
-import torch
 from pydantic import Field
 
 from fewshot_sdk.methods._functional import Order
@@ -44,9 +43,8 @@ class MAML(GradientLearner):
     config: MAMLConfig
     vmap_tasks = True
 
-    def inner_order(self) -> Order:
-        if not torch.is_grad_enabled():
-            return "none"
+    @property
+    def meta_order(self) -> Order:
         return "first" if self.config.first_order else "second"
 
 

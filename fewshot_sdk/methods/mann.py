@@ -56,6 +56,7 @@ from fewshot_sdk.errors import InputError
 from fewshot_sdk.kernels import pairwise_softmax
 from fewshot_sdk.methods import _memory
 from fewshot_sdk.methods._label_slots import check_ways, shuffled_slots, task_slots
+from fewshot_sdk.methods._step_metrics import StepMetrics
 from fewshot_sdk.methods.base import Learner, TaskState
 from fewshot_sdk.registry import register_method
 
@@ -209,16 +210,13 @@ class MANN(Learner):
         loss, logits, _ = self.batch_loss([episode])
         return loss, logits
 
-    def train_step(self, episodes: Sequence[Episode], optimizer: torch.optim.Optimizer) -> dict[str, float]:
-        """One update from all episodes at once: the recurrence runs batched over the meta-batch."""
-        optimizer.zero_grad(set_to_none=True)
+    def meta_gradients(self, episodes: Sequence[Episode], metrics: StepMetrics) -> None:
+        """One loss over all episodes at once: the recurrence runs batched over the meta-batch."""
         if self.config.vary_tasks:
             episodes = vary_task_size(episodes)
         loss, logits, targets = self.batch_loss(episodes)
         loss.backward()
-        optimizer.step()
-        accuracy = float((logits.argmax(-1) == targets).float().mean())
-        return {"loss": float(loss.detach()), "accuracy": accuracy}
+        metrics.add(loss, logits, targets, tasks=len(episodes))
 
     def batch_loss(self, episodes: Sequence[Episode]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Label-offset sequences with per-episode shuffled labels and order; loss on support steps and queries.

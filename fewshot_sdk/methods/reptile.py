@@ -10,8 +10,13 @@ at test time the same optimiser runs on the support set.
 
 ``meta_batch=1`` in the training loop is the serial version. Transduction
 (query batch-norm statistics) is off by default; ``bn="transductive"`` turns it on.
-The outer update is the paper's interpolation, applied directly: the training
-loop's optimiser (Adam by default) is not used.
+
+In the training loop's terms: ``meta_gradients`` writes the Reptile direction
+-(mean_i W_i - theta) into ``.grad`` (so averaging ``.grad`` across processes averages
+the tasks of every process), and ``outer_update`` applies the paper's interpolation
+theta <- theta - epsilon .grad; no optimiser or learning-rate schedule is involved
+(``uses_outer_optimizer`` is False). ``meta_iteration`` is a buffer, saved with the
+weights, so continuing a run (``fewshot train --init``) continues the epsilon schedule.
 """
 
 from __future__ import annotations
@@ -23,11 +28,12 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from fewshot_sdk.config import StrictModel
 from fewshot_sdk.data.episodes import Episode
+from fewshot_sdk.errors import InputError
 from fewshot_sdk.kernels import sgd_step_
-from fewshot_sdk.methods._functional import AdamDirections, Params, inner_loop
+from fewshot_sdk.methods._functional import AdamDirections, Order, Params, inner_loop
 from fewshot_sdk.methods._gradient_learner import GradientConfig, GradientLearner
+from fewshot_sdk.methods._step_metrics import StepMetrics
 from fewshot_sdk.methods.base import TaskState
 from fewshot_sdk.registry import register_method
 
@@ -51,9 +57,12 @@ class Reptile(GradientLearner):
     Config = ReptileConfig
     config: ReptileConfig
 
+    uses_outer_optimizer = False
+
     def build(self) -> None:
         super().build()
-        self.meta_iteration = 0
+        #: meta-iterations taken so far: where the run is in its epsilon schedule
+        self.register_buffer("meta_iteration", torch.zeros((), dtype=torch.int64))
 
     def train_task(
         self, x: Tensor, y: Tensor, n_way: int, steps: int, lr: float, generator: torch.Generator | None = None
@@ -76,11 +85,11 @@ class Reptile(GradientLearner):
         directions = AdamDirections((self.config.adam_beta1, 0.999)) if self.config.inner_optimizer == "adam" else None
         return inner_loop(loss_fn, self.initial_params(n_way), steps, lr, "none", step_fn=directions)
 
-    def fit_task(
-        self, support_x: Tensor, support_y: Tensor, n_way: int, options: StrictModel | None = None
+    def inner_adapt(
+        self, support_x: Tensor, support_y: Tensor, n_way: int, steps: int, lr: float, order: Order
     ) -> TaskState:
-        """Test time: the same inner optimiser on the support set."""
-        steps, lr = self.check_task(support_x, support_y, n_way, options)
+        """Test time: the same inner optimiser on the support set (no graph whatever ``order``)."""
+        self.check_task(support_x, n_way)
         # a fixed minibatch order: adapting to a support set gives the same task every time, in any
         # thread, whatever else consumed the global random numbers
         adapted = self.train_task(support_x, support_y, n_way, steps, lr, torch.Generator().manual_seed(0))
@@ -88,30 +97,34 @@ class Reptile(GradientLearner):
 
     def epsilon(self) -> float:
         """The linearly annealed outer step size."""
-        return self.config.outer_lr * max(0.0, 1.0 - self.meta_iteration / self.config.anneal_episodes)
+        return self.config.outer_lr * max(0.0, 1.0 - int(self.meta_iteration) / self.config.anneal_episodes)
 
-    def train_step(self, episodes: Sequence[Episode], optimizer: torch.optim.Optimizer) -> dict[str, float]:
-        """theta <- theta + epsilon * mean_i (W_i - theta) (Algorithm 2; n=1 is Algorithm 1)."""
-        optimizer.zero_grad(set_to_none=True)  # the loop's optimiser is not used (see the module docstring)
-        theta = self.initial_params(self.head.out_features)
-        names = list(theta)
-        direction = [torch.zeros_like(theta[n]) for n in names]
-        total, correct, count = 0.0, 0, 0
+    def check_can_train(self, episodes: int) -> None:
+        if self.epsilon() == 0.0:
+            raise InputError(
+                f"this reptile model has taken {int(self.meta_iteration)} meta-iterations, the end of its epsilon "
+                f"schedule (anneal_episodes={self.config.anneal_episodes}), so training would not move it; continue "
+                f"with --set anneal_episodes={int(self.meta_iteration) + episodes}"
+            )
+
+    def meta_gradients(self, episodes: Sequence[Episode], metrics: StepMetrics) -> None:
+        """.grad = -mean_i (W_i - theta) (Algorithm 2; n=1 is Algorithm 1), W_i from the whole episode's data."""
+        theta = self.network_params()
+        for parameter in theta.values():
+            parameter.grad = torch.zeros_like(parameter)
         for episode in episodes:
             x = torch.cat([episode.support_x, episode.query_x])
             y = torch.cat([episode.support_y, episode.query_y])
             weights = self.train_task(x, y, episode.n_way, self.config.inner_steps, self.config.inner_lr)
-            for d, n in zip(direction, names, strict=True):  # a sliced head moves only its used rows
-                rows = len(weights[n])
-                d[:rows] += (weights[n].detach() - theta[n].detach()[:rows]) / len(episodes)
+            for name, parameter in theta.items():  # a sliced head moves only its used rows
+                rows = len(weights[name])
+                parameter.grad[:rows] -= (weights[name].detach() - parameter.detach()[:rows]) / len(episodes)
             with torch.no_grad():
                 outputs = self.score(self.with_support_stats(weights, episode.support_x), episode.query_x)
-                total += float(self.task_loss(outputs, episode.query_y))
-                if self.config.task == "classification":
-                    correct += int((outputs.argmax(-1) == episode.query_y).sum())
-                    count += len(episode.query_y)
-        # theta + eps * d is theta - eps * (-d): the shared SGD kernel, in place
-        sgd_step_([theta[n].data for n in names], [-d for d in direction], self.epsilon())
+                metrics.add(self.task_loss(outputs, episode.query_y), outputs, episode.query_y)
+
+    def outer_update(self, optimizer: torch.optim.Optimizer | None) -> None:
+        """theta <- theta + epsilon * mean_i (W_i - theta): the shared SGD kernel on .grad, in place."""
+        theta = list(self.network_params().values())
+        sgd_step_([p.data for p in theta], [p.grad for p in theta], self.epsilon())
         self.meta_iteration += 1
-        optimizer.step()  # a no-op (no gradients), keeps the loop's LR scheduler in its documented order
-        return {"loss": total / len(episodes), "accuracy": correct / count if count else 0.0}

@@ -1,25 +1,30 @@
-"""Episodic meta-training: sample episodes, take a method's ``train_step``, validate, keep the best.
+"""Episodic meta-training: sample episodes, take a method's meta-update, validate, keep the best.
 
-The loop is the same for every method; a method changes how one step learns
-(``episode_loss`` / ``train_step``), never the loop. Validation uses a fixed set
-of episodes from held-out classes, so "best" compares like with like.
+One loop serves every method and every task family. A method changes how one
+meta-update learns (``episode_loss`` / ``meta_gradients`` / ``outer_update``), never
+the loop; a task family (classification episodes from labelled images, MAML's
+sinusoids) is an :class:`Objective`: where episodes come from, and the validation
+figure that decides which weights are kept (accuracy, higher is better; MSE, lower
+is better). Validation uses a fixed set of held-out episodes, so "best" compares
+like with like.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
 import torch
 from pydantic import Field
 
 from fewshot_sdk.config import StrictModel
-from fewshot_sdk.data.episodes import EpisodeSampler
+from fewshot_sdk.data.episodes import Episode, EpisodeSampler
 from fewshot_sdk.data.labelled import LabelledImages
 from fewshot_sdk.errors import InputError
 from fewshot_sdk.methods.base import Learner
@@ -61,10 +66,27 @@ class TrainConfig(StrictModel):
 
 @dataclass
 class TrainResult:
-    best_val_accuracy: float
+    metric: str  # the validation figure: "accuracy" or "mse"
+    best_value: float
     best_episode: int
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
+
+
+class Objective(Protocol):
+    """A task family to meta-train on: its training episodes and its validation figure."""
+
+    #: the figure ``validate`` returns, as it appears in logs and history ("accuracy", "mse")
+    metric: str
+    higher_is_better: bool
+
+    def sample(self) -> Episode:
+        """The next training episode (seeded: a run is reproducible)."""
+        ...
+
+    def validate(self, learner: Learner) -> tuple[float, float]:
+        """The validation figure of the learner's current weights, mean and 95% CI, on fixed episodes."""
+        ...
 
 
 def seed_everything(seed: int) -> None:
@@ -97,6 +119,74 @@ def make_optimizer(learner: Learner, config: TrainConfig) -> torch.optim.Optimiz
     return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
 
 
+def prepare(learner: Learner, config: TrainConfig) -> torch.device:
+    """Seed every generator and move the learner to the run's device."""
+    seed_everything(config.seed)
+    device = resolve_device(config.device)
+    learner.to(device)
+    return device
+
+
+class EpisodeObjective:
+    """N-way K-shot classification episodes from labelled images; validation accuracy on held-out classes."""
+
+    metric = "accuracy"
+    higher_is_better = True
+
+    def __init__(self, train_data: LabelledImages, val_data: LabelledImages, config: TrainConfig) -> None:
+        try:
+            self.sampler = EpisodeSampler(train_data, config.n_way, config.k_shot, config.q_queries, seed=config.seed)
+        except InputError as exc:
+            raise InputError(
+                f"training episodes (--n-way {config.n_way} --k-shot {config.k_shot} --q-queries "
+                f"{config.q_queries}) do not fit the {train_data.num_classes} training classes: {exc}; "
+                "lower those flags"
+            ) from None
+        try:  # refuse a small validation split now, not at the first validation
+            EpisodeSampler(val_data, config.val_n_way, config.val_k_shot, config.val_q_queries)
+        except InputError as exc:
+            raise InputError(
+                f"validation episodes (--val-n-way {config.val_n_way} --val-k-shot {config.val_k_shot}, "
+                f"{config.val_q_queries} queries per class) do not fit the {val_data.num_classes} validation "
+                f"classes: {exc}; lower those flags or add classes"
+            ) from None
+        self.train_data, self.val_data, self.config = train_data, val_data, config
+
+    def check_fits(self, learner: Learner) -> None:
+        """Adapt to one validation support set now: a model that refuses its shape fails before training."""
+        config = self.config
+        episode = EpisodeSampler(self.val_data, config.val_n_way, config.val_k_shot, 1).sample()
+        was_training = learner.training
+        learner.eval()
+        try:
+            learner.adapt_tensors(episode.support_x, episode.support_y, episode.n_way)
+        except InputError as exc:
+            raise InputError(
+                f"validation episodes (--val-n-way {config.val_n_way} --val-k-shot {config.val_k_shot}) do not fit "
+                f"this model: {exc}; lower --val-n-way"
+            ) from None
+        finally:
+            learner.train(was_training)
+
+    def sample(self) -> Episode:
+        return self.sampler.sample()
+
+    def validate(self, learner: Learner) -> tuple[float, float]:
+        learner.calibrate(self.train_data)  # statistics the method keeps of its training data, for these weights
+        config = self.config
+        score = evaluate_episodes(
+            learner,
+            self.val_data,
+            config.val_n_way,
+            config.val_k_shot,
+            config.val_q_queries,
+            config.val_episodes,
+            seed=config.seed + 1,
+            split="val",
+        )
+        return score.accuracy, score.ci95
+
+
 def meta_train(
     learner: Learner,
     train_data: LabelledImages,
@@ -106,16 +196,14 @@ def meta_train(
     on_new_best: Callable[[Learner], None] | None = None,
     validate_initial: bool = False,
 ) -> TrainResult:
-    """Train ``learner`` in place; at the end it holds the weights of the best validation score.
+    """Meta-train a classifier on labelled images; at the end it holds the weights of the best validation score.
 
     ``on_new_best`` is called with the learner each time validation improves (the CLI
     writes the checkpoint then, so an interrupted run keeps its best weights).
     ``validate_initial`` scores the starting weights as episode 0, so continuing from a
     trained checkpoint can never end worse than it started (on validation).
     """
-    seed_everything(config.seed)
-    device = resolve_device(config.device)
-    learner.to(device)
+    prepare(learner, config)
     stages = learner.backbone.stages
     if config.frozen_stages > len(stages):
         raise InputError(
@@ -128,13 +216,13 @@ def meta_train(
             LabelledImages(learner.backbone.stage_outputs(d.images, config.frozen_stages), d.labels, d.class_names)
             for d in (train_data, val_data)
         )
+    objective = EpisodeObjective(train_data, val_data, config)
     for parameter in frozen:
         parameter.requires_grad_(False)
     try:
         with learner.backbone.starting_at(config.frozen_stages):
-            return _meta_train(
-                learner, train_data, val_data, config, device, on_progress, on_new_best, validate_initial
-            )
+            objective.check_fits(learner)
+            return run_training(learner, objective, config, on_progress, on_new_best, validate_initial)
     finally:
         for parameter in frozen:
             parameter.requires_grad_(True)
@@ -148,83 +236,85 @@ def set_training_mode(learner: Learner, config: TrainConfig) -> None:
                 module.eval()
 
 
-def _meta_train(
-    learner: Learner,
-    train_data: LabelledImages,
-    val_data: LabelledImages,
-    config: TrainConfig,
-    device: torch.device,
-    on_progress: Callable[[int, dict[str, float]], None] | None,
-    on_new_best: Callable[[Learner], None] | None,
-    validate_initial: bool,
-) -> TrainResult:
-    try:
-        sampler = EpisodeSampler(train_data, config.n_way, config.k_shot, config.q_queries, seed=config.seed)
-    except InputError as exc:
-        raise InputError(
-            f"training episodes (--n-way {config.n_way} --k-shot {config.k_shot} --q-queries {config.q_queries}) "
-            f"do not fit the {train_data.num_classes} training classes: {exc}; lower those flags"
-        ) from None
-    try:  # refuse a small validation split now, not at the first validation
-        EpisodeSampler(val_data, config.val_n_way, config.val_k_shot, config.val_q_queries)
-    except InputError as exc:
-        raise InputError(
-            f"validation episodes (--val-n-way {config.val_n_way} --val-k-shot {config.val_k_shot}, "
-            f"{config.val_q_queries} queries per class) do not fit the {val_data.num_classes} validation classes: "
-            f"{exc}; lower those flags or add classes"
-        ) from None
-    optimizer = make_optimizer(learner, config)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, config.lr_decay_every, gamma=config.lr_decay)
+class RunningMetrics:
+    """Exponential moving averages of what meta-updates report (the first update sets them)."""
 
-    best_accuracy, best_episode, best_state = -1.0, 0, copy.deepcopy(learner.state_dict())
+    def __init__(self, decay: float = 0.95) -> None:
+        self.decay = decay
+        self.values: dict[str, float] = {}
+
+    def update(self, metrics: dict[str, float]) -> None:
+        for key, value in metrics.items():
+            old = self.values.get(key)
+            self.values[key] = value if old is None else self.decay * old + (1 - self.decay) * value
+
+    def as_record(self) -> dict[str, float]:
+        """``loss`` and, where the objective has one, ``train_accuracy``."""
+        return {("train_" + k if k != "loss" else k): v for k, v in self.values.items()}
+
+
+def run_training(
+    learner: Learner,
+    objective: Objective,
+    config: TrainConfig,
+    on_progress: Callable[[int, dict[str, float]], None] | None = None,
+    on_new_best: Callable[[Learner], None] | None = None,
+    validate_initial: bool = False,
+) -> TrainResult:
+    """The one meta-training loop: ``config.episodes`` meta-updates, validating every ``val_every``.
+
+    The learner ends with the weights of the best validation figure (an objective's
+    ``higher_is_better`` says which way is best).
+    """
+    device = learner.device
+    learner.check_can_train(config.episodes)
+    optimizer = make_optimizer(learner, config) if learner.uses_outer_optimizer else None
+    scheduler = (
+        torch.optim.lr_scheduler.StepLR(optimizer, config.lr_decay_every, gamma=config.lr_decay)
+        if optimizer is not None
+        else None
+    )
+    key = f"val_{objective.metric}"
+    worst = -math.inf if objective.higher_is_better else math.inf
+    best_value, best_episode, best_state = worst, 0, copy.deepcopy(learner.state_dict())
     history: list[dict[str, float]] = []
     start = time.perf_counter()
-    running = {"loss": 0.0, "accuracy": 0.0}
+    running = RunningMetrics()
+
+    def improves(value: float) -> bool:
+        return value > best_value if objective.higher_is_better else value < best_value
 
     def validate(episode_index: int) -> None:
-        nonlocal best_accuracy, best_episode, best_state
-        learner.calibrate(train_data)  # statistics the method keeps of its training data, for these weights
-        score = evaluate_episodes(
-            learner,
-            val_data,
-            config.val_n_way,
-            config.val_k_shot,
-            config.val_q_queries,
-            config.val_episodes,
-            seed=config.seed + 1,
-            split="val",
-        )
-        val_accuracy, val_ci = score.accuracy, score.ci95
-        trained = {"loss": running["loss"], "train_accuracy": running["accuracy"]} if episode_index else {}
+        nonlocal best_value, best_episode, best_state
+        value, ci95 = objective.validate(learner)
         record = {
             "episode": episode_index,
-            **trained,  # nothing to report before the first update
-            "val_accuracy": val_accuracy,
-            "val_ci95": val_ci,
+            **(running.as_record() if episode_index else {}),  # nothing to report before the first update
+            key: value,
+            "val_ci95": ci95,
             "seconds": time.perf_counter() - start,
         }
         history.append(record)
-        if val_accuracy > best_accuracy:
-            best_accuracy, best_episode = val_accuracy, episode_index
+        if improves(value):
+            best_value, best_episode = value, episode_index
             best_state = copy.deepcopy(learner.state_dict())
             if on_new_best is not None and episode_index > 0:
                 on_new_best(learner)
         if on_progress is not None:
-            on_progress(episode_index, {**record, "best_val_accuracy": best_accuracy})
+            on_progress(episode_index, {**record, f"best_{key}": best_value})
 
     if validate_initial:  # a warm start keeps its starting weights unless training beats them
         validate(0)
     for episode_index in range(1, config.episodes + 1):
         set_training_mode(learner, config)
-        batch = [sampler.sample().to(device) for _ in range(config.meta_batch)]
-        metrics = learner.train_step(batch, optimizer)
-        scheduler.step()
-        for key in running:
-            running[key] = 0.95 * running[key] + 0.05 * metrics[key] if episode_index > 1 else metrics[key]
+        batch = [objective.sample().to(device) for _ in range(config.meta_batch)]
+        running.update(learner.train_step(batch, optimizer))
+        if scheduler is not None:
+            scheduler.step()
         if episode_index % config.val_every == 0 or episode_index == config.episodes:
             validate(episode_index)
         elif on_progress is not None:
-            on_progress(episode_index, {"loss": running["loss"], "train_accuracy": running["accuracy"]})
+            on_progress(episode_index, running.as_record())
     learner.load_state_dict(best_state)
     learner.eval()
-    return TrainResult(best_accuracy, best_episode, history, time.perf_counter() - start)
+    return TrainResult(objective.metric, best_value, best_episode, history, time.perf_counter() - start)

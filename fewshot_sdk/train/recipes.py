@@ -70,7 +70,7 @@ def train_on_splits(
     )
     outcome = {"best_episode": result.best_episode, "seconds": round(result.seconds, 1)}
     learner.provenance.training = record.model_copy(
-        update={"best_val_accuracy": result.best_val_accuracy, "extra": {**settings, **outcome}}
+        update={"best_val_accuracy": result.best_value, "extra": {**settings, **outcome}}
     )
     return result
 

@@ -1,6 +1,6 @@
 """Meta-training and evaluation on MAML's sinusoid regression family (Finn et al. 2017, sec. 5.1).
 
-The same ``train_step`` as classification, fed :class:`SinusoidTasks` episodes;
+The same training loop as classification (:func:`run_training`), fed :class:`SinusoidTasks` episodes;
 validation and evaluation report the mean squared error on the query points
 after a given number of adaptation steps, mean ± 95% CI over seeded tasks, as
 the paper's Figure 2 and Table of K-shot MSE do.
@@ -8,18 +8,17 @@ the paper's Figure 2 and Table of K-shot MSE do.
 
 from __future__ import annotations
 
-import copy
-import time
 from collections.abc import Callable, Sequence
 
 import torch
 
 from fewshot_sdk.config import TrainingInfo
+from fewshot_sdk.data.episodes import Episode
 from fewshot_sdk.data.sinusoid import SinusoidTasks
 from fewshot_sdk.errors import InputError
 from fewshot_sdk.methods.base import Learner
 from fewshot_sdk.train.evaluate import mean_ci95
-from fewshot_sdk.train.loop import TrainConfig, TrainResult, make_optimizer, resolve_device, seed_everything
+from fewshot_sdk.train.loop import TrainConfig, TrainResult, prepare, run_training
 
 SINUSOID = "sinusoid"
 
@@ -67,6 +66,24 @@ def evaluate_sinusoid(
     return results
 
 
+class SinusoidObjective:
+    """Sinusoid tasks with the run's K; validation MSE after the learner's ``test_steps``, lower is better."""
+
+    metric = "mse"
+    higher_is_better = False
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.tasks = SinusoidTasks(config.k_shot, config.q_queries, seed=config.seed)
+        self.config = config
+
+    def sample(self) -> Episode:
+        return self.tasks.sample()
+
+    def validate(self, learner: Learner) -> tuple[float, float]:
+        steps = learner.config.test_steps  # type: ignore[attr-defined]
+        return sinusoid_mse(learner, self.config.k_shot, steps, self.config.val_episodes, seed=self.config.seed + 1)
+
+
 def train_sinusoid(
     learner: Learner,
     config: TrainConfig,
@@ -75,44 +92,15 @@ def train_sinusoid(
 ) -> TrainResult:
     """Meta-train on sinusoid tasks (``k_shot`` support and ``q_queries`` query points per task).
 
-    Keeps the weights with the lowest validation MSE (after the learner's
-    ``test_steps``) on a fixed set of validation tasks; with the training K.
+    The classification loop, with sinusoid tasks for episodes: it keeps the weights with
+    the lowest validation MSE (after the learner's ``test_steps``) on a fixed set of
+    validation tasks with the training K.
     """
     check_regressor(learner)
-    seed_everything(config.seed)
-    device = resolve_device(config.device)
-    learner.to(device)
-    sampler = SinusoidTasks(config.k_shot, config.q_queries, seed=config.seed)
-    optimizer = make_optimizer(learner, config)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, config.lr_decay_every, gamma=config.lr_decay)
-    best_mse, best_episode, best_state = float("inf"), 0, copy.deepcopy(learner.state_dict())
-    history: list[dict[str, float]] = []
-    start = time.perf_counter()
-    running = 0.0
-    for index in range(1, config.episodes + 1):
-        learner.train()
-        batch = [episode.to(device) for episode in sampler.episodes(config.meta_batch)]
-        loss = learner.train_step(batch, optimizer)["loss"]
-        scheduler.step()
-        running = loss if index == 1 else 0.95 * running + 0.05 * loss
-        if index % config.val_every == 0 or index == config.episodes:
-            val_mse, val_ci = sinusoid_mse(
-                learner, config.k_shot, learner.config.test_steps, config.val_episodes, seed=config.seed + 1
-            )
-            record = {"episode": index, "loss": running, "val_mse": val_mse, "val_ci95": val_ci}
-            record["seconds"] = time.perf_counter() - start
-            history.append(record)
-            if val_mse < best_mse:
-                best_mse, best_episode, best_state = val_mse, index, copy.deepcopy(learner.state_dict())
-                if on_new_best is not None:
-                    on_new_best(learner)
-            if on_progress is not None:
-                on_progress(index, {**record, "val_accuracy": -val_mse})
-        elif on_progress is not None:
-            on_progress(index, {"loss": running})
-    learner.load_state_dict(best_state)
-    learner.eval()
-    seconds = time.perf_counter() - start
+    if config.frozen_stages:
+        raise InputError("frozen_stages applies to image backbones; the sinusoid regressor trains every layer")
+    prepare(learner, config)
+    result = run_training(learner, SinusoidObjective(config), config, on_progress, on_new_best)
     learner.provenance.training = TrainingInfo(
         dataset="sinusoid: A~U[0.1,5], phase~U[0,pi], x~U[-5,5]",
         episodes=config.episodes,
@@ -123,10 +111,10 @@ def train_sinusoid(
         best_val_accuracy=None,
         extra={
             "train_config": config.model_dump(mode="json"),
-            "best_episode": best_episode,
-            "best_val_mse": best_mse,
-            "seconds": round(seconds, 1),
+            "best_episode": result.best_episode,
+            "best_val_mse": result.best_value,
+            "seconds": round(result.seconds, 1),
         },
         init_training=learner.provenance.training,
     )
-    return TrainResult(-best_mse, best_episode, history, seconds)
+    return result

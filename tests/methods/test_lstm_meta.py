@@ -64,7 +64,7 @@ def test_learner_trained_with_f_one_and_i_alpha_follows_sgd_and_meta_gradient_sk
     monkeypatch.setattr(learner.meta_learner, "gates", constant_gates(1.0, ALPHA))
     x, y = data()
     xq, yq = data(2)
-    state = learner.fit_task(x, y, 3, learner.Options(steps=3))
+    state = learner.inner_adapt(x, y, 3, 3, ALPHA, learner.meta_order)
     theta0 = [p for n, p in learner.named_parameters() if not n.startswith("meta_learner")]
     expected = manual_sgd(theta0, x, y, 3)
     names = [n for n, _ in learner.named_parameters() if not n.startswith("meta_learner")]

@@ -52,7 +52,7 @@ def test_batched_outer_update_moves_theta_by_epsilon_times_the_mean_of_w_minus_t
         torch.testing.assert_close(p.detach(), expected)
     # epsilon anneals linearly: 0.5 * (1 - 1/4) on the second meta-iteration, 0 after the last
     assert learner.epsilon() == pytest.approx(0.375)
-    learner.meta_iteration = 4
+    learner.meta_iteration.fill_(4)
     before = [p.detach().clone() for p in learner.parameters()]
     learner.train_step(episodes, optimizer)
     for p, b in zip(learner.parameters(), before, strict=True):
