@@ -97,6 +97,10 @@ class AccuracyResult(StrictModel):
     ci95: float
     split: str = "test"
     seed: int = 0
+    #: the held-out set the episodes were drawn from, e.g. "omniglot-evaluation" (None: the training dataset's split)
+    dataset: str | None = None
+    #: every episode's classes from one group (an Omniglot alphabet), as in Lake's runs
+    within_group: bool = False
 
 
 class TrainingInfo(StrictModel):
@@ -136,9 +140,12 @@ class Provenance(StrictModel):
 
     def record(self, result: AccuracyResult) -> None:
         """Add a result, replacing an earlier one of the same protocol."""
-        key = (result.n_way, result.k_shot, result.q_queries, result.split)
-        kept = [r for r in self.results if (r.n_way, r.k_shot, r.q_queries, r.split) != key]
-        self.results = sorted([*kept, result], key=lambda r: (r.split, r.n_way, r.k_shot))
+
+        def protocol(r: AccuracyResult) -> tuple[object, ...]:
+            return (r.n_way, r.k_shot, r.q_queries, r.split, r.dataset, r.within_group)
+
+        kept = [r for r in self.results if protocol(r) != protocol(result)]
+        self.results = sorted([*kept, result], key=lambda r: (r.dataset or "", r.split, r.n_way, r.k_shot))
 
 
 def describe_validation_error(exc: ValidationError) -> str:

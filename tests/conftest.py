@@ -30,13 +30,28 @@ def omniglot_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def omniglot_characters(omniglot_dir):
-    """All 242 background characters at 28x28 (decoded once per session, ~0.5 s)."""
+def minimal_omniglot_dir(omniglot_dir, tmp_path_factory) -> Path:
+    """A folder with only the minimal background zips and Lake's runs: the fast protocol, for training tests.
+
+    (``omniglot_dir`` also holds the full background and evaluation sets, so training on it
+    decodes 19,280 images.)
+    """
+    from fewshot_sdk.data.omniglot import BACKGROUND_ZIPS, LAKE_RUNS_ZIP
+
+    folder = tmp_path_factory.mktemp("omniglot-minimal")
+    for name in (*BACKGROUND_ZIPS, LAKE_RUNS_ZIP):
+        (folder / name).symlink_to(omniglot_dir / name)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def omniglot_characters(minimal_omniglot_dir):
+    """The 242 characters of the minimal background splits at 28x28 (decoded once per session, ~0.5 s)."""
     from fewshot_sdk.config import PreprocessConfig
     from fewshot_sdk.data.images import Preprocessor
     from fewshot_sdk.data.omniglot import load_background_characters
 
-    return load_background_characters(omniglot_dir, Preprocessor(PreprocessConfig()))
+    return load_background_characters(minimal_omniglot_dir, Preprocessor(PreprocessConfig()))
 
 
 @pytest.fixture(scope="session")

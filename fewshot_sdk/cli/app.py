@@ -119,7 +119,12 @@ def print_predictions(queries: list[Path], class_names: list[str], probs: Any, t
 @clean_errors
 def train(
     out: Annotated[Path, typer.Option(help="Checkpoint folder to write.")],
-    data: Annotated[Path, typer.Option(help="Omniglot folder (background zips) or a folder of class subfolders.")],
+    data: Annotated[
+        Path,
+        typer.Option(
+            help="Omniglot folder (background set, full or minimal zips), a folder of class subfolders, or sinusoid."
+        ),
+    ],
     method: Annotated[
         str | None, typer.Option(help="Method name (see `fewshot models`); default protonet, or --init's.")
     ] = None,
@@ -144,6 +149,13 @@ def train(
     val_k_shot: Annotated[
         int, typer.Option("--val-k-shot", min=1, help="Support examples per class in validation.")
     ] = 1,
+    val_within_alphabet: Annotated[
+        bool,
+        typer.Option(
+            "--val-within-alphabet",
+            help="Draw each validation episode's classes from one alphabet (Lake's task; class names Alphabet/...).",
+        ),
+    ] = False,
     seed: Annotated[int, typer.Option(help="Seed of the episode sampling and initialisation.")] = 0,
     split_seed: Annotated[int | None, typer.Option("--split-seed", help="Class split; default 0, or --init's.")] = None,
     backbone: Annotated[
@@ -196,6 +208,7 @@ def train(
                 val_episodes=val_episodes,
                 val_n_way=val_n_way,
                 val_k_shot=val_k_shot,
+                val_within_group=val_within_alphabet,
                 seed=seed,
                 device=device,
                 frozen_stages=frozen_stages,
@@ -281,7 +294,9 @@ def parse_settings(pairs: list[str]) -> dict[str, Any]:
 @clean_errors
 def evaluate(
     model: Annotated[str, typer.Option(help="Bundled model name or checkpoint folder.")] = DEFAULT_MODEL,
-    data: Annotated[Path | None, typer.Option(help="Omniglot folder (background zips) or class folders.")] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="Omniglot folder (full: background + evaluation zips) or class folders.")
+    ] = None,
     n_way: Annotated[list[int] | None, typer.Option("--n-way", help="Ways (repeatable).")] = None,
     k_shot: Annotated[list[int] | None, typer.Option("--k-shot", help="Shots (repeatable).")] = None,
     queries: Annotated[int, typer.Option(min=1, help="Queries per class.")] = 15,
@@ -289,15 +304,28 @@ def evaluate(
     seed: Annotated[int, typer.Option()] = 0,
     split: Annotated[str, typer.Option(help="test or val characters.")] = "test",
     split_seed: Annotated[int | None, typer.Option("--split-seed", help="Default: the checkpoint's.")] = None,
-    lake_runs: Annotated[Path | None, typer.Option("--lake-runs", help="Omniglot all_runs.zip (test only).")] = None,
+    lake_runs: Annotated[
+        Path | None,
+        typer.Option(
+            "--lake-runs", help="Omniglot all_runs.zip (test only); default: the one in a full --data folder."
+        ),
+    ] = None,
+    within_alphabet: Annotated[
+        bool, typer.Option("--within-alphabet", help="Draw each episode's classes from one alphabet (Lake's task).")
+    ] = False,
     record: Annotated[bool, typer.Option(help="Write the results into the checkpoint's config.json.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON results.")] = False,
 ) -> None:
-    """Mean accuracy ± 95% CI over seeded N-way K-shot episodes, and/or Lake's 20 one-shot runs."""
+    """Mean accuracy ± 95% CI over seeded N-way K-shot episodes, and/or Lake's 20 one-shot runs.
+
+    On a full Omniglot folder (background and evaluation sets) the default is the papers'
+    protocol: 5- and 20-way, 1- and 5-shot episodes of the evaluation characters, and
+    Lake's runs from the folder's all_runs.zip.
+    """
     import fewshot_sdk as fs
-    from fewshot_sdk.data.omniglot import load_lake_runs
+    from fewshot_sdk.data.omniglot import LAKE_RUNS_ZIP, load_lake_runs
     from fewshot_sdk.train.evaluate import evaluate_episodes, evaluate_lake_runs
-    from fewshot_sdk.train.recipes import dataset_splits
+    from fewshot_sdk.train.recipes import FULL_OMNIGLOT_TEST, dataset_splits, has_full_omniglot
     from fewshot_sdk.train.regression import is_sinusoid
 
     if data is None and lake_runs is None:
@@ -319,8 +347,14 @@ def evaluate(
             for label, figure in mse.items():
                 typer.echo(f"{label}: MSE {figure['mse']:.3f} ± {figure['ci95']:.3f} ({episodes} tasks)")
         data = None
+    full_omniglot = data is not None and has_full_omniglot(data)
+    if full_omniglot and split == "test":  # the papers' protocol
+        n_way, k_shot = n_way or [5, 20], k_shot or [1, 5]
+        if lake_runs is None and (data / LAKE_RUNS_ZIP).is_file():
+            lake_runs = data / LAKE_RUNS_ZIP
     if data is not None:
         held_out = getattr(dataset_splits(data, learner, split_seed), split)
+        test_set = FULL_OMNIGLOT_TEST if full_omniglot and split == "test" else None
         for ways in n_way or [5]:
             for shots in k_shot or [1]:
                 label = f"{ways}-way {shots}-shot"
@@ -335,6 +369,8 @@ def evaluate(
                         seed,
                         split,
                         on_episode=lambda i: advance(i + 1, {}),
+                        within_group=within_alphabet,
+                        dataset_name=test_set,
                     )
                 learner.provenance.record(result)
                 results["episodes"].append(result.model_dump())

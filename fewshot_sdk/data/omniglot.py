@@ -1,12 +1,19 @@
-"""Omniglot: the background splits (zips or extracted folders) and Lake's one-shot runs.
+"""Omniglot: the background and evaluation sets (zips or extracted folders) and Lake's one-shot runs.
 
-The shared data holds the two "minimal" background splits. They overlap (Greek and
-Latin are in both), so characters are keyed by (alphabet, character) and kept
-once. Characters, not images, are split into train / validation / test with a
-fixed seed, so test characters are never seen in training; training characters
-are augmented with 90-degree rotations as new classes, as in the literature.
-``all_runs.zip`` is a test set only: it is read by :func:`load_lake_runs` and by
-nothing that trains or selects a model.
+Two protocols, chosen by what a folder holds:
+
+- **Full** (``images_background.zip`` + ``images_evaluation.zip``, the papers' setting):
+  train and validate on the 30 background alphabets, validation being whole held-out
+  alphabets (:func:`split_alphabets`, on a seed recorded in the checkpoint); test on the
+  20 evaluation alphabets, which nothing trains or selects on.
+- **Minimal** (``images_background_small1/2.zip``, 8 alphabets: fast, for tests): the two
+  splits overlap (Greek and Latin are in both), so characters are keyed by (alphabet,
+  character) and kept once, and characters are split into train / val / test
+  (:func:`split_characters`).
+
+Either way training characters are augmented with 90-degree rotations as new classes, as
+in the literature, and ``all_runs.zip`` is a test set only: it is read by
+:func:`load_lake_runs` and by nothing that trains or selects a model.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from __future__ import annotations
 import io
 import re
 import zipfile
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +32,8 @@ from fewshot_sdk.data.images import Preprocessor, is_image_file
 from fewshot_sdk.data.labelled import LabelledImages
 from fewshot_sdk.errors import InputError
 
+FULL_BACKGROUND_ZIP = "images_background.zip"
+EVALUATION_ZIP = "images_evaluation.zip"
 BACKGROUND_ZIPS = ("images_background_small1.zip", "images_background_small2.zip")
 LAKE_RUNS_ZIP = "all_runs.zip"
 
@@ -56,33 +66,67 @@ def _folder_characters(root: Path) -> dict[CharacterKey, list[tuple[str, Path]]]
     return found
 
 
-def background_sources(data: str | Path) -> list[Path]:
-    """The background zips or extracted folders under ``data`` (or ``data`` itself)."""
+def background_sources(data: str | Path | Sequence[str | Path]) -> list[Path]:
+    """The background zips or extracted folders under ``data``: the full set if there, else the minimal splits.
+
+    ``data`` may also be one zip or tree, or a list of them (read together, de-duplicated).
+    """
+    if isinstance(data, Sequence) and not isinstance(data, str):
+        return [source for item in data for source in background_sources(item)]
     path = Path(data)
     if not path.exists():
         raise InputError(f"Omniglot data not found: {path}")
     if path.is_file():
         return [path]
+    if (path / FULL_BACKGROUND_ZIP).is_file():
+        return [path / FULL_BACKGROUND_ZIP]
     zips = [path / name for name in BACKGROUND_ZIPS if (path / name).is_file()]
     if zips:
         return zips
+    full = path / "images_background"
+    if full.is_dir():
+        return [full]
     folders = sorted(p for p in path.glob("images_background*") if p.is_dir())
     if folders:
         return folders
     if any(p.is_dir() for p in path.glob("*/*")):
         return [path]
-    raise InputError(f"{path} holds neither {' nor '.join(BACKGROUND_ZIPS)} nor an <alphabet>/<character>/*.png tree")
+    raise InputError(
+        f"{path} holds neither {FULL_BACKGROUND_ZIP} nor {' nor '.join(BACKGROUND_ZIPS)} nor an "
+        "<alphabet>/<character>/*.png tree"
+    )
 
 
-def load_background_characters(data: str | Path, preprocessor: Preprocessor) -> LabelledImages:
+def evaluation_source(data: str | Path) -> Path | None:
+    """The evaluation set (zip or extracted folder) beside the background set, if ``data`` is a folder holding one."""
+    path = Path(data)
+    for candidate in (path / EVALUATION_ZIP, path / "images_evaluation"):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def load_background_characters(data: str | Path | Sequence[str | Path], preprocessor: Preprocessor) -> LabelledImages:
     """All background characters, de-duplicated, as classes named ``Alphabet/characterNN``."""
+    return load_characters(background_sources(data), preprocessor, str(data))
+
+
+def load_evaluation_characters(data: str | Path, preprocessor: Preprocessor) -> LabelledImages:
+    """The 20 evaluation alphabets (test only), as classes named ``Alphabet/characterNN``."""
+    source = evaluation_source(data)
+    if source is None:
+        raise InputError(f"{data} holds no {EVALUATION_ZIP}: the evaluation set is the full protocol's test set")
+    return load_characters([source], preprocessor, str(source))
+
+
+def load_characters(sources: list[Path], preprocessor: Preprocessor, label: str) -> LabelledImages:
     merged: dict[CharacterKey, list] = {}
-    for source in background_sources(data):
+    for source in sources:
         characters = _zip_characters(source) if source.is_file() else _folder_characters(source)
         for key, files in characters.items():
             merged.setdefault(key, files)
     if not merged:
-        raise InputError(f"no Omniglot characters found in {data}")
+        raise InputError(f"no Omniglot characters found in {label}")
     keys = sorted(merged)
     images, labels = [], []
     for index, key in enumerate(keys):
@@ -91,6 +135,17 @@ def load_background_characters(data: str | Path, preprocessor: Preprocessor) -> 
         labels.append(torch.full((len(opened),), index, dtype=torch.long))
     names = tuple(f"{alphabet}/{character}" for alphabet, character in keys)
     return LabelledImages(torch.cat(images), torch.cat(labels), names)
+
+
+def minimal_split_alphabets(data: str | Path) -> set[str]:
+    """The alphabets of the minimal background splits beside ``data`` (read from the zips' file lists)."""
+    found: set[str] = set()
+    for name in BACKGROUND_ZIPS:
+        path = Path(data) / name
+        if path.is_file():
+            with zipfile.ZipFile(path) as archive:
+                found.update(n.split("/")[1] for n in archive.namelist() if n.count("/") >= 2)
+    return found
 
 
 def _open(item: bytes | Path, label: str) -> Image.Image:
@@ -129,6 +184,34 @@ def split_characters(
         test=characters.subset_classes(sorted(test_ids)),
         split_seed=split_seed,
     )
+
+
+def split_alphabets(
+    characters: LabelledImages,
+    split_seed: int = 0,
+    n_val: int = 5,
+    keep_in_train: Iterable[str] = (),
+    rotate_train: bool = True,
+) -> tuple[LabelledImages, LabelledImages, list[str]]:
+    """Train / validation characters of the full background set, validation being ``n_val`` whole alphabets.
+
+    Whole alphabets, so a validation episode within one alphabet (Lake's task) is as
+    unseen as a test one. ``keep_in_train`` alphabets are never drawn for validation (the
+    minimal splits' alphabets: a model warm-started from a minimal-split checkpoint has
+    trained on their characters). Returns (train with rotations, val, val alphabet names).
+    """
+    alphabets = sorted({name.split("/", 1)[0] for name in characters.class_names})
+    kept = set(keep_in_train)
+    candidates = [a for a in alphabets if a not in kept]
+    if n_val >= len(candidates):
+        raise InputError(f"cannot hold out {n_val} of the {len(candidates)} alphabets that may be held out")
+    order = torch.randperm(len(candidates), generator=torch.Generator().manual_seed(split_seed)).tolist()
+    held_out = sorted(candidates[i] for i in order[:n_val])
+    alphabet_of = [name.split("/", 1)[0] for name in characters.class_names]
+    val_ids = [c for c, alphabet in enumerate(alphabet_of) if alphabet in held_out]
+    train_ids = [c for c, alphabet in enumerate(alphabet_of) if alphabet not in held_out]
+    train = characters.subset_classes(train_ids)
+    return (train.with_rotations() if rotate_train else train), characters.subset_classes(val_ids), held_out
 
 
 @dataclass(frozen=True)

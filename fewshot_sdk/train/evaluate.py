@@ -63,6 +63,8 @@ def evaluate_episodes(
     seed: int = 0,
     split: str = "test",
     on_episode: Callable[[int], None] | None = None,
+    within_group: bool = False,
+    dataset_name: str | None = None,
 ) -> AccuracyResult:
     """Mean query accuracy ± 95% CI over ``episodes`` seeded episodes.
 
@@ -75,7 +77,7 @@ def evaluate_episodes(
     accuracies = []
     try:
         with embedded_once(learner, dataset) as inputs:
-            sampler = EpisodeSampler(inputs, n_way, k_shot, q_queries, seed=seed)
+            sampler = EpisodeSampler(inputs, n_way, k_shot, q_queries, seed=seed, within_group=within_group)
             for index in range(episodes):
                 accuracies.append(episode_accuracy(learner, sampler.sample()))
                 if on_episode is not None:
@@ -92,6 +94,8 @@ def evaluate_episodes(
         ci95=ci,
         split=split,
         seed=seed,
+        dataset=dataset_name,
+        within_group=within_group,
     )
 
 

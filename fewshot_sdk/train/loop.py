@@ -49,6 +49,11 @@ class TrainConfig(StrictModel):
     val_n_way: int = Field(5, ge=2)
     val_k_shot: int = Field(1, ge=1)
     val_q_queries: int = Field(15, ge=1)
+    val_within_group: bool = Field(
+        False,
+        description="each validation episode draws its classes from one group (the class name's part before '/': "
+        "an Omniglot alphabet), as Lake's one-shot runs do",
+    )
     seed: int = 0
     device: str = "auto"
     frozen_stages: int = Field(
@@ -143,7 +148,13 @@ class EpisodeObjective:
                 "lower those flags"
             ) from None
         try:  # refuse a small validation split now, not at the first validation
-            EpisodeSampler(val_data, config.val_n_way, config.val_k_shot, config.val_q_queries)
+            EpisodeSampler(
+                val_data,
+                config.val_n_way,
+                config.val_k_shot,
+                config.val_q_queries,
+                within_group=config.val_within_group,
+            )
         except InputError as exc:
             raise InputError(
                 f"validation episodes (--val-n-way {config.val_n_way} --val-k-shot {config.val_k_shot}, "
@@ -183,6 +194,7 @@ class EpisodeObjective:
             config.val_episodes,
             seed=config.seed + 1,
             split="val",
+            within_group=config.val_within_group,
         )
         return score.accuracy, score.ci95
 

@@ -10,21 +10,77 @@ from typing import Any
 from fewshot_sdk.config import Provenance, TrainingInfo
 from fewshot_sdk.data.images import Preprocessor
 from fewshot_sdk.data.labelled import LabelledImages
-from fewshot_sdk.data.omniglot import OmniglotSplits, load_background_characters, split_characters
+from fewshot_sdk.data.omniglot import (
+    FULL_BACKGROUND_ZIP,
+    OmniglotSplits,
+    evaluation_source,
+    load_background_characters,
+    load_evaluation_characters,
+    minimal_split_alphabets,
+    split_alphabets,
+    split_characters,
+)
 from fewshot_sdk.domain import HANDWRITTEN
 from fewshot_sdk.errors import InputError
 from fewshot_sdk.methods.base import Learner
 from fewshot_sdk.train.loop import TrainConfig, TrainResult, meta_train
 
+MINIMAL_OMNIGLOT = "omniglot-background-small1+small2"
+FULL_OMNIGLOT = "omniglot-background"
+FULL_OMNIGLOT_TEST = "omniglot-evaluation"
 
-def omniglot_splits(data: str | Path, learner: Learner, split_seed: int = 0) -> OmniglotSplits:
-    """The background characters at the learner's resolution, split train / val / test by character."""
+
+class FullOmniglotSplits:
+    """The papers' protocol: train on background alphabets, validate on held-out background alphabets, test on
+    the evaluation set. Each split is decoded on first use (evaluating reads only the evaluation set).
+
+    Validation alphabets are drawn on ``split_seed`` from the background alphabets outside the
+    minimal splits, so a warm start from a minimal-split checkpoint never validates on
+    characters it trained on.
+    """
+
+    def __init__(self, data: str | Path, preprocessor: Preprocessor, split_seed: int, val_alphabets: int = 5) -> None:
+        self.data, self.preprocessor, self.split_seed, self.n_val = Path(data), preprocessor, split_seed, val_alphabets
+
+    @cached_property
+    def _train_val(self) -> tuple[LabelledImages, LabelledImages, list[str]]:
+        characters = load_background_characters(self.data, self.preprocessor)
+        return split_alphabets(characters, self.split_seed, self.n_val, minimal_split_alphabets(self.data))
+
+    @property
+    def train(self) -> LabelledImages:
+        return self._train_val[0]
+
+    @property
+    def val(self) -> LabelledImages:
+        return self._train_val[1]
+
+    @property
+    def val_alphabets(self) -> list[str]:
+        return self._train_val[2]
+
+    @cached_property
+    def test(self) -> LabelledImages:
+        return load_evaluation_characters(self.data, self.preprocessor)
+
+
+def has_full_omniglot(data: str | Path) -> bool:
+    path = Path(data)
+    background = (path / FULL_BACKGROUND_ZIP).is_file() or (path / "images_background").is_dir()
+    return path.is_dir() and background and evaluation_source(path) is not None
+
+
+def omniglot_splits(data: str | Path, learner: Learner, split_seed: int = 0) -> OmniglotSplits | FullOmniglotSplits:
+    """The full protocol where the folder holds the background and evaluation sets, else the minimal splits
+    split train / val / test by character, at the learner's resolution."""
+    if has_full_omniglot(data):
+        return FullOmniglotSplits(data, learner.preprocessor, split_seed)
     return split_characters(load_background_characters(data, learner.preprocessor), split_seed=split_seed)
 
 
 def train_on_splits(
     learner: Learner,
-    splits: OmniglotSplits | FolderSplits,
+    splits: OmniglotSplits | FullOmniglotSplits | FolderSplits,
     dataset: str,
     config: TrainConfig,
     on_progress: Callable[[int, dict[str, float]], None] | None = None,
@@ -46,6 +102,8 @@ def train_on_splits(
     if isinstance(splits, FolderSplits):  # which classes are held out, by name, so the test set is known for good
         held_out = splits.class_names()
         settings["held_out_classes"] = {"val": held_out["val"], "test": held_out["test"]}
+    if isinstance(splits, FullOmniglotSplits):
+        settings["val_alphabets"] = splits.val_alphabets
     record = TrainingInfo(
         dataset=dataset,
         split_seed=splits.split_seed,
@@ -176,7 +234,9 @@ def checkpoint_split_seed(learner: Learner) -> int:
     return training.split_seed if training is not None and training.split_seed is not None else 0
 
 
-def dataset_splits(data: str | Path, learner: Learner, split_seed: int | None = None) -> OmniglotSplits | FolderSplits:
+def dataset_splits(
+    data: str | Path, learner: Learner, split_seed: int | None = None
+) -> OmniglotSplits | FullOmniglotSplits | FolderSplits:
     """Omniglot's background splits, or any class-per-folder dataset, split by class.
 
     ``split_seed`` defaults to the learner's own, so its held-out classes stay held out.
@@ -200,9 +260,10 @@ def train_on_dataset(
 
     if is_sinusoid(data):  # "sinusoid": MAML's regression family, generated, not read from disk
         return train_sinusoid(learner, config, on_progress, on_new_best)
-    if is_omniglot(data):
-        name = "omniglot-background-small1+small2"
-        learner.domain = HANDWRITTEN
-    else:
+    splits = dataset_splits(data, learner, split_seed)
+    if isinstance(splits, FolderSplits):
         name = f"folders:{Path(data).name}"
-    return train_on_splits(learner, dataset_splits(data, learner, split_seed), name, config, on_progress, on_new_best)
+    else:
+        name = FULL_OMNIGLOT if isinstance(splits, FullOmniglotSplits) else MINIMAL_OMNIGLOT
+        learner.domain = HANDWRITTEN
+    return train_on_splits(learner, splits, name, config, on_progress, on_new_best)

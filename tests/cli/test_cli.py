@@ -78,7 +78,8 @@ def test_classify_refuses_a_decompression_bomb(tmp_path, image_folder, checkpoin
     )
 
 
-def test_train_then_evaluate_writes_a_checkpoint_with_its_results(tmp_path, omniglot_dir):
+def test_train_then_evaluate_writes_a_checkpoint_with_its_results(tmp_path, minimal_omniglot_dir):
+    omniglot_dir = minimal_omniglot_dir  # the minimal splits keep the training tests fast
     out = tmp_path / "trained"
     result = run(
         "train",
@@ -149,3 +150,17 @@ def test_evaluate_on_lake_runs_and_models_listing(checkpoint, omniglot_dir):
 
 def test_evaluate_needs_something_to_evaluate_on(checkpoint):
     assert_clean_error(run("evaluate", "--model", checkpoint), "--lake-runs")
+
+
+def test_evaluate_on_full_omniglot_runs_the_papers_protocol_on_the_evaluation_set(checkpoint, omniglot_dir):
+    result = run("evaluate", "--model", checkpoint, "--data", omniglot_dir, "--episodes", 2, "--json")
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.output)
+    settings = [(e["n_way"], e["k_shot"]) for e in payload["episodes"]]
+    assert settings == [(5, 1), (5, 5), (20, 1), (20, 5)]
+    assert all(e["dataset"] == "omniglot-evaluation" and not e["within_group"] for e in payload["episodes"])
+    assert payload["lake_runs"]["test_images"] == 400  # all_runs.zip from the same folder
+    within = run("evaluate", "--model", checkpoint, "--data", omniglot_dir, "--episodes", 2, "--n-way", 20,
+                 "--k-shot", 1, "--within-alphabet", "--json")  # fmt: skip
+    assert within.exit_code == 0, within.output
+    assert [e["within_group"] for e in json.loads(within.output)["episodes"]] == [True]

@@ -41,3 +41,32 @@ def test_impossible_episodes_are_refused_with_the_reason():
         EpisodeSampler(tiny_dataset(), 10, 1, 2)
     with pytest.raises(InputError, match="n_way must be at least 2"):
         EpisodeSampler(tiny_dataset(), 1, 1, 1)
+
+
+def grouped_dataset():
+    """Nine classes in three groups of sizes 2, 3 and 4 (names group/class), image value = class index."""
+    names = ("a/0", "a/1", "b/0", "b/1", "b/2", "c/0", "c/1", "c/2", "c/3")
+    images = torch.arange(len(names), dtype=torch.float32).repeat_interleave(3).reshape(-1, 1, 1, 1)
+    return LabelledImages(images, torch.arange(len(names)).repeat_interleave(3), names)
+
+
+def test_within_group_episodes_draw_every_class_from_one_group_and_skip_groups_too_small():
+    dataset = grouped_dataset()
+    seen = set()
+    for episode in EpisodeSampler(dataset, 3, 1, 1, seed=2, within_group=True).episodes(30):
+        groups = {dataset.class_names[int(v)].split("/")[0] for v in episode.support_x.flatten().tolist()}
+        assert len(groups) == 1
+        seen |= groups
+    assert seen == {"b", "c"}  # "a" has only 2 classes
+    with pytest.raises(InputError, match="the largest group has 4"):
+        EpisodeSampler(dataset, 5, 1, 1, within_group=True)
+
+
+def test_without_groups_the_episodes_are_unchanged_by_the_group_option():
+    dataset = grouped_dataset()
+    plain = EpisodeSampler(dataset, 3, 1, 1, seed=5).episodes(4)
+    one_group_names = tuple(f"g/{i}" for i in range(9))
+    relabelled = LabelledImages(dataset.images, dataset.labels, one_group_names)
+    one_group = EpisodeSampler(relabelled, 3, 1, 1, seed=5, within_group=True).episodes(4)
+    for a, b in zip(plain, one_group, strict=True):
+        assert torch.equal(a.support_x, b.support_x) and torch.equal(a.query_x, b.query_x)

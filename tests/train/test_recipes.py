@@ -101,3 +101,13 @@ def test_continued_training_keeps_the_starting_weights_unless_validation_improve
     assert result.best_episode == 0 and result.history[0]["val_accuracy"] > result.history[1]["val_accuracy"]
     for name, tensor in start.items():
         torch.testing.assert_close(learner.state_dict()[name], tensor, rtol=0, atol=0)
+
+
+def test_training_on_full_omniglot_validates_on_held_out_alphabets_and_records_them(omniglot_dir):
+    torch.manual_seed(0)
+    learner = fs.create("protonet")
+    config = TINY.model_copy(update={"val_n_way": 20, "val_within_group": True, "val_episodes": 2})
+    train_on_dataset(learner, omniglot_dir, config)
+    training = learner.provenance.training
+    assert training.dataset == "omniglot-background" and training.train_classes == 4 * (964 - 202)
+    assert len(training.extra["val_alphabets"]) == 5 and learner.domain == "handwritten-characters"
