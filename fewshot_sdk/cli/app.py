@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import warnings
 from collections.abc import Iterator
@@ -180,18 +181,38 @@ def train(
     ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     overwrite: Annotated[bool, typer.Option(help="Replace an existing checkpoint in --out.")] = False,
+    nproc_per_node: Annotated[
+        int,
+        typer.Option(
+            "--nproc-per-node",
+            min=1,
+            help="Processes (one per GPU, or CPU processes) sharing each meta-batch, via torch.distributed.",
+        ),
+    ] = 1,
 ) -> None:
     """Meta-train a method episodically; keeps the weights with the best validation figure (accuracy, or MSE)."""
     from pydantic import ValidationError
 
     from fewshot_sdk.checkpoint import CONFIG_FILE, prepare_output_folder
     from fewshot_sdk.config import describe_validation_error
-    from fewshot_sdk.train.loop import TrainConfig, resolve_device
+    from fewshot_sdk.train import distributed
+    from fewshot_sdk.train.loop import TrainConfig, resolve_device, seed_everything
     from fewshot_sdk.train.recipes import train_on_dataset
 
+    options = dict(locals())  # the parsed options, for the processes --nproc-per-node starts
     resolve_device(device)  # an unknown or absent device fails now, not after loading the data
-    with no_empty_folder_left(out):
-        prepare_output_folder(out, overwrite, (CONFIG_FILE,))  # fail before hours of training, not after
+    if nproc_per_node > 1 and not distributed.launched_by_torchrun():
+        from fewshot_sdk.cli.launch import check_processes, launch
+
+        check_processes(nproc_per_node, device)
+        distributed.check_world(meta_batch, distributed.Ranks(world_size=nproc_per_node))
+        with no_empty_folder_left(out):
+            prepare_output_folder(out, overwrite, (CONFIG_FILE,))
+            launch(f"{__name__}:train", {k: v for k, v in options.items() if k in TRAIN_OPTIONS}, nproc_per_node)
+        return
+    with distributed.process_group(device) as ranks, no_empty_folder_left(out):
+        if ranks.is_main:
+            prepare_output_folder(out, overwrite, (CONFIG_FILE,))  # fail before hours of training, not after
         settings = parse_settings(setting or [])
         if image_size is not None:
             settings["image_size"] = image_size
@@ -216,8 +237,9 @@ def train(
             )
         except ValidationError as exc:
             fail(f"invalid training settings: {describe_validation_error(exc)}")
+        seed_everything(seed)  # the initial weights (rank 0's are broadcast to the others)
         learner = new_or_initial_learner(data, method, init, backbone, settings, split_seed)
-        with progress_bar(console, "training", episodes) as advance:
+        with progress_bar(console, "training", episodes, quiet=not ranks.is_main) as advance:
             result = train_on_dataset(
                 learner,
                 data,
@@ -226,9 +248,15 @@ def train(
                 on_progress=advance,
                 on_new_best=lambda best: best.save(out, overwrite=True),  # keep the best so far on disk
             )
+        if not ranks.is_main:
+            return
         learner.save(out, overwrite=True)  # the best weights, now with their full training record
         figure = "MSE" if result.metric == "mse" else result.metric
         console.print(f"best validation {figure} {result.best_value:.4f} at episode {result.best_episode}; saved {out}")
+
+
+#: ``train``'s parameters, as handed to the processes of ``--nproc-per-node``.
+TRAIN_OPTIONS = tuple(inspect.signature(train).parameters)
 
 
 @contextmanager
@@ -315,6 +343,10 @@ def evaluate(
     ] = False,
     record: Annotated[bool, typer.Option(help="Write the results into the checkpoint's config.json.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON results.")] = False,
+    nproc_per_node: Annotated[
+        int,
+        typer.Option("--nproc-per-node", min=1, help="Processes sharing the episodes (same figures as one process)."),
+    ] = 1,
 ) -> None:
     """Mean accuracy ± 95% CI over seeded N-way K-shot episodes, and/or Lake's 20 one-shot runs.
 
@@ -322,18 +354,52 @@ def evaluate(
     protocol: 5- and 20-way, 1- and 5-shot episodes of the evaluation characters, and
     Lake's runs from the folder's all_runs.zip.
     """
+    from fewshot_sdk.train import distributed
+
+    options = dict(locals())
+    if nproc_per_node > 1 and not distributed.launched_by_torchrun():
+        from fewshot_sdk.cli.launch import check_processes, launch
+
+        check_processes(nproc_per_node, "auto")
+        launch(f"{__name__}:evaluate", {k: v for k, v in options.items() if k in EVALUATE_OPTIONS}, nproc_per_node)
+        return
+    with distributed.process_group("auto") as ranks:
+        evaluate_in_group(ranks, **{k: v for k, v in options.items() if k in EVALUATE_OPTIONS})
+
+
+def evaluate_in_group(
+    ranks: Any,
+    model: str,
+    data: Path | None,
+    n_way: list[int] | None,
+    k_shot: list[int] | None,
+    queries: int,
+    episodes: int,
+    seed: int,
+    split: str,
+    split_seed: int | None,
+    lake_runs: Path | None,
+    within_alphabet: bool,
+    record: bool,
+    as_json: bool,
+    nproc_per_node: int,
+) -> None:
+    """``evaluate`` in one process of ``ranks``: episodes sharded over the ranks; rank 0 prints and records."""
     import fewshot_sdk as fs
     from fewshot_sdk.data.omniglot import LAKE_RUNS_ZIP, load_lake_runs
     from fewshot_sdk.train.evaluate import evaluate_episodes, evaluate_lake_runs
     from fewshot_sdk.train.recipes import FULL_OMNIGLOT_TEST, dataset_splits, has_full_omniglot
     from fewshot_sdk.train.regression import is_sinusoid
 
+    main = ranks.is_main
     if data is None and lake_runs is None:
         fail("give --data (held-out classes for N-way K-shot episodes) and/or --lake-runs")
     if split not in ("test", "val"):
         fail(f"--split must be test or val, got {split!r}")
     learner = fs.load(model)
     results: dict[str, Any] = {"model": model, "method": learner.method, "episodes": []}
+    if is_sinusoid(data) and not main:  # the sinusoid tasks run on rank 0
+        data = None
     if is_sinusoid(data):
         from fewshot_sdk.train.regression import evaluate_sinusoid
 
@@ -358,7 +424,7 @@ def evaluate(
         for ways in n_way or [5]:
             for shots in k_shot or [1]:
                 label = f"{ways}-way {shots}-shot"
-                with progress_bar(console, label, episodes, quiet=as_json) as advance:
+                with progress_bar(console, label, episodes, quiet=as_json or not main) as advance:
                     result = evaluate_episodes(
                         learner,
                         held_out,
@@ -371,11 +437,14 @@ def evaluate(
                         on_episode=lambda i: advance(i + 1, {}),
                         within_group=within_alphabet,
                         dataset_name=test_set,
+                        ranks=ranks,
                     )
                 learner.provenance.record(result)
                 results["episodes"].append(result.model_dump())
-                if not as_json:
+                if main and not as_json:
                     typer.echo(f"{label}: {100 * result.accuracy:.2f} ± {100 * result.ci95:.2f}% ({episodes} episodes)")
+    if not main:
+        return
     if lake_runs is not None:
         lake = evaluate_lake_runs(learner, load_lake_runs(lake_runs))
         learner.provenance.lake_runs = lake
@@ -461,3 +530,7 @@ def export(
 
 def main() -> None:
     app()
+
+
+#: ``evaluate``'s parameters, as handed to the processes of ``--nproc-per-node``.
+EVALUATE_OPTIONS = tuple(inspect.signature(evaluate).parameters)

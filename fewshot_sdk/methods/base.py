@@ -17,7 +17,7 @@ saving, export) is shared here and in :mod:`fewshot_sdk.adapted`.
 from __future__ import annotations
 
 from abc import ABCMeta, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
@@ -153,14 +153,25 @@ class Learner(nn.Module, metaclass=ABCMeta):
     def check_can_train(self, episodes: int) -> None:
         """Refuse a run that could not change the weights (Reptile with its step size annealed to 0)."""
 
-    def train_step(self, episodes: Sequence[Episode], optimizer: torch.optim.Optimizer | None) -> dict[str, float]:
-        """One meta-update from a batch of episodes; returns the mean loss and query accuracy."""
+    def train_step(
+        self,
+        episodes: Sequence[Episode],
+        optimizer: torch.optim.Optimizer | None,
+        reduce_gradients: Callable[[nn.Module], None] | None = None,
+    ) -> dict[str, float]:
+        """One meta-update from a batch of episodes; returns the mean loss and query accuracy of this process.
+
+        ``reduce_gradients`` runs between the meta-gradient and the outer update (several
+        processes average ``.grad`` there).
+        """
         if optimizer is not None:
             optimizer.zero_grad(set_to_none=True)
         else:
             self.zero_grad(set_to_none=True)
         metrics = StepMetrics()
         self.meta_gradients(episodes, metrics)
+        if reduce_gradients is not None:
+            reduce_gradients(self)
         self.outer_update(optimizer)
         return metrics.summary()
 

@@ -20,6 +20,7 @@ from fewshot_sdk.data.episodes import Episode, EpisodeSampler
 from fewshot_sdk.data.labelled import LabelledImages
 from fewshot_sdk.data.omniglot import LakeRun
 from fewshot_sdk.methods.base import Learner
+from fewshot_sdk.train.distributed import Ranks, gather_objects
 
 
 def episode_accuracy(learner: Learner, episode: Episode) -> float:
@@ -65,26 +66,38 @@ def evaluate_episodes(
     on_episode: Callable[[int], None] | None = None,
     within_group: bool = False,
     dataset_name: str | None = None,
+    ranks: Ranks | None = None,
 ) -> AccuracyResult:
     """Mean query accuracy ± 95% CI over ``episodes`` seeded episodes.
 
     A method whose backbone embeds images independently of the task has every image
     embedded once, not once per episode it appears in (a 20-way 5-shot protocol would
     otherwise embed each photo ~50 times); the episodes, and so the figures, are the same.
+
+    ``ranks`` shards the episodes over the processes of a distributed run: every rank
+    draws every episode (so each stays in step with the seeded sampler), scores episode
+    i when i % world_size is its rank, and the per-episode accuracies are gathered in
+    episode order, so the mean and CI equal the single-process figures exactly.
     """
+    ranks = ranks or Ranks()
     was_training = learner.training
     learner.eval()
-    accuracies = []
+    scored: list[tuple[int, float]] = []
     try:
         with embedded_once(learner, dataset) as inputs:
             sampler = EpisodeSampler(inputs, n_way, k_shot, q_queries, seed=seed, within_group=within_group)
             for index in range(episodes):
-                accuracies.append(episode_accuracy(learner, sampler.sample()))
+                episode = sampler.sample()
+                if index % ranks.world_size != ranks.rank:
+                    continue
+                scored.append((index, episode_accuracy(learner, episode)))
                 if on_episode is not None:
                     on_episode(index)
     finally:
         learner.train(was_training)
-    mean, ci = mean_ci95(accuracies)
+    if ranks.distributed:
+        scored = sorted(pair for part in gather_objects(scored) for pair in part)
+    mean, ci = mean_ci95([accuracy for _, accuracy in scored])
     return AccuracyResult(
         n_way=n_way,
         k_shot=k_shot,

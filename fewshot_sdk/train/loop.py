@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
+import fewshot_sdk.train.distributed as distributed
 from fewshot_sdk.config import StrictModel
 from fewshot_sdk.data.episodes import Episode, EpisodeSampler
 from fewshot_sdk.data.labelled import LabelledImages
@@ -125,9 +126,10 @@ def make_optimizer(learner: Learner, config: TrainConfig) -> torch.optim.Optimiz
 
 
 def prepare(learner: Learner, config: TrainConfig) -> torch.device:
-    """Seed every generator and move the learner to the run's device."""
-    seed_everything(config.seed)
-    device = resolve_device(config.device)
+    """Seed every generator (per rank) and move the learner to the run's device."""
+    ranks = distributed.current()
+    seed_everything(distributed.rank_seed(config.seed, ranks))
+    device = resolve_device(distributed.rank_device(config.device, ranks))
     learner.to(device)
     return device
 
@@ -140,7 +142,13 @@ class EpisodeObjective:
 
     def __init__(self, train_data: LabelledImages, val_data: LabelledImages, config: TrainConfig) -> None:
         try:
-            self.sampler = EpisodeSampler(train_data, config.n_way, config.k_shot, config.q_queries, seed=config.seed)
+            self.sampler = EpisodeSampler(
+                train_data,
+                config.n_way,
+                config.k_shot,
+                config.q_queries,
+                seed=distributed.rank_seed(config.seed, distributed.current()),
+            )
         except InputError as exc:
             raise InputError(
                 f"training episodes (--n-way {config.n_way} --k-shot {config.k_shot} --q-queries "
@@ -279,7 +287,10 @@ def run_training(
     ``higher_is_better`` says which way is best).
     """
     device = learner.device
+    ranks = distributed.current()
+    per_rank = distributed.check_world(config.meta_batch, ranks)
     learner.check_can_train(config.episodes)
+    distributed.broadcast_state(learner)  # every rank starts from rank 0's weights
     optimizer = make_optimizer(learner, config) if learner.uses_outer_optimizer else None
     scheduler = (
         torch.optim.lr_scheduler.StepLR(optimizer, config.lr_decay_every, gamma=config.lr_decay)
@@ -298,6 +309,8 @@ def run_training(
 
     def validate(episode_index: int) -> None:
         nonlocal best_value, best_episode, best_state
+        if not ranks.is_main:  # rank 0 validates and keeps the best; the others go on to the next update
+            return
         value, ci95 = objective.validate(learner)
         record = {
             "episode": episode_index,
@@ -319,14 +332,17 @@ def run_training(
         validate(0)
     for episode_index in range(1, config.episodes + 1):
         set_training_mode(learner, config)
-        batch = [objective.sample().to(device) for _ in range(config.meta_batch)]
-        running.update(learner.train_step(batch, optimizer))
+        batch = [objective.sample().to(device) for _ in range(per_rank)]
+        running.update(learner.train_step(batch, optimizer, reduce_gradients=distributed.average_gradients))
         if scheduler is not None:
             scheduler.step()
         if episode_index % config.val_every == 0 or episode_index == config.episodes:
             validate(episode_index)
-        elif on_progress is not None:
+        elif on_progress is not None and ranks.is_main:
             on_progress(episode_index, running.as_record())
-    learner.load_state_dict(best_state)
+    if ranks.is_main:
+        learner.load_state_dict(best_state)
+    distributed.broadcast_state(learner)  # the kept weights, on every rank
+    best_value, best_episode, history = distributed.broadcast_object((best_value, best_episode, history))
     learner.eval()
     return TrainResult(objective.metric, best_value, best_episode, history, time.perf_counter() - start)

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+import fewshot_sdk.train.distributed as distributed
 from fewshot_sdk.config import TrainingInfo
 from fewshot_sdk.data.episodes import Episode
 from fewshot_sdk.data.sinusoid import SinusoidTasks
@@ -73,7 +74,9 @@ class SinusoidObjective:
     higher_is_better = False
 
     def __init__(self, config: TrainConfig) -> None:
-        self.tasks = SinusoidTasks(config.k_shot, config.q_queries, seed=config.seed)
+        self.tasks = SinusoidTasks(
+            config.k_shot, config.q_queries, seed=distributed.rank_seed(config.seed, distributed.current())
+        )
         self.config = config
 
     def sample(self) -> Episode:

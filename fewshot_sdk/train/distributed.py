@@ -1,0 +1,178 @@
+"""Meta-training and evaluation across processes: torch.distributed, launched by torchrun.
+
+Each process (rank) takes ``meta_batch / world_size`` episodes of every meta-update
+from its own seeded sampler, computes their meta-gradient with the method's
+``meta_gradients`` and the ranks average ``.grad`` with one ``all_reduce`` before the
+method's ``outer_update``. Averaging ``.grad`` rather than wrapping the learner in
+DistributedDataParallel is deliberate: MAML differentiates through its inner loop with
+``torch.autograd.grad(create_graph=True)`` on functional parameters, which DDP's
+gradient hooks do not support, and Reptile's outer update is no gradient step at all.
+Every method writes its meta-update direction into ``.grad`` (Reptile: -(W - theta)),
+so one collective serves all of them, and N ranks x B/N episodes give the meta-gradient
+of 1 rank x B episodes.
+
+Validation, keeping the best weights, progress and writing files happen on rank 0;
+the other ranks receive rank 0's kept weights at the end. Batch norm stays per task
+(no synchronised statistics); running statistics, where a backbone keeps them, are
+rank 0's in the kept weights.
+
+Backends: ``nccl`` on CUDA (rank r on ``cuda:LOCAL_RANK``), ``gloo`` on CPU.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import torch
+import torch.distributed as dist
+
+from fewshot_sdk.errors import InputError
+
+#: Ranks wait for rank 0 at every validation; a photo validation can take many minutes.
+COLLECTIVE_TIMEOUT = datetime.timedelta(hours=2)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """This process's place among the processes of one run."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def current() -> Ranks:
+    """The ranks of the initialised default process group, or a single process."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return Ranks()
+    return Ranks(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def launched_by_torchrun() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ
+
+
+def backend_for(device: torch.device) -> str:
+    return "nccl" if device.type == "cuda" else "gloo"
+
+
+@contextmanager
+def process_group(device_name: str) -> Iterator[Ranks]:
+    """Join the process group torchrun described in the environment (a no-op for a single process).
+
+    On CUDA each rank takes ``cuda:LOCAL_RANK``; the device string the run should use is
+    given by :func:`rank_device`.
+    """
+    if not launched_by_torchrun() or dist.is_initialized():
+        yield current()
+        return
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    wants_cuda = device_name.startswith("cuda") or (device_name == "auto" and torch.cuda.is_available())
+    if wants_cuda:
+        torch.cuda.set_device(local_rank)
+    backend = backend_for(torch.device("cuda" if wants_cuda else "cpu"))
+    dist.init_process_group(backend, timeout=COLLECTIVE_TIMEOUT)
+    yield current()
+    # Only on success: a rank that raises exits with the group as it is, so that its error is
+    # reported before its peers fail on a collective it will never join.
+    dist.destroy_process_group()
+
+
+def rank_device(device_name: str, ranks: Ranks) -> str:
+    """The device of this rank: its own GPU when the run is on CUDA and spans several processes."""
+    if not ranks.distributed:
+        return device_name
+    if device_name in ("auto", "cuda") and torch.cuda.is_available():
+        return f"cuda:{ranks.local_rank}"
+    if device_name.startswith("cuda:"):
+        raise InputError(
+            f"--device {device_name} names one GPU, but {ranks.world_size} processes need one each: use cuda"
+        )
+    return device_name
+
+
+def check_world(meta_batch: int, ranks: Ranks) -> int:
+    """Episodes per rank per meta-update; the meta-batch must split evenly over the ranks."""
+    if meta_batch % ranks.world_size:
+        raise InputError(
+            f"--meta-batch {meta_batch} does not split over {ranks.world_size} processes: use a multiple of "
+            f"{ranks.world_size} (each process takes meta_batch / processes episodes of every meta-update)"
+        )
+    return meta_batch // ranks.world_size
+
+
+def rank_seed(seed: int, ranks: Ranks) -> int:
+    """Rank r's episode seed: ``seed`` itself on rank 0, so one process samples what it always did."""
+    return seed + 1_000_003 * ranks.rank
+
+
+def average_gradients(module: torch.nn.Module) -> None:
+    """Average ``.grad`` of every trainable parameter over the ranks, in one ``all_reduce``.
+
+    A parameter without a gradient on some rank counts as zero there; one without a
+    gradient on every rank keeps ``grad=None``, so an optimiser skips it exactly as it
+    does in one process.
+    """
+    ranks = current()
+    if not ranks.distributed:
+        return
+    params = [p for p in module.parameters() if p.requires_grad]
+    if not params:
+        return
+    present = torch.tensor([p.grad is not None for p in params], dtype=params[0].dtype, device=params[0].device)
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([present, *(g.reshape(-1) for g in grads)])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    flat /= ranks.world_size
+    any_rank = flat[: len(params)] > 0
+    chunks = torch.split(flat[len(params) :], [g.numel() for g in grads])
+    for param, chunk, has_grad in zip(params, chunks, any_rank.tolist(), strict=True):
+        param.grad = chunk.view_as(param).clone() if has_grad else None
+
+
+def broadcast_state(module: torch.nn.Module, src: int = 0) -> None:
+    """Give every rank rank ``src``'s parameters and buffers (start of a run, and the kept weights at its end)."""
+    if not current().distributed:
+        return
+    with torch.no_grad():
+        for tensor in module.state_dict().values():
+            dist.broadcast(tensor, src)
+
+
+def broadcast_object(value: T, src: int = 0) -> T:
+    """A picklable value from rank ``src`` on every rank."""
+    if not current().distributed:
+        return value
+    holder: list[Any] = [value]
+    dist.broadcast_object_list(holder, src)
+    return holder[0]
+
+
+def gather_objects(value: T) -> list[T]:
+    """Every rank's value, in rank order, on every rank."""
+    ranks = current()
+    if not ranks.distributed:
+        return [value]
+    gathered: list[Any] = [None] * ranks.world_size
+    dist.all_gather_object(gathered, value)
+    return gathered
+
+
+def barrier() -> None:
+    if current().distributed:
+        dist.barrier()
