@@ -1,13 +1,15 @@
-"""Write the accuracy table of benchmarks/RESULTS.md from the bundled checkpoints' own records.
+"""Write the Omniglot accuracy tables of benchmarks/RESULTS.md from the bundled checkpoints' own records.
 
-Every figure in the table is read from a checkpoint's ``config.json`` (written there by
+Every figure in a table is read from a checkpoint's ``config.json`` (written there by
 ``fewshot evaluate --record``), so the table cannot drift from what was measured.
 
-    python benchmarks/collect_results.py > benchmarks/results/accuracy_table.md
+    python benchmarks/collect_results.py --protocol full      # evaluation alphabets (the papers' protocol)
+    python benchmarks/collect_results.py --protocol minimal   # the minimal splits' held-out characters
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 
 from fewshot_sdk.registry import zoo_names, zoo_path
@@ -38,14 +40,28 @@ def describe_training(training: dict | None) -> str:
     return f"{episodes} episodes, {training.get('n_way')}-way {training.get('k_shot')}-shot"
 
 
-def row(name: str) -> str | None:
+#: which recorded results each table shows: the evaluation set, or the minimal splits' own test characters
+DATASETS = {"full": "omniglot-evaluation", "minimal": None}
+
+
+def row(name: str, protocol: str) -> str | None:
     path = zoo_path(name)
     assert path is not None
     config = json.loads((path / "config.json").read_text())
     if not name.endswith("-omniglot"):
         return None
     provenance = config["provenance"]
-    found = {(r["n_way"], r["k_shot"]): r for r in provenance["results"] if r["split"] == "test"}
+    wanted = DATASETS[protocol]
+    found = {
+        (r["n_way"], r["k_shot"]): r
+        for r in provenance["results"]
+        if r["split"] == "test" and r.get("dataset") == wanted and not r.get("within_group")
+    }
+    if not found:
+        return None
+    training = provenance.get("training") or {}
+    if (protocol == "full") != (training.get("dataset") == "omniglot-background"):
+        return None  # each table shows the models trained for its protocol
     cells = []
     for protocol in PROTOCOLS:
         result = found.get(protocol)
@@ -63,12 +79,15 @@ def row(name: str) -> str | None:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--protocol", choices=sorted(DATASETS), default="full")
+    protocol = parser.parse_args().protocol
     columns = ["model", "5-way 1-shot", "5-way 5-shot", "20-way 1-shot", "20-way 5-shot", "Lake's 20 runs"]
     columns += ["paper (5w1s / 5w5s / 20w1s / 20w5s)", "trained"]
     print("| " + " | ".join(columns) + " |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for name in zoo_names():
-        line = row(name)
+        line = row(name, protocol)
         if line:
             print(line)
 

@@ -8,7 +8,7 @@ into one folder so an application can adapt once and reload the task later.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -28,9 +28,13 @@ from fewshot_sdk.checkpoint import (
 from fewshot_sdk.config import StrictModel
 from fewshot_sdk.domain import check_images
 from fewshot_sdk.errors import CheckpointError, InputError
+from fewshot_sdk.methods._task_layout import merge as merge_states
+from fewshot_sdk.methods._task_layout import select as select_classes
 from fewshot_sdk.version import __version__
 
 if TYPE_CHECKING:
+    from fewshot_sdk.api import SupportSet
+    from fewshot_sdk.methods._task_layout import Layout
     from fewshot_sdk.methods.base import Learner, TaskState
 
 TASK_FILE = "task.json"
@@ -117,6 +121,51 @@ class AdaptedModel:
         with torch.inference_mode():
             probs = self.learner.probabilities(logits)
         return Prediction(indices=probs.argmax(dim=1), probs=probs, classes=self.class_names, logits=logits)
+
+    def add_classes(self, more: SupportSet | Mapping[str, Sequence[object]]) -> AdaptedModel:
+        """This task with ``more``'s classes (one or several) after its own, its own not adapted again.
+
+        ``more`` is a ``SupportSet`` or a ``{class name: [images]}`` mapping. Equals adapting on
+        the union of the two support sets, for methods whose task state is per class
+        (ProtoNet, Relation, Matching, Siamese); the others refuse. Returns a new task; this
+        one is unchanged.
+        """
+        from fewshot_sdk.api import SupportSet
+
+        layout = self.growable_layout("add classes to")
+        if not isinstance(more, SupportSet):
+            more = SupportSet.from_mapping(more, min_classes=1)  # type: ignore[arg-type]
+        clash = sorted(set(self.class_names) & set(more.class_names))
+        if clash:
+            raise InputError(f"the task already has classes {clash}: give new class names, or remove_classes first")
+        x, y = more.to_tensors(self.learner.preprocessor)
+        check_images(self.learner, more.items)
+        added = self.learner.adapt_classes(x, y, more.num_classes)
+        merged = merge_states(layout, self.state, added)
+        return AdaptedModel(self.learner, merged, self.class_names + more.class_names, self.task)
+
+    def remove_classes(self, names: Sequence[str]) -> AdaptedModel:
+        """This task without the classes ``names`` (a new task; this one is unchanged)."""
+        layout = self.growable_layout("remove classes from")
+        names = [names] if isinstance(names, str) else list(names)
+        unknown = sorted(set(names) - set(self.class_names))
+        if unknown:
+            raise InputError(f"the task has no classes {unknown}; its classes are {list(self.class_names)}")
+        keep = [i for i, name in enumerate(self.class_names) if name not in set(names)]
+        if len(keep) < 2:
+            raise InputError(f"removing {sorted(set(names))} would leave {len(keep)} class; a task needs at least 2")
+        return AdaptedModel(
+            self.learner, select_classes(layout, self.state, keep), [self.class_names[i] for i in keep], self.task
+        )
+
+    def growable_layout(self, action: str) -> Layout:
+        layout = self.learner.task_layout() if self.task == "classification" else None
+        if layout is None:
+            raise InputError(
+                f"cannot {action} a {self.method} task: its adapted state depends on the whole support set; "
+                "adapt again on the new support set (learner.adapt)"
+            )
+        return layout
 
     def save(self, folder: str | os.PathLike, overwrite: bool = False) -> Path:
         """One folder with the learner and the task state; reload with ``fs.load_task``."""

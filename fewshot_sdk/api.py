@@ -60,8 +60,11 @@ class SupportSet:
         return cls.from_mapping(classes)
 
     @classmethod
-    def from_mapping(cls, classes: Mapping[str, Sequence[SupportItem]]) -> SupportSet:
-        """``{class name: [paths, PIL images, arrays or [C, H, W] tensors]}``."""
+    def from_mapping(cls, classes: Mapping[str, Sequence[SupportItem]], min_classes: int = 2) -> SupportSet:
+        """``{class name: [paths, PIL images, arrays or [C, H, W] tensors]}``.
+
+        ``min_classes=1`` builds the classes to add to an adapted task (``add_classes``), which may be one.
+        """
         if not isinstance(classes, Mapping):
             raise InputError("from_mapping takes a dict {class name: [images]}")
         items: list[SupportItem] = []
@@ -75,7 +78,7 @@ class SupportSet:
             labels.extend([index] * len(examples))
         sources = tuple(str(item) for item in items if isinstance(item, (str, os.PathLike)))
         support = cls(tuple(str(n) for n in classes), tuple(items), tuple(labels), sources=sources)
-        support._check_classes()
+        support._check_classes(min_classes)
         return support
 
     @classmethod
@@ -114,8 +117,8 @@ class SupportSet:
         return support
 
     # ---------------------------------------------------------------- checks
-    def _check_classes(self) -> None:
-        if len(self.class_names) < 2:
+    def _check_classes(self, min_classes: int = 2) -> None:
+        if len(self.class_names) < min_classes:
             only = f" ({self.class_names[0]!r})" if self.class_names else ""
             raise InputError(
                 f"a support set needs at least 2 classes; got {len(self.class_names)}{only}. "

@@ -37,7 +37,9 @@ console = Console(stderr=True)
 @app.command()
 @clean_errors
 def classify(
-    query: Annotated[list[Path], typer.Option("--query", "-q", help="Image file or folder of images to classify.")],
+    query: Annotated[
+        list[Path] | None, typer.Option("--query", "-q", help="Image file or folder of images to classify.")
+    ] = None,
     support: Annotated[
         list[Path] | None,
         typer.Option("--support", "-s", help="A class folder (repeat per class), or one folder of class subfolders."),
@@ -45,10 +47,29 @@ def classify(
     model: Annotated[str, typer.Option(help="Bundled model name, checkpoint folder or exported .onnx file.")] = (
         DEFAULT_MODEL
     ),
+    task: Annotated[
+        Path | None, typer.Option("--task", help="A saved task folder (task.save / a previous --save-task).")
+    ] = None,
+    add_support: Annotated[
+        list[Path] | None,
+        typer.Option("--add-support", help="Add a class folder (or a folder of class folders) to --task's classes."),
+    ] = None,
+    remove_class: Annotated[
+        list[str] | None, typer.Option("--remove-class", help="Remove a class from --task (repeatable).")
+    ] = None,
+    save_task: Annotated[
+        Path | None, typer.Option("--save-task", help="Write the (grown) task to this folder.")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Let --save-task replace a saved task.")] = False,
     top_k: Annotated[int, typer.Option("--top-k", min=1, help="Show the k most probable classes.")] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
-    """Adapt to the support images and classify the query images."""
+    """Adapt to the support images (or load a saved --task, growing it with --add-support) and classify the queries."""
+    if task is not None or add_support or remove_class or save_task is not None:
+        classify_with_task(query, support, model, task, add_support, remove_class, save_task, overwrite, top_k, as_json)
+        return
+    if not query:
+        fail("give the images to classify with --query")
     queries = expand_queries(query)
     if model.endswith(".onnx"):
         from fewshot_sdk.export.runtime import classify_with_onnx
@@ -68,6 +89,58 @@ def classify(
             prediction = learner.adapt(support_from_options(support)).predict(queries)
         class_names, probs = list(prediction.classes), prediction.probs.numpy()
     print_predictions(queries, class_names, probs, top_k, as_json)
+
+
+def classify_with_task(
+    query: list[Path] | None,
+    support: list[Path] | None,
+    model: str,
+    task_folder: Path | None,
+    add_support: list[Path] | None,
+    remove_class: list[str] | None,
+    save_task: Path | None,
+    overwrite: bool,
+    top_k: int,
+    as_json: bool,
+) -> None:
+    """``classify --task``: a saved task, grown or shrunk by class, saved again, and/or classifying queries."""
+    import fewshot_sdk as fs
+    from fewshot_sdk.adapted import TASK_FILE, TASK_WEIGHTS
+    from fewshot_sdk.checkpoint import prepare_output_folder
+
+    if task_folder is None:
+        fail("--add-support, --remove-class and --save-task change a saved task: give it with --task")
+    if support:
+        fail("a saved task already holds its support set: drop --support (use --add-support for new classes)")
+    if model != DEFAULT_MODEL:
+        fail("a saved task holds its model: drop --model")
+    if not query and save_task is None:
+        fail("give --query images to classify, or --save-task to write the changed task")
+    task = fs.load_task(task_folder)
+    if save_task is not None:
+        with no_empty_folder_left(save_task):
+            prepare_output_folder(save_task, overwrite, (TASK_FILE, TASK_WEIGHTS))  # refuse before any work
+            task = changed_task(task, add_support, remove_class, as_json)
+            task.save(save_task, overwrite=True)  # checked above
+        console.print(f"saved the {task.method} task ({task.num_classes} classes) to {save_task}")
+    else:
+        task = changed_task(task, add_support, remove_class, as_json)
+    if query:
+        queries = expand_queries(query)
+        with one_line_warnings():
+            prediction = task.predict(queries)
+        print_predictions(queries, list(prediction.classes), prediction.probs.numpy(), top_k, as_json)
+
+
+def changed_task(task: Any, add_support: list[Path] | None, remove_class: list[str] | None, quiet: bool) -> Any:
+    from fewshot_sdk.cli.sources import classes_to_add
+
+    if remove_class:
+        task = task.remove_classes(remove_class)
+    if add_support:
+        with one_line_warnings(), embedding_progress(console, quiet=quiet):
+            task = task.add_classes(classes_to_add(add_support))
+    return task
 
 
 @contextmanager

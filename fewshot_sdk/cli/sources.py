@@ -27,6 +27,26 @@ def support_from_options(folders: list[Path]) -> SupportSet:
     return SupportSet.from_folders(folders)
 
 
+def classes_to_add(folders: list[Path]) -> dict[str, list[Path]]:
+    """``--add-support``: each folder is one class named after it, or a root whose subfolders are classes."""
+    from fewshot_sdk.data.folders import scan_class_folders
+
+    classes: dict[str, list[Path]] = {}
+    for folder in folders:
+        if not folder.is_dir():
+            raise InputError(f"--add-support {folder}: not a folder")
+        found = (
+            scan_class_folders(folder)
+            if any(p.is_dir() and not p.name.startswith(".") for p in folder.iterdir())
+            else {folder.resolve().name: list_class_images(folder)}
+        )
+        for name, files in found.items():
+            if name in classes:
+                raise InputError(f"--add-support: two classes are both named {name!r}")
+            classes[name] = list(files)
+    return classes
+
+
 def expand_queries(paths: list[Path]) -> list[Path]:
     """Query files as given; a folder stands for the images in it."""
     files: list[Path] = []

@@ -38,6 +38,7 @@ from fewshot_sdk.data.labelled import LabelledImages
 from fewshot_sdk.domain import check_images
 from fewshot_sdk.errors import InputError
 from fewshot_sdk.methods._step_metrics import StepMetrics
+from fewshot_sdk.methods._task_layout import Layout
 from fewshot_sdk.models.backbones import build_backbone, default_domain, default_preprocess
 
 if TYPE_CHECKING:
@@ -115,6 +116,11 @@ class Learner(nn.Module, metaclass=ABCMeta):
     @abstractmethod
     def score(self, state: TaskState, query_x: torch.Tensor) -> torch.Tensor:
         """Logits [B, n_way] of model-ready queries under a task state."""
+
+    def task_layout(self) -> Layout | None:
+        """The class axis of each task-state tensor, when the state is made of per-class pieces
+        (``AdaptedModel.add_classes`` / ``remove_classes``); None when it depends on the whole support set."""
+        return None
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """Class probabilities from ``score``'s output; softmax unless the paper says otherwise."""
@@ -223,6 +229,15 @@ class Learner(nn.Module, metaclass=ABCMeta):
             state = self.fit_task(x.to(device), y.to(device), n_way, parsed)
         return {name: tensor.detach() for name, tensor in state.items()}
 
+    def adapt_classes(self, x: torch.Tensor, y: torch.Tensor, n_way: int) -> TaskState:
+        """The task state of some classes alone, possibly one, to add to an adapted task (``task_layout``)."""
+        if self.task_layout() is None:
+            raise InputError(f"a {self.method} task state depends on the whole support set; adapt on all of it")
+        check_support(x, y, n_way, min_classes=1)
+        with torch.no_grad():
+            state = self.fit_task(x.to(self.device), y.to(self.device), n_way, self.Options())
+        return {name: tensor.detach() for name, tensor in state.items()}
+
     @property
     def is_regression(self) -> bool:
         return getattr(self.config, "task", "classification") == "regression"
@@ -265,7 +280,7 @@ class _ScoreWithState(nn.Module):
         return self.learner.score(state, x)
 
 
-def check_support(x: object, y: object, n_way: int, regression: bool = False) -> None:
+def check_support(x: object, y: object, n_way: int, regression: bool = False, min_classes: int = 2) -> None:
     """Refuse a support set no method can adapt to, with one line naming the problem.
 
     ``fs.SupportSet`` validates what users build; this guards ``adapt_tensors``, the path
@@ -287,8 +302,8 @@ def check_support(x: object, y: object, n_way: int, regression: bool = False) ->
         raise InputError(f"support has {len(x)} images but {tuple(y.shape)} labels: give one label per image")
     if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
         raise InputError(f"support labels must be integer class indices, got {y.dtype}")
-    if n_way < 2:
-        raise InputError(f"a support set needs at least 2 classes; got n_way={n_way}")
+    if n_way < min_classes:
+        raise InputError(f"a support set needs at least {min_classes} classes; got n_way={n_way}")
     if len(y) == 0 or int(y.min()) < 0 or int(y.max()) >= n_way:
         raise InputError(f"support labels must lie in 0..{n_way - 1}")
     counts = torch.bincount(y.cpu(), minlength=n_way)

@@ -33,6 +33,7 @@ from fewshot_sdk.config import StrictModel
 from fewshot_sdk.kernels import pairwise_softmax
 from fewshot_sdk.methods._metric_common import one_hot
 from fewshot_sdk.methods._metric_fce import AttentionReadLSTM, SupportContext
+from fewshot_sdk.methods._task_layout import Layout
 from fewshot_sdk.methods.base import Learner, TaskState
 from fewshot_sdk.registry import register_method
 
@@ -80,6 +81,10 @@ class MatchingNet(Learner):
     ) -> TaskState:
         support = self.embed_support(support_x)
         return {"support": support, "support_classes": one_hot(support_y, n_way, support)}
+
+    def task_layout(self) -> Layout | None:
+        """Stored support embeddings; with Full Context Embeddings every embedding depends on the whole support."""
+        return None if self.config.fce else {"support": "example_rows", "support_classes": "one_hot"}
 
     def score(self, state: TaskState, query_x: torch.Tensor) -> torch.Tensor:
         """log P(y | x, S) with P the cosine-attention read of the support one-hot labels (eq. 1-2)."""

@@ -27,6 +27,7 @@ from torch import nn
 from fewshot_sdk.config import StrictModel
 from fewshot_sdk.data.labelled import LabelledImages
 from fewshot_sdk.kernels import pairwise_logits
+from fewshot_sdk.methods._task_layout import Layout
 from fewshot_sdk.methods.base import Learner, TaskState, class_means
 from fewshot_sdk.registry import register_method
 
@@ -72,6 +73,9 @@ class ProtoNet(Learner):
         self, support_x: torch.Tensor, support_y: torch.Tensor, n_way: int, options: StrictModel | None = None
     ) -> TaskState:
         return {"prototypes": class_means(self.embed(support_x), support_y, n_way)}
+
+    def task_layout(self) -> Layout:
+        return {"prototypes": "class_rows"}
 
     def score(self, state: TaskState, query_x: torch.Tensor) -> torch.Tensor:
         return pairwise_logits(

@@ -33,6 +33,7 @@ from fewshot_sdk.config import StrictModel
 from fewshot_sdk.data.episodes import Episode
 from fewshot_sdk.errors import InputError
 from fewshot_sdk.methods._metric_common import normalised_sigmoid, one_hot
+from fewshot_sdk.methods._task_layout import Layout
 from fewshot_sdk.methods.base import Learner, TaskState
 from fewshot_sdk.models.backbones import conv_block
 from fewshot_sdk.registry import register_method
@@ -117,6 +118,9 @@ class RelationNet(Learner):
             members = members / members.sum(0, keepdim=True)
         pooled = members.t() @ maps.flatten(1)
         return {"class_maps": pooled.view(n_way, *maps.shape[1:])}
+
+    def task_layout(self) -> Layout:
+        return {"class_maps": "class_rows"}
 
     def score(self, state: TaskState, query_x: torch.Tensor) -> torch.Tensor:
         """Relation logits [B, n_way]; sigmoid of them is the paper's relation score r in (0, 1)."""

@@ -31,6 +31,7 @@ from fewshot_sdk.data.episodes import Episode
 from fewshot_sdk.kernels import pairwise_logits
 from fewshot_sdk.methods._metric_common import normalised_sigmoid, one_hot, per_class_max
 from fewshot_sdk.methods._metric_pairs import affine_distort, balanced_verification_loss
+from fewshot_sdk.methods._task_layout import Layout
 from fewshot_sdk.methods.base import Learner, TaskState
 from fewshot_sdk.registry import register_method
 
@@ -73,6 +74,9 @@ class SiameseNet(Learner):
         """Adaptation stores the support embeddings and their classes; nothing is trained."""
         embeddings = self.embed(support_x)
         return {"support": embeddings, "support_classes": one_hot(support_y, n_way, embeddings)}
+
+    def task_layout(self) -> Layout:
+        return {"support": "example_rows", "support_classes": "one_hot"}
 
     def score(self, state: TaskState, query_x: torch.Tensor) -> torch.Tensor:
         """Per class, the best "same" logit of the query against that class's support images."""
