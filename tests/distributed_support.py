@@ -117,3 +117,38 @@ def worker_threads() -> None:
         expected = max(1, (os.cpu_count() or 1) // 2)
         if torch.get_num_threads() != expected:
             raise FewShotError(f"{torch.get_num_threads()} threads, expected {expected}")
+
+
+def train_on_two_ranks(rank: int, rendezvous: str, out: str) -> None:
+    """A whole (tiny) meta_train on 2 ranks; each rank writes the weights and buffers it ends with."""
+    from fewshot_sdk.data.labelled import LabelledImages
+    from fewshot_sdk.train.loop import TrainConfig, meta_train
+
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=2)
+    try:
+        g = torch.Generator().manual_seed(3)
+        data = [
+            LabelledImages(
+                torch.randn(6 * 3, 1, 28, 28, generator=g),
+                torch.arange(6).repeat_interleave(3),
+                tuple(f"c{i}" for i in range(6)),
+            )
+            for _ in range(2)
+        ]
+        torch.manual_seed(rank)  # different starting weights: the run must begin from rank 0's
+        model = fs.create("protonet", backbone={"hidden": 8}, feature_norm="centered-l2")
+        config = TrainConfig(episodes=3, n_way=3, k_shot=1, q_queries=1, meta_batch=2, val_every=1, val_episodes=2,
+                             val_n_way=3, val_q_queries=1)  # fmt: skip
+        seen = []  # the centring mean each meta-update trains with, on this rank
+        original = model.train_step
+
+        def recording_step(*args, **kwargs):
+            seen.append(model.feature_mean.clone())
+            return original(*args, **kwargs)
+
+        model.train_step = recording_step
+        meta_train(model, data[0], data[1], config)
+        tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
+        save_file({**tensors, "seen_feature_means": torch.stack(seen)}, f"{out}{rank}")
+    finally:
+        dist.destroy_process_group()

@@ -13,8 +13,9 @@ of 1 rank x B episodes.
 
 Validation, keeping the best weights, progress and writing files happen on rank 0;
 the other ranks receive rank 0's kept weights at the end. Batch norm stays per task
-(no synchronised statistics); running statistics, where a backbone keeps them, are
-rank 0's in the kept weights.
+(no synchronised statistics). Buffers (running statistics where a backbone keeps them,
+ProtoNet's centring mean, which validation computes) are broadcast from rank 0 after
+each validation, so every rank trains with what rank 0 validated.
 
 Backends: ``nccl`` on CUDA (rank r on ``cuda:LOCAL_RANK``), ``gloo`` on CPU.
 """
@@ -151,6 +152,15 @@ def broadcast_state(module: torch.nn.Module, src: int = 0) -> None:
         return
     with torch.no_grad():
         for tensor in module.state_dict().values():
+            dist.broadcast(tensor, src)
+
+
+def broadcast_buffers(module: torch.nn.Module, src: int = 0) -> None:
+    """Rank ``src``'s buffers on every rank: what its validation computed (ProtoNet's centring mean)."""
+    if not current().distributed:
+        return
+    with torch.no_grad():
+        for tensor in module.buffers():
             dist.broadcast(tensor, src)
 
 

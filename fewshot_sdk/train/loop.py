@@ -330,6 +330,7 @@ def run_training(
 
     if validate_initial:  # a warm start keeps its starting weights unless training beats them
         validate(0)
+        distributed.broadcast_buffers(learner)
     for episode_index in range(1, config.episodes + 1):
         set_training_mode(learner, config)
         batch = [objective.sample().to(device) for _ in range(per_rank)]
@@ -338,6 +339,7 @@ def run_training(
             scheduler.step()
         if episode_index % config.val_every == 0 or episode_index == config.episodes:
             validate(episode_index)
+            distributed.broadcast_buffers(learner)  # statistics rank 0's validation computed, on every rank
         elif on_progress is not None and ranks.is_main:
             on_progress(episode_index, running.as_record())
     if ranks.is_main:

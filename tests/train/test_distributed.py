@@ -6,6 +6,7 @@ import sys
 import time
 
 import pytest
+import torch
 import torch.multiprocessing as mp
 from distributed_support import (
     evaluation_data,
@@ -13,6 +14,7 @@ from distributed_support import (
     one_meta_iteration_on_this_rank,
     one_process_reference,
     shard_evaluation,
+    train_on_two_ranks,
 )
 from safetensors.torch import load_file
 
@@ -87,3 +89,13 @@ def test_process_counts_that_cannot_work_are_refused_before_starting(minimal_omn
                        "--nproc-per-node", 512)  # fmt: skip
     assert too_many.returncode == 2 and "CPU cores" in too_many.stderr and not (tmp_path / "x").exists()
     assert "Traceback" not in uneven.stderr + too_many.stderr
+
+
+def test_every_rank_ends_with_the_kept_weights_and_the_buffers_rank_0_validated(tmp_path):
+    out = str(tmp_path / "rank")
+    mp.start_processes(train_on_two_ranks, args=(str(tmp_path / "rendezvous"), out), nprocs=2, start_method="spawn")
+    first, second = load_file(out + "0"), load_file(out + "1")
+    assert float(first["feature_mean"].abs().max()) > 0  # ProtoNet's centring mean, computed by validation
+    assert float(first["seen_feature_means"][1:].abs().max()) > 0  # ...and trained with after the first one
+    for name, tensor in first.items():
+        assert torch.equal(tensor, second[name]), name
