@@ -47,25 +47,36 @@ def throughput(method: str, data: str, meta_batch: int, updates: int, warmup: in
     """Episodes per second of this process's share, timed between barriers (rank 0's figure is the run's)."""
     settings, (n_way, k_shot, q_queries) = SETTINGS[method]
     torch.manual_seed(0)
-    learner = fs.create(method, **settings).train()
+    device = torch.device(f"cuda:{rank}" if torch.cuda.is_available() else "cpu")
+    learner = fs.create(method, **settings).to(device).train()
     sources = [Path(data) / name for name in BACKGROUND_ZIPS]
     train = split_characters(load_background_characters(sources, learner.preprocessor)).train
     sampler = EpisodeSampler(train, n_way, k_shot, q_queries, seed=rank)
     optimizer = torch.optim.Adam(learner.parameters(), lr=1e-3)
     per_rank = meta_batch // world
+
+    def update() -> None:
+        episodes = [episode.to(device) for episode in sampler.episodes(per_rank)]
+        learner.train_step(episodes, optimizer, reduce_gradients=distributed.average_gradients)
+
     for _ in range(warmup):
-        learner.train_step(sampler.episodes(per_rank), optimizer, reduce_gradients=distributed.average_gradients)
+        update()
     distributed.barrier()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     start = time.perf_counter()
     for _ in range(updates):
-        learner.train_step(sampler.episodes(per_rank), optimizer, reduce_gradients=distributed.average_gradients)
+        update()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     distributed.barrier()
     return meta_batch * updates / (time.perf_counter() - start)
 
 
 def rank_main(rank: int, world: int, threads: int, rendezvous: str, args: argparse.Namespace, out: str) -> None:
     torch.set_num_threads(threads)
-    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    dist.init_process_group(backend, init_method=f"file://{rendezvous}", rank=rank, world_size=world)
     figure = throughput(args.method, args.data, args.meta_batch, args.updates, args.warmup, rank, world)
     if rank == 0:
         Path(out).write_text(f"{figure}")
