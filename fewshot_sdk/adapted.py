@@ -147,13 +147,13 @@ class AdaptedModel:
     def remove_classes(self, names: Sequence[str]) -> AdaptedModel:
         """This task without the classes ``names`` (a new task; this one is unchanged)."""
         layout = self.growable_layout("remove classes from")
-        names = [names] if isinstance(names, str) else list(names)
-        unknown = sorted(set(names) - set(self.class_names))
+        removed = {names} if isinstance(names, str) else set(names)
+        unknown = sorted(removed - set(self.class_names))
         if unknown:
             raise InputError(f"the task has no classes {unknown}; its classes are {list(self.class_names)}")
-        keep = [i for i, name in enumerate(self.class_names) if name not in set(names)]
+        keep = [i for i, name in enumerate(self.class_names) if name not in removed]
         if len(keep) < 2:
-            raise InputError(f"removing {sorted(set(names))} would leave {len(keep)} class; a task needs at least 2")
+            raise InputError(f"removing {sorted(removed)} would leave {len(keep)} class; a task needs at least 2")
         return AdaptedModel(
             self.learner, select_classes(layout, self.state, keep), [self.class_names[i] for i in keep], self.task
         )

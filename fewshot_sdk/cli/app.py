@@ -275,13 +275,10 @@ def train(
     options = dict(locals())  # the parsed options, for the processes --nproc-per-node starts
     resolve_device(device)  # an unknown or absent device fails now, not after loading the data
     if nproc_per_node > 1 and not distributed.launched_by_torchrun():
-        from fewshot_sdk.cli.launch import check_processes, launch
-
-        check_processes(nproc_per_node, device)
         distributed.check_world(meta_batch, distributed.Ranks(world_size=nproc_per_node))
         with no_empty_folder_left(out):
             prepare_output_folder(out, overwrite, (CONFIG_FILE,))
-            launch(f"{__name__}:train", {k: v for k, v in options.items() if k in TRAIN_OPTIONS}, nproc_per_node)
+            in_processes(train, options, nproc_per_node, device)
         return
     with distributed.process_group(device) as ranks, no_empty_folder_left(out):
         if ranks.is_main:
@@ -328,8 +325,17 @@ def train(
         console.print(f"best validation {figure} {result.best_value:.4f} at episode {result.best_episode}; saved {out}")
 
 
-#: ``train``'s parameters, as handed to the processes of ``--nproc-per-node``.
-TRAIN_OPTIONS = tuple(inspect.signature(train).parameters)
+def command_options(command: Any, local_values: dict[str, Any]) -> dict[str, Any]:
+    """Of a command body's ``locals()``, the values of ``command``'s own parameters."""
+    return {name: local_values[name] for name in inspect.signature(command).parameters if name in local_values}
+
+
+def in_processes(command: Any, local_values: dict[str, Any], nproc: int, device: str) -> None:
+    """Run a CLI command in ``nproc`` processes (``--nproc-per-node``) with the options already parsed here."""
+    from fewshot_sdk.cli.launch import check_processes, launch
+
+    check_processes(nproc, device)
+    launch(f"{__name__}:{command.__name__}", command_options(command, local_values), nproc)
 
 
 @contextmanager
@@ -431,13 +437,10 @@ def evaluate(
 
     options = dict(locals())
     if nproc_per_node > 1 and not distributed.launched_by_torchrun():
-        from fewshot_sdk.cli.launch import check_processes, launch
-
-        check_processes(nproc_per_node, "auto")
-        launch(f"{__name__}:evaluate", {k: v for k, v in options.items() if k in EVALUATE_OPTIONS}, nproc_per_node)
+        in_processes(evaluate, options, nproc_per_node, "auto")
         return
     with distributed.process_group("auto") as ranks:
-        evaluate_in_group(ranks, **{k: v for k, v in options.items() if k in EVALUATE_OPTIONS})
+        evaluate_in_group(ranks, **command_options(evaluate_in_group, options))
 
 
 def evaluate_in_group(
@@ -455,13 +458,12 @@ def evaluate_in_group(
     within_alphabet: bool,
     record: bool,
     as_json: bool,
-    nproc_per_node: int,
 ) -> None:
     """``evaluate`` in one process of ``ranks``: episodes sharded over the ranks; rank 0 prints and records."""
     import fewshot_sdk as fs
-    from fewshot_sdk.data.omniglot import LAKE_RUNS_ZIP, load_lake_runs
+    from fewshot_sdk.data.omniglot import LAKE_RUNS_ZIP, has_full_set, load_lake_runs
     from fewshot_sdk.train.evaluate import evaluate_episodes, evaluate_lake_runs
-    from fewshot_sdk.train.recipes import FULL_OMNIGLOT_TEST, dataset_splits, has_full_omniglot
+    from fewshot_sdk.train.recipes import FULL_OMNIGLOT_TEST, dataset_splits
     from fewshot_sdk.train.regression import is_sinusoid
 
     main = ranks.is_main
@@ -486,7 +488,7 @@ def evaluate_in_group(
             for label, figure in mse.items():
                 typer.echo(f"{label}: MSE {figure['mse']:.3f} ± {figure['ci95']:.3f} ({episodes} tasks)")
         data = None
-    full_omniglot = data is not None and has_full_omniglot(data)
+    full_omniglot = data is not None and has_full_set(data)
     if full_omniglot and split == "test":  # the papers' protocol
         n_way, k_shot = n_way or [5, 20], k_shot or [1, 5]
         if lake_runs is None and (data / LAKE_RUNS_ZIP).is_file():
@@ -603,7 +605,3 @@ def export(
 
 def main() -> None:
     app()
-
-
-#: ``evaluate``'s parameters, as handed to the processes of ``--nproc-per-node``.
-EVALUATE_OPTIONS = tuple(inspect.signature(evaluate).parameters)

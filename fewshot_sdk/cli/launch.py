@@ -27,7 +27,9 @@ def check_processes(nproc: int, device: str) -> None:
     """Refuse more processes than the devices they would run on."""
     import torch
 
-    if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
+    from fewshot_sdk.train.distributed import uses_cuda
+
+    if uses_cuda(device):
         available = torch.cuda.device_count()
         if nproc > available:
             raise FewShotError(f"--nproc-per-node {nproc} needs {nproc} GPUs, but {available} are visible")

@@ -18,13 +18,18 @@ def support_from_options(folders: list[Path]) -> SupportSet:
 
     if len(folders) == 1:
         root = folders[0]
-        if root.is_dir() and not any(p.is_dir() and not p.name.startswith(".") for p in root.iterdir()):
+        if root.is_dir() and not has_class_subfolders(root):
             raise InputError(
                 f"only one class given ({root}): repeat --support once per class, or pass one folder "
                 "whose subfolders are the classes"
             )
         return SupportSet.from_folder(root)
     return SupportSet.from_folders(folders)
+
+
+def has_class_subfolders(folder: Path) -> bool:
+    """A root of class folders, rather than one class's folder of images (hidden folders do not count)."""
+    return any(p.is_dir() and not p.name.startswith(".") for p in folder.iterdir())
 
 
 def classes_to_add(folders: list[Path]) -> dict[str, list[Path]]:
@@ -37,7 +42,7 @@ def classes_to_add(folders: list[Path]) -> dict[str, list[Path]]:
             raise InputError(f"--add-support {folder}: not a folder")
         found = (
             scan_class_folders(folder)
-            if any(p.is_dir() and not p.name.startswith(".") for p in folder.iterdir())
+            if has_class_subfolders(folder)
             else {folder.resolve().name: list_class_images(folder)}
         )
         for name, files in found.items():

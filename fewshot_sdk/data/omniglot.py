@@ -78,13 +78,13 @@ def background_sources(data: str | Path | Sequence[str | Path]) -> list[Path]:
         raise InputError(f"Omniglot data not found: {path}")
     if path.is_file():
         return [path]
-    if (path / FULL_BACKGROUND_ZIP).is_file():
-        return [path / FULL_BACKGROUND_ZIP]
+    full = full_background_source(path)
+    if full is not None and full.is_file():
+        return [full]
     zips = [path / name for name in BACKGROUND_ZIPS if (path / name).is_file()]
     if zips:
         return zips
-    full = path / "images_background"
-    if full.is_dir():
+    if full is not None:
         return [full]
     folders = sorted(p for p in path.glob("images_background*") if p.is_dir())
     if folders:
@@ -95,6 +95,20 @@ def background_sources(data: str | Path | Sequence[str | Path]) -> list[Path]:
         f"{path} holds neither {FULL_BACKGROUND_ZIP} nor {' nor '.join(BACKGROUND_ZIPS)} nor an "
         "<alphabet>/<character>/*.png tree"
     )
+
+
+def full_background_source(folder: Path) -> Path | None:
+    """The full 30-alphabet background set in ``folder``: its zip, else its extracted folder."""
+    for candidate in (folder / FULL_BACKGROUND_ZIP, folder / "images_background"):
+        if candidate.is_file() if candidate.suffix == ".zip" else candidate.is_dir():
+            return candidate
+    return None
+
+
+def has_full_set(data: str | Path) -> bool:
+    """Whether ``data`` is a folder holding the full background and evaluation sets (the papers' protocol)."""
+    path = Path(data)
+    return path.is_dir() and full_background_source(path) is not None and evaluation_source(path) is not None
 
 
 def evaluation_source(data: str | Path) -> Path | None:
@@ -200,14 +214,13 @@ def split_alphabets(
     minimal splits' alphabets: a model warm-started from a minimal-split checkpoint has
     trained on their characters). Returns (train with rotations, val, val alphabet names).
     """
-    alphabets = sorted({name.split("/", 1)[0] for name in characters.class_names})
+    alphabet_of = [name.split("/", 1)[0] for name in characters.class_names]
     kept = set(keep_in_train)
-    candidates = [a for a in alphabets if a not in kept]
+    candidates = [a for a in sorted(set(alphabet_of)) if a not in kept]
     if n_val >= len(candidates):
         raise InputError(f"cannot hold out {n_val} of the {len(candidates)} alphabets that may be held out")
     order = torch.randperm(len(candidates), generator=torch.Generator().manual_seed(split_seed)).tolist()
     held_out = sorted(candidates[i] for i in order[:n_val])
-    alphabet_of = [name.split("/", 1)[0] for name in characters.class_names]
     val_ids = [c for c, alphabet in enumerate(alphabet_of) if alphabet in held_out]
     train_ids = [c for c, alphabet in enumerate(alphabet_of) if alphabet not in held_out]
     train = characters.subset_classes(train_ids)

@@ -224,9 +224,13 @@ class Learner(nn.Module, metaclass=ABCMeta):
         """
         parsed = self.adapt_options(options)
         check_support(x, y, n_way, regression=self.is_regression)
+        return self.detached_task(x, y, n_way, parsed)
+
+    def detached_task(self, x: torch.Tensor, y: torch.Tensor, n_way: int, options: StrictModel) -> TaskState:
+        """``fit_task`` on this learner's device, under ``no_grad``, its state cut from the learner's graph."""
         device = self.device
         with torch.no_grad():
-            state = self.fit_task(x.to(device), y.to(device), n_way, parsed)
+            state = self.fit_task(x.to(device), y.to(device), n_way, options)
         return {name: tensor.detach() for name, tensor in state.items()}
 
     def adapt_classes(self, x: torch.Tensor, y: torch.Tensor, n_way: int) -> TaskState:
@@ -234,9 +238,7 @@ class Learner(nn.Module, metaclass=ABCMeta):
         if self.task_layout() is None:
             raise InputError(f"a {self.method} task state depends on the whole support set; adapt on all of it")
         check_support(x, y, n_way, min_classes=1)
-        with torch.no_grad():
-            state = self.fit_task(x.to(self.device), y.to(self.device), n_way, self.Options())
-        return {name: tensor.detach() for name, tensor in state.items()}
+        return self.detached_task(x, y, n_way, self.Options())
 
     @property
     def is_regression(self) -> bool:

@@ -68,8 +68,9 @@ def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ
 
 
-def backend_for(device: torch.device) -> str:
-    return "nccl" if device.type == "cuda" else "gloo"
+def uses_cuda(device_name: str) -> bool:
+    """Whether a ``--device`` value puts the run on GPUs (``auto`` does when CUDA is usable)."""
+    return device_name.startswith("cuda") or (device_name == "auto" and torch.cuda.is_available())
 
 
 @contextmanager
@@ -82,12 +83,10 @@ def process_group(device_name: str) -> Iterator[Ranks]:
     if not launched_by_torchrun() or dist.is_initialized():
         yield current()
         return
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    wants_cuda = device_name.startswith("cuda") or (device_name == "auto" and torch.cuda.is_available())
-    if wants_cuda:
-        torch.cuda.set_device(local_rank)
-    backend = backend_for(torch.device("cuda" if wants_cuda else "cpu"))
-    dist.init_process_group(backend, timeout=COLLECTIVE_TIMEOUT)
+    cuda = uses_cuda(device_name)
+    if cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group("nccl" if cuda else "gloo", timeout=COLLECTIVE_TIMEOUT)
     yield current()
     # Only on success: a rank that raises exits with the group as it is, so that its error is
     # reported before its peers fail on a collective it will never join.

@@ -11,9 +11,8 @@ from fewshot_sdk.config import Provenance, TrainingInfo
 from fewshot_sdk.data.images import Preprocessor
 from fewshot_sdk.data.labelled import LabelledImages
 from fewshot_sdk.data.omniglot import (
-    FULL_BACKGROUND_ZIP,
     OmniglotSplits,
-    evaluation_source,
+    has_full_set,
     load_background_characters,
     load_evaluation_characters,
     minimal_split_alphabets,
@@ -64,16 +63,10 @@ class FullOmniglotSplits:
         return load_evaluation_characters(self.data, self.preprocessor)
 
 
-def has_full_omniglot(data: str | Path) -> bool:
-    path = Path(data)
-    background = (path / FULL_BACKGROUND_ZIP).is_file() or (path / "images_background").is_dir()
-    return path.is_dir() and background and evaluation_source(path) is not None
-
-
 def omniglot_splits(data: str | Path, learner: Learner, split_seed: int = 0) -> OmniglotSplits | FullOmniglotSplits:
     """The full protocol where the folder holds the background and evaluation sets, else the minimal splits
     split train / val / test by character, at the learner's resolution."""
-    if has_full_omniglot(data):
+    if has_full_set(data):
         return FullOmniglotSplits(data, learner.preprocessor, split_seed)
     return split_characters(load_background_characters(data, learner.preprocessor), split_seed=split_seed)
 
