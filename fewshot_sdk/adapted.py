@@ -3,12 +3,18 @@
 It is what ``learner.adapt(support)`` returns. It holds a reference to the learner
 (never a copy, never a mutation) and the task state tensors; ``save`` writes both
 into one folder so an application can adapt once and reload the task later.
+
+A task adapted in this process also keeps its model-ready support tensors, in memory
+only, for one purpose: ``reject="auto"`` calibrates its novelty threshold on them, on
+first use. ``save`` and ``export_onnx`` record that threshold, so a reloaded task rejects
+with it without its support images.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -28,12 +34,14 @@ from fewshot_sdk.checkpoint import (
 from fewshot_sdk.config import StrictModel
 from fewshot_sdk.domain import check_images
 from fewshot_sdk.errors import CheckpointError, InputError
+from fewshot_sdk.methods._open_set import check_reject
 from fewshot_sdk.methods._task_layout import merge as merge_states
 from fewshot_sdk.methods._task_layout import select as select_classes
 from fewshot_sdk.version import __version__
 
 if TYPE_CHECKING:
     from fewshot_sdk.api import SupportSet
+    from fewshot_sdk.config import StrictModel as Options
     from fewshot_sdk.methods._task_layout import Layout
     from fewshot_sdk.methods.base import Learner, TaskState
 
@@ -52,18 +60,49 @@ class TaskConfig(StrictModel):
     class_names: list[str]
     state_names: list[str]
     task: TaskKind = "classification"
+    #: The ``reject="auto"`` threshold calibrated on the support set; None: not calibrated.
+    novelty_threshold: float | None = None
+
+
+@dataclass(frozen=True)
+class TaskSupport:
+    """The model-ready support a task was adapted on, and the options it was adapted with."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    options: Options
+
+    def merged(self, other: TaskSupport, classes_before: int) -> TaskSupport:
+        """This support followed by ``other``'s, whose labels are numbered after this one's classes."""
+        return TaskSupport(torch.cat([self.x, other.x]), torch.cat([self.y, other.y + classes_before]), self.options)
+
+    def selected(self, keep: list[int]) -> TaskSupport:
+        """The examples of the classes ``keep``, relabelled in that order."""
+        relabel = torch.full((int(self.y.max()) + 1,), -1, dtype=torch.long)
+        relabel[torch.tensor(keep)] = torch.arange(len(keep))
+        labels = relabel[self.y]
+        kept = labels >= 0
+        return TaskSupport(self.x[kept], labels[kept], self.options)
 
 
 class AdaptedModel:
     """A learner adapted to one support set."""
 
     def __init__(
-        self, learner: Learner, state: TaskState, class_names: Sequence[str], task: TaskKind = "classification"
+        self,
+        learner: Learner,
+        state: TaskState,
+        class_names: Sequence[str],
+        task: TaskKind = "classification",
+        support: TaskSupport | None = None,
+        novelty_threshold: float | None = None,
     ) -> None:
         self.learner = learner
         self.state = state
         self.class_names = tuple(class_names)
         self.task = task
+        self.support = support
+        self._novelty_threshold = novelty_threshold
 
     @property
     def method(self) -> str:
@@ -102,25 +141,81 @@ class AdaptedModel:
         )
 
     def logits(self, query: QueryLike, batch_size: int = 256) -> torch.Tensor:
+        return self.scores(query, batch_size, with_novelty=False)[0]
+
+    def scores(
+        self, query: QueryLike, batch_size: int = 256, with_novelty: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits [B, N] and (``with_novelty``) novelty [B] of the queries, scored in chunks of ``batch_size``."""
         batch = self.as_batch(query)
         check_images(self.learner, query)  # photos given to a handwriting model: say so, once per learner
-        device = self.learner.device
+        device, learner = self.learner.device, self.learner
+        logits, novelty = [], []
         with torch.inference_mode():
-            chunks = [self.learner.score(self.state, chunk.to(device)) for chunk in torch.split(batch, batch_size)]
-        return torch.cat(chunks).cpu()
+            for chunk in torch.split(batch, batch_size):
+                if with_novelty:
+                    chunk_logits, chunk_novelty = learner.score_with_novelty(self.state, chunk.to(device))
+                    novelty.append(chunk_novelty)
+                else:
+                    chunk_logits = learner.score(self.state, chunk.to(device))
+                logits.append(chunk_logits)
+        return torch.cat(logits).cpu(), (torch.cat(novelty).cpu() if with_novelty else None)
 
-    def predict(self, query: QueryLike, batch_size: int = 256) -> Prediction:
-        """Classify queries: class indices, names, and every class's probability.
+    def predict(self, query: QueryLike, batch_size: int = 256, reject: float | str | None = None) -> Prediction:
+        """Classify queries: class indices, names, every class's probability, and each query's novelty.
 
-        For a regression task, ``Prediction.values`` holds the predicted outputs.
+        ``reject``: None (default) always names a support class; ``"auto"`` answers None for
+        queries above :attr:`novelty_threshold`, calibrated on the support set; a number is a
+        threshold of your own on ``Prediction.novelty``. For a regression task,
+        ``Prediction.values`` holds the predicted outputs.
         """
-        logits = self.logits(query, batch_size)
+        check_reject(reject)
         if self.task == "regression":
+            if reject is not None:
+                raise InputError("reject applies to classification tasks; a regression task predicts values")
             empty = torch.empty(0)
-            return Prediction(indices=empty.long(), probs=empty, classes=self.class_names, values=logits)
+            return Prediction(
+                indices=empty.long(), probs=empty, classes=self.class_names, values=self.logits(query, batch_size)
+            )
+        threshold = self.novelty_threshold if reject == "auto" else reject
+        logits, novelty = self.scores(query, batch_size)
         with torch.inference_mode():
             probs = self.learner.probabilities(logits)
-        return Prediction(indices=probs.argmax(dim=1), probs=probs, classes=self.class_names, logits=logits)
+        return Prediction(
+            indices=probs.argmax(dim=1),
+            probs=probs,
+            classes=self.class_names,
+            logits=logits,
+            novelty=novelty,
+            threshold=None if threshold is None else float(threshold),
+        )
+
+    @property
+    def novelty_threshold(self) -> float:
+        """The ``reject="auto"`` threshold: calibrated on the support set alone, on first use (module docstring)."""
+        if self._novelty_threshold is None:
+            if self.support is None:
+                raise InputError(
+                    f"this {self.method} task has no calibrated novelty threshold: it was loaded without one "
+                    "(saved by an older SDK, or grown after loading); adapt it again on its support set, "
+                    "or pass reject=<novelty threshold>"
+                )
+            if self.task != "classification":
+                raise InputError("a regression task has no novelty threshold")
+            support = self.support
+            self._novelty_threshold = self.learner.novelty_threshold(
+                support.x, support.y, self.num_classes, support.options
+            )
+        return self._novelty_threshold
+
+    def novelty_threshold_or_none(self) -> float | None:
+        """The threshold where one is known or can be calibrated (what ``save`` and ``export_onnx`` record)."""
+        if self._novelty_threshold is None and (self.support is None or self.task != "classification"):
+            return None
+        try:
+            return self.novelty_threshold
+        except InputError:  # too few classes to hold one out: nothing to record
+            return None
 
     def add_classes(self, more: SupportSet | Mapping[str, Sequence[object]]) -> AdaptedModel:
         """This task with ``more``'s classes (one or several) after its own, its own not adapted again.
@@ -142,7 +237,10 @@ class AdaptedModel:
         check_images(self.learner, more.items)
         added = self.learner.adapt_classes(x, y, more.num_classes)
         merged = merge_states(layout, self.state, added)
-        return AdaptedModel(self.learner, merged, self.class_names + more.class_names, self.task)
+        support = None
+        if self.support is not None:
+            support = self.support.merged(TaskSupport(x, y, self.support.options), self.num_classes)
+        return AdaptedModel(self.learner, merged, self.class_names + more.class_names, self.task, support)
 
     def remove_classes(self, names: Sequence[str]) -> AdaptedModel:
         """This task without the classes ``names`` (a new task; this one is unchanged)."""
@@ -155,7 +253,11 @@ class AdaptedModel:
         if len(keep) < 2:
             raise InputError(f"removing {sorted(removed)} would leave {len(keep)} class; a task needs at least 2")
         return AdaptedModel(
-            self.learner, select_classes(layout, self.state, keep), [self.class_names[i] for i in keep], self.task
+            self.learner,
+            select_classes(layout, self.state, keep),
+            [self.class_names[i] for i in keep],
+            self.task,
+            None if self.support is None else self.support.selected(keep),
         )
 
     def growable_layout(self, action: str) -> Layout:
@@ -168,8 +270,12 @@ class AdaptedModel:
         return layout
 
     def save(self, folder: str | os.PathLike, overwrite: bool = False) -> Path:
-        """One folder with the learner and the task state; reload with ``fs.load_task``."""
+        """One folder with the learner, the task state and its novelty threshold; reload with ``fs.load_task``.
+
+        The support images are not saved: the threshold is calibrated (if it was not yet) and recorded.
+        """
         path = prepare_output_folder(folder, overwrite, (TASK_FILE, TASK_WEIGHTS))
+        threshold = self.novelty_threshold_or_none()
         tensors = {f"learner.{k}": v for k, v in stored_tensors(self.learner).items()}
         tensors.update({f"state.{k}": v for k, v in self.state.items()})
         write_weights(path / TASK_WEIGHTS, tensors, {"format": "fewshot-sdk/task"})
@@ -178,12 +284,13 @@ class AdaptedModel:
             class_names=list(self.class_names),
             state_names=list(self.state),
             task=self.task,
+            novelty_threshold=threshold,
         )
         write_json(path / TASK_FILE, config)
         return path
 
     def export_onnx(self, path: str | os.PathLike, opset: int | None = None, overwrite: bool = False) -> Path:
-        """One self-contained ``.onnx`` file (outputs ``logits`` and ``probs``) for onnxruntime alone."""
+        """One self-contained ``.onnx`` file (outputs ``logits``, ``probs``, ``novelty``) for onnxruntime alone."""
         from fewshot_sdk.export.onnx import export_task
 
         return export_task(self, path, opset=opset, overwrite=overwrite)

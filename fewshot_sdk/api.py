@@ -158,17 +158,32 @@ class SupportSet:
 
 @dataclass(frozen=True)
 class Prediction:
-    """What ``predict`` returns: per query, the class index, its name and every class's probability."""
+    """What ``predict`` returns: per query, the class index, its name and every class's probability.
+
+    ``novelty`` [B] says how unlike every support class each query is (larger: less alike).
+    With ``predict(..., reject=...)``, ``threshold`` is set and ``class_names`` holds None for
+    the queries whose novelty lies above it; ``indices`` and ``probs`` stay the closed-set answer.
+    """
 
     indices: torch.Tensor
     probs: torch.Tensor
     classes: tuple[str, ...]
     logits: torch.Tensor | None = None
     values: torch.Tensor | None = None
+    novelty: torch.Tensor | None = None
+    threshold: float | None = None
 
     @property
-    def class_names(self) -> list[str]:
-        return [self.classes[i] for i in self.indices.tolist()]
+    def rejected(self) -> torch.Tensor:
+        """[B] bool: the queries answered "none of these" (all False without a threshold)."""
+        if self.threshold is None or self.novelty is None:
+            return torch.zeros(len(self.indices), dtype=torch.bool)
+        return self.novelty > self.threshold
+
+    @property
+    def class_names(self) -> list[str | None]:
+        rejected = self.rejected.tolist()
+        return [None if out else self.classes[i] for i, out in zip(self.indices.tolist(), rejected, strict=True)]
 
     @property
     def confidence(self) -> torch.Tensor:

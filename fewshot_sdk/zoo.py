@@ -162,7 +162,9 @@ def load_task(folder: str | os.PathLike, backbone_module: nn.Module | None = Non
         )
     ordered = {name: state[name] for name in config.state_names}
     check_finite(ordered, path / TASK_WEIGHTS)
-    task = AdaptedModel(learner.eval(), ordered, config.class_names, task=config.task)
+    task = AdaptedModel(
+        learner.eval(), ordered, config.class_names, task=config.task, novelty_threshold=config.novelty_threshold
+    )
     if config.task == "classification":
         check_class_count(task, path)
     return task

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -62,21 +64,34 @@ def classify(
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Let --save-task replace a saved task.")] = False,
     top_k: Annotated[int, typer.Option("--top-k", min=1, help="Show the k most probable classes.")] = 1,
+    reject: Annotated[
+        str | None,
+        typer.Option(
+            "--reject",
+            help="Answer 'unknown' for queries unlike every support class: 'auto' (threshold calibrated on the "
+            "support set) or a novelty threshold.",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Adapt to the support images (or load a saved --task, growing it with --add-support) and classify the queries."""
+    threshold = parse_reject(reject)
     if task is not None or add_support or remove_class or save_task is not None:
-        classify_with_task(query, support, model, task, add_support, remove_class, save_task, overwrite, top_k, as_json)
+        classify_with_task(
+            query, support, model, task, add_support, remove_class, save_task, overwrite, top_k, threshold, as_json
+        )
         return
     if not query:
         fail("give the images to classify with --query")
     queries = expand_queries(query)
     if model.endswith(".onnx"):
-        from fewshot_sdk.export.runtime import classify_with_onnx
+        from fewshot_sdk.export.runtime import OnnxClassifier
 
         if support:
             fail("an .onnx model already holds its support set: drop --support")
-        class_names, probs = classify_with_onnx(model, queries)
+        classifier = OnnxClassifier(model)
+        answer = classifier.classify(queries, reject=threshold)
+        answers = Answers(classifier.class_names, answer.class_names, answer.probs, answer.novelty, answer.threshold)
     else:
         import fewshot_sdk as fs
         from fewshot_sdk.domain import name_learner
@@ -86,9 +101,9 @@ def classify(
         learner = fs.load(model)
         name_learner(learner, model)  # so a warning says "protonet-omniglot is ...", not "this protonet model"
         with one_line_warnings(), embedding_progress(console, quiet=as_json):
-            prediction = learner.adapt(support_from_options(support)).predict(queries)
-        class_names, probs = list(prediction.classes), prediction.probs.numpy()
-    print_predictions(queries, class_names, probs, top_k, as_json)
+            prediction = learner.adapt(support_from_options(support)).predict(queries, reject=threshold)
+        answers = Answers.of(prediction)
+    print_predictions(queries, answers, top_k, as_json)
 
 
 def classify_with_task(
@@ -101,6 +116,7 @@ def classify_with_task(
     save_task: Path | None,
     overwrite: bool,
     top_k: int,
+    reject: float | str | None,
     as_json: bool,
 ) -> None:
     """``classify --task``: a saved task, grown or shrunk by class, saved again, and/or classifying queries."""
@@ -128,8 +144,8 @@ def classify_with_task(
     if query:
         queries = expand_queries(query)
         with one_line_warnings():
-            prediction = task.predict(queries)
-        print_predictions(queries, list(prediction.classes), prediction.probs.numpy(), top_k, as_json)
+            prediction = task.predict(queries, reject=reject)
+        print_predictions(queries, Answers.of(prediction), top_k, as_json)
 
 
 def changed_task(task: Any, add_support: list[Path] | None, remove_class: list[str] | None, quiet: bool) -> Any:
@@ -168,24 +184,62 @@ def one_line_warnings() -> Iterator[None]:
         yield
 
 
-def print_predictions(queries: list[Path], class_names: list[str], probs: Any, top_k: int, as_json: bool) -> None:
+def parse_reject(reject: str | None) -> float | str | None:
+    """``--reject``: ``auto`` or a number, else a one-line error."""
+    if reject is None or reject == "auto":
+        return reject
+    try:
+        value = float(reject)
+    except ValueError:
+        value = float("nan")
+    if not math.isfinite(value):
+        fail(f"--reject takes 'auto' or a finite number (a novelty threshold), got {reject!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Answers:
+    """What ``classify`` prints, from the torch task or an .onnx file alike."""
+
+    classes: list[str]
+    chosen: list[str | None]  # None: rejected as none of the classes
+    probs: Any  # [B, N] numpy
+    novelty: Any = None  # [B] numpy, or None
+    threshold: float | None = None
+
+    @classmethod
+    def of(cls, prediction: Any) -> Answers:
+        novelty = None if prediction.novelty is None else prediction.novelty.numpy()
+        return cls(
+            list(prediction.classes), prediction.class_names, prediction.probs.numpy(), novelty, prediction.threshold
+        )
+
+
+def print_predictions(queries: list[Path], answers: Answers, top_k: int, as_json: bool) -> None:
+    """One line (or JSON object) per query: its class, or ``unknown`` when rejected, and the top k classes."""
+    class_names = answers.classes
     k = min(top_k, len(class_names))
     rows = []
-    for path, row in zip(queries, probs, strict=True):
+    for index, (path, row) in enumerate(zip(queries, answers.probs, strict=True)):
         order = sorted(range(len(class_names)), key=lambda i: -float(row[i]))[:k]
-        rows.append(
-            {
-                "query": str(path),
-                "class": class_names[order[0]],
-                "probability": round(float(row[order[0]]), 6),
-                "top_k": [{"class": class_names[i], "probability": round(float(row[i]), 6)} for i in order],
-            }
-        )
+        entry: dict[str, Any] = {
+            "query": str(path),
+            "class": answers.chosen[index],
+            "probability": round(float(row[order[0]]), 6),
+            "top_k": [{"class": class_names[i], "probability": round(float(row[i]), 6)} for i in order],
+        }
+        if answers.novelty is not None:
+            entry["novelty"] = round(float(answers.novelty[index]), 6)
+        if answers.threshold is not None:
+            entry["threshold"] = round(answers.threshold, 6)
+        rows.append(entry)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
     for row in rows:
         ranked = ", ".join(f"{entry['class']} ({entry['probability']:.3f})" for entry in row["top_k"])
+        if row["class"] is None:
+            ranked = f"unknown (novelty {row['novelty']:.3f} > {row['threshold']:.3f}; nearest: {ranked})"
         typer.echo(f"{row['query']}: {ranked}")
 
 

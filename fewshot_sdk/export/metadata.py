@@ -38,7 +38,7 @@ STRETCH_FORMAT_VERSION = 1
 #: What files that centre-crop (``resize_shorter`` set) are written as; older SDKs refuse them.
 CROP_FORMAT_VERSION = 2
 INPUT_NAME = "images"
-OUTPUT_NAMES = ("logits", "probs")
+OUTPUT_NAMES = ("logits", "probs", "novelty")
 #: How ``fewshot_sdk.data.images.Preprocessor`` resizes; recorded so other runtimes can match it.
 RESIZE = "pil-bilinear"
 
@@ -58,6 +58,8 @@ class OnnxMetadata:
     #: None: stretch to image_size; an int: shorter side to this, then centre-crop image_size.
     resize_shorter: int | None = None
     resize: str = RESIZE
+    #: The task's ``reject="auto"`` threshold on the ``novelty`` output; None: not calibrated.
+    novelty_threshold: float | None = None
     input_name: str = INPUT_NAME
     output_names: tuple[str, ...] = OUTPUT_NAMES
     format: str = FORMAT
@@ -74,7 +76,13 @@ class OnnxMetadata:
 
     @classmethod
     def describing(
-        cls, method: str, class_names: Sequence[str], preprocess: Any, sdk_version: str, exporter: str = ""
+        cls,
+        method: str,
+        class_names: Sequence[str],
+        preprocess: Any,
+        sdk_version: str,
+        exporter: str = "",
+        novelty_threshold: float | None = None,
     ) -> OnnxMetadata:
         """The metadata of a task whose learner preprocesses with ``preprocess`` (a ``PreprocessConfig``).
 
@@ -90,6 +98,7 @@ class OnnxMetadata:
             resize_shorter=preprocess.resize_shorter,
             sdk_version=sdk_version,
             exporter=exporter,
+            novelty_threshold=novelty_threshold,
         )
 
     def to_props(self) -> dict[str, str]:
@@ -106,6 +115,7 @@ class OnnxMetadata:
             "std": list(self.std),
             "resize_shorter": self.resize_shorter,
             "resize": self.resize,
+            "novelty_threshold": self.novelty_threshold,
             "input_name": self.input_name,
             "output_names": list(self.output_names),
             "exporter": self.exporter,
@@ -144,6 +154,7 @@ class OnnxMetadata:
                 exporter=ours.get("exporter", ""),
                 resize_shorter=resize_shorter,
                 resize=ours.get("resize", RESIZE),
+                novelty_threshold=_optional_float(ours.get("novelty_threshold", "null")),
                 input_name=ours.get("input_name", INPUT_NAME),
                 output_names=tuple(json.loads(ours["output_names"])) if "output_names" in ours else OUTPUT_NAMES,
             )
@@ -172,7 +183,19 @@ class OnnxMetadata:
             problems.append("no class names")
         if self.resize != RESIZE:
             problems.append(f"resize {self.resize!r}")
-        if tuple(self.output_names[:2]) != OUTPUT_NAMES:
+        if tuple(self.output_names[:2]) != OUTPUT_NAMES[:2]:
             problems.append(f"outputs {self.output_names}")
+        if self.novelty_threshold is not None and "novelty" not in self.output_names:
+            problems.append("a novelty threshold without a novelty output")
         if problems:
             raise InputError(f"{source} has unusable fewshot metadata: {', '.join(problems)}")
+
+
+def _optional_float(text: str) -> float | None:
+    """A JSON number or null; a finite float or None."""
+    value = json.loads(text)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or abs(value) == float("inf"):
+        raise ValueError(f"novelty_threshold {value!r} is not a finite number")
+    return float(value)

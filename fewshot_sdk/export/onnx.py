@@ -1,7 +1,9 @@
 """Exporting an adapted task to one self-contained ``.onnx`` file.
 
 The graph's input ``images`` is the batch ``task.preprocess(images)`` produces
-([B, C, H, W] float32, B dynamic); its outputs are ``logits`` and ``probs``. The
+([B, C, H, W] float32, B dynamic); its outputs are ``logits``, ``probs`` and
+``novelty`` (each query's open-set score, :mod:`fewshot_sdk.methods._open_set`;
+the task's ``reject="auto"`` threshold travels in the metadata). The
 method decides what the graph computes through ``learner.export_module(state)``
 (the task state baked in as constants: ProtoNet's prototypes as a linear layer,
 stored embeddings, memories, class feature maps or adapted weights); this module
@@ -13,7 +15,8 @@ TorchScript tracer is deliberately not a fallback: for every method that
 and for weighted-L1 (``cdist``) it produced a graph that is silently wrong on
 some inputs. The graph is checked with ``onnx.checker`` and run with onnxruntime
 on batches of other sizes than the traced one (and of varied content); only if
-its probabilities match the torch task's within 1e-4 is it written, atomically,
+its probabilities and novelty match the torch task's within 1e-4 (novelty: relative
+to its scale) is it written, atomically,
 with the ``fewshot.*`` metadata. Otherwise :class:`ExportError` says why.
 """
 
@@ -40,6 +43,7 @@ from torch import nn
 from fewshot_sdk.checkpoint import follow_umask, non_finite
 from fewshot_sdk.errors import FewShotError, InputError
 from fewshot_sdk.export.metadata import INPUT_NAME, OUTPUT_NAMES, OnnxMetadata
+from fewshot_sdk.methods._open_set import max_logit_novelty
 from fewshot_sdk.version import __version__
 
 if TYPE_CHECKING:
@@ -58,10 +62,11 @@ class ExportError(FewShotError):
 
 
 class ExportedTask(nn.Module):
-    """images -> (logits, probs): the method's export module plus its own probability rule.
+    """images -> (logits, probs, novelty): the method's export module plus its own probability rule.
 
     ``probs`` comes from ``learner.probabilities`` (softmax for most methods, but
     e.g. Siamese normalises per-class sigmoid scores), never a hard-coded softmax.
+    ``novelty`` is the export module's own when it returns one, else minus the largest logit.
     """
 
     def __init__(self, learner: Learner, logits_module: nn.Module) -> None:
@@ -69,9 +74,10 @@ class ExportedTask(nn.Module):
         self.learner = learner
         self.logits_module = logits_module
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.logits_module(images)
-        return logits, self.learner.probabilities(logits)
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        outputs = self.logits_module(images)
+        logits, novelty = outputs if isinstance(outputs, tuple) else (outputs, max_logit_novelty(outputs))
+        return logits, self.learner.probabilities(logits), novelty
 
 
 def export_task(task: AdaptedModel, path: str | os.PathLike, opset: int | None = None, overwrite: bool = False) -> Path:
@@ -91,6 +97,7 @@ def export_task(task: AdaptedModel, path: str | os.PathLike, opset: int | None =
     broken = non_finite(state)
     if broken:
         raise InputError(f"the {task.method} task holds NaN or infinite values in {broken[:3]}: re-adapt it")
+    threshold = task.novelty_threshold_or_none()  # before the export work, so a calibration error comes first
     module = ExportedTask(learner, learner.export_module(state)).eval()
     input_shape = learner.preprocess_config.input_shape
     generator = torch.Generator().manual_seed(0)
@@ -106,7 +113,7 @@ def export_task(task: AdaptedModel, path: str | os.PathLike, opset: int | None =
         ),
     ]
     with torch.no_grad():
-        expected = [learner.probabilities(learner.score(state, check)).numpy() for check in checks]
+        expected = [_probs_and_novelty(learner, state, check) for check in checks]
 
     failures = []
     for name, exporter in EXPORTERS:  # one today; a list so that another exporter can be added and verified alike
@@ -118,10 +125,10 @@ def export_task(task: AdaptedModel, path: str | os.PathLike, opset: int | None =
             failures.append(f"{name}: {_one_line(exc)}")
             continue
         if difference <= TOLERANCE:
-            _add_metadata(proto, task, name)
+            _add_metadata(proto, task, name, threshold)
             _write_atomically(proto, out)
             return out
-        failures.append(f"{name}: probabilities differ from torch by {difference:.2e}")
+        failures.append(f"{name}: probabilities or novelty differ from torch by {difference:.2e}")
     raise ExportError(f"could not export the {task.method} task to ONNX ({'; '.join(failures)})")
 
 
@@ -197,8 +204,17 @@ def _check_opset(opset: int | None) -> int | None:
     return opset
 
 
-def _max_difference(proto: onnx.ModelProto, batches: list[np.ndarray], expected: list[np.ndarray]) -> float:
-    """Largest |probs| difference from torch over batches of sizes other than the traced one."""
+def _probs_and_novelty(learner: Learner, state: dict[str, torch.Tensor], batch: torch.Tensor) -> list[np.ndarray]:
+    logits, novelty = learner.score_with_novelty(state, batch)
+    return [learner.probabilities(logits).numpy(), novelty.numpy()]
+
+
+def _max_difference(proto: onnx.ModelProto, batches: list[np.ndarray], expected: list[list[np.ndarray]]) -> float:
+    """Largest difference from torch over batches of sizes other than the traced one.
+
+    Probabilities are compared absolutely; novelty relative to its size (ProtoNet's is a squared
+    distance, tens to thousands, computed by ONNX as |f|^2 - max(2 f.c - |c|^2), which loses digits).
+    """
     import onnxruntime
 
     batch_dim = proto.graph.input[0].type.tensor_type.shape.dim[0]
@@ -209,17 +225,23 @@ def _max_difference(proto: onnx.ModelProto, batches: list[np.ndarray], expected:
         )
     session = onnxruntime.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     worst = 0.0
-    for batch, wanted in zip(batches, expected, strict=True):
-        logits, probs = session.run(list(OUTPUT_NAMES), {INPUT_NAME: batch})
-        if probs.shape != wanted.shape or logits.shape != wanted.shape:
-            raise ExportError(f"outputs have shapes {logits.shape}, {probs.shape}; expected {wanted.shape}")
-        worst = max(worst, float(np.abs(probs - wanted).max()))
+    for batch, (wanted, wanted_novelty) in zip(batches, expected, strict=True):
+        logits, probs, novelty = session.run(list(OUTPUT_NAMES), {INPUT_NAME: batch})
+        if probs.shape != wanted.shape or logits.shape != wanted.shape or novelty.shape != wanted_novelty.shape:
+            raise ExportError(
+                f"outputs have shapes {logits.shape}, {probs.shape}, {novelty.shape}; "
+                f"expected {wanted.shape} and {wanted_novelty.shape}"
+            )
+        novelty_error = np.abs(novelty - wanted_novelty) / np.maximum(1.0, np.abs(wanted_novelty))
+        worst = max(worst, float(np.abs(probs - wanted).max()), float(novelty_error.max()))
     return worst
 
 
-def _add_metadata(proto: onnx.ModelProto, task: AdaptedModel, exporter: str) -> None:
+def _add_metadata(proto: onnx.ModelProto, task: AdaptedModel, exporter: str, threshold: float | None) -> None:
     config = task.learner.preprocess_config
-    metadata = OnnxMetadata.describing(task.method, task.class_names, config, __version__, exporter)
+    metadata = OnnxMetadata.describing(
+        task.method, task.class_names, config, __version__, exporter, novelty_threshold=threshold
+    )
     props = {entry.key: entry.value for entry in proto.metadata_props}
     props.update(metadata.to_props())
     del proto.metadata_props[:]

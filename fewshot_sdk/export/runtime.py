@@ -6,7 +6,9 @@ preprocessing), turns images into the model-ready batch exactly as
 ``task.preprocess`` does (the same torch-free
 :func:`fewshot_sdk.imageio.to_model_pixels` for orientation, channels, resize
 or resize-and-centre-crop and [0, 1]; then the same float32 normalisation, in
-numpy), and returns each class's probability.
+numpy), and returns each class's probability. ``classify(images, reject="auto")`` also
+answers ``None`` for queries whose ``novelty`` output is above the threshold recorded in
+the file (files exported before the novelty output existed cannot reject).
 
 Execution provider: CUDA when onnxruntime lists it *and* it can really run here
 (a GPU behind the driver, and the CUDA libraries the provider links against),
@@ -20,9 +22,11 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import math
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -101,6 +105,16 @@ def preprocess(images: Sequence[ImageInput], metadata: OnnxMetadata) -> np.ndarr
 
 
 # ----------------------------------------------------------------- runner
+@dataclass(frozen=True)
+class OnnxAnswer:
+    """``OnnxClassifier.classify``'s result: per query a class name (None: rejected), probabilities, novelty."""
+
+    class_names: list[str | None]
+    probs: np.ndarray
+    novelty: np.ndarray | None
+    threshold: float | None
+
+
 class OnnxClassifier:
     """An exported task opened with onnxruntime: images in, class probabilities out."""
 
@@ -142,8 +156,16 @@ class OnnxClassifier:
         """The exact batch ``task.preprocess(images)`` gives, as numpy."""
         return preprocess(images, self.metadata)  # type: ignore[arg-type]
 
+    @property
+    def has_novelty(self) -> bool:
+        return "novelty" in self.metadata.output_names
+
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(logits, probs)`` [B, N] for a model-ready float32 batch [B, C, H, W]."""
+        return self.outputs(batch)[:2]  # type: ignore[return-value]
+
+    def outputs(self, batch: np.ndarray) -> tuple[np.ndarray, ...]:
+        """``(logits, probs)`` and, where the file has it, ``novelty`` [B], for a model-ready batch."""
         batch = np.asarray(batch)
         if batch.ndim == 3:
             batch = batch[None]
@@ -154,7 +176,9 @@ class OnnxClassifier:
         if not np.issubdtype(batch.dtype, np.floating) or not np.isfinite(batch).all():
             raise InputError("the batch must be finite floating-point values")
         feed = {self.metadata.input_name: batch.astype(np.float32, copy=False)}
-        logits, probs = self.session.run(list(self.metadata.output_names[:2]), feed)
+        names = ["logits", "probs"] + (["novelty"] if self.has_novelty else [])
+        outputs = self.session.run(names, feed)
+        probs = outputs[1]
         named = len(self.metadata.class_names)
         if probs.ndim != 2 or probs.shape[1] != named:
             raise InputError(
@@ -163,21 +187,50 @@ class OnnxClassifier:
             )
         if not np.isfinite(probs).all():
             raise InputError(f"{self.path} produced NaN or infinite probabilities: its weights are corrupt")
-        return logits, probs
+        return tuple(outputs)
 
-    def predict_proba(self, images: Sequence[ImageInput] | ImageInput, batch_size: int = 256) -> np.ndarray:
-        """Every class's probability [B, N] for images, in chunks of ``batch_size``."""
+    def threshold(self, reject: float | str | None) -> float | None:
+        """The novelty threshold ``reject`` asks for: None, the file's calibrated one ("auto"), or a number."""
+        if reject is None:
+            return None
+        if not self.has_novelty:
+            raise InputError(f"{self.path} has no novelty output (exported by an older fewshot-sdk): export it again")
+        if reject == "auto":
+            if self.metadata.novelty_threshold is None:
+                raise InputError(
+                    f"{self.path} records no calibrated threshold (its task was not calibrated when exported); "
+                    "pass a number"
+                )
+            return self.metadata.novelty_threshold
+        if isinstance(reject, bool) or not isinstance(reject, (int, float)) or not math.isfinite(reject):
+            raise InputError(f"reject must be None, 'auto' or a finite novelty threshold, got {reject!r}")
+        return float(reject)
+
+    def classify(
+        self, images: Sequence[ImageInput] | ImageInput, reject: float | str | None = None, batch_size: int = 256
+    ) -> OnnxAnswer:
+        """Each query's class name (None where its novelty is above the threshold), probabilities and novelty."""
+        threshold = self.threshold(reject)
         items = [images] if isinstance(images, (str, os.PathLike, Image.Image, np.ndarray)) else list(images)
         if not items:
             raise InputError("no images given")
-        chunks = [self.run(self.preprocess(items[i : i + batch_size]))[1] for i in range(0, len(items), batch_size)]
-        return np.concatenate(chunks)
+        chunks = [self.outputs(self.preprocess(items[i : i + batch_size])) for i in range(0, len(items), batch_size)]
+        probs = np.concatenate([chunk[1] for chunk in chunks])
+        novelty = np.concatenate([chunk[2] for chunk in chunks]) if self.has_novelty else None
+        names: list[str | None] = [self.metadata.class_names[i] for i in probs.argmax(1)]
+        if threshold is not None and novelty is not None:
+            names = [None if score > threshold else name for name, score in zip(names, novelty, strict=True)]
+        return OnnxAnswer(names, probs, novelty, threshold)
+
+    def predict_proba(self, images: Sequence[ImageInput] | ImageInput, batch_size: int = 256) -> np.ndarray:
+        """Every class's probability [B, N] for images, in chunks of ``batch_size``."""
+        return self.classify(images, batch_size=batch_size).probs
 
     def __repr__(self) -> str:
         return f"OnnxClassifier({str(self.path)!r}, method={self.metadata.method!r}, classes={self.class_names})"
 
 
 def classify_with_onnx(model_path: str | os.PathLike, queries: Sequence[ImageInput]) -> tuple[list[str], np.ndarray]:
-    """Class names and probabilities [B, N] of the query images under an exported task (the CLI's path)."""
+    """Class names and probabilities [B, N] of the query images under an exported task."""
     classifier = OnnxClassifier(model_path)
     return classifier.class_names, classifier.predict_proba(queries)

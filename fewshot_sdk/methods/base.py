@@ -37,6 +37,7 @@ from fewshot_sdk.data.images import ImageLike, Preprocessor
 from fewshot_sdk.data.labelled import LabelledImages
 from fewshot_sdk.domain import check_images
 from fewshot_sdk.errors import InputError
+from fewshot_sdk.methods._open_set import choose_threshold, held_out_scores, max_logit_novelty
 from fewshot_sdk.methods._step_metrics import StepMetrics
 from fewshot_sdk.methods._task_layout import Layout
 from fewshot_sdk.models.backbones import build_backbone, default_domain, default_preprocess
@@ -117,6 +118,39 @@ class Learner(nn.Module, metaclass=ABCMeta):
     def score(self, state: TaskState, query_x: torch.Tensor) -> torch.Tensor:
         """Logits [B, n_way] of model-ready queries under a task state."""
 
+    def score_with_novelty(self, state: TaskState, query_x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``score``'s logits and each query's novelty [B] (larger: less like every support class).
+
+        The default novelty is minus the largest logit (:mod:`._open_set`); a method whose
+        logits are normalised over the support (Matching's log-attention) measures it
+        before that normalisation instead.
+        """
+        logits = self.score(state, query_x)
+        return logits, max_logit_novelty(logits)
+
+    def held_out_novelty(
+        self, x: torch.Tensor, y: torch.Tensor, n_way: int, options: StrictModel | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(known, unknown) novelty of support examples scored by tasks adapted without them (``reject="auto"``).
+
+        Adapts once per fold and once per class left out; ProtoNet overrides it to embed the support once.
+        """
+        device = self.device
+
+        def novelty_of(fit_x: torch.Tensor, fit_y: torch.Tensor, n: int, held_x: torch.Tensor) -> torch.Tensor:
+            state = self.fit_task(fit_x, fit_y, n, options)
+            return self.score_with_novelty(state, held_x)[1]
+
+        with torch.no_grad():
+            return held_out_scores(novelty_of, x.to(device), y.to(device), n_way)
+
+    def novelty_threshold(
+        self, x: torch.Tensor, y: torch.Tensor, n_way: int, options: StrictModel | None = None
+    ) -> float:
+        """The ``reject="auto"`` threshold of the task adapted on this support set, from that support set alone."""
+        known, unknown = self.held_out_novelty(x, y, n_way, options)
+        return choose_threshold(known.cpu(), unknown.cpu(), self.method)
+
     def task_layout(self) -> Layout | None:
         """The class axis of each task-state tensor, when the state is made of per-class pieces
         (``AdaptedModel.add_classes`` / ``remove_classes``); None when it depends on the whole support set."""
@@ -182,7 +216,10 @@ class Learner(nn.Module, metaclass=ABCMeta):
         return metrics.summary()
 
     def export_module(self, state: TaskState) -> nn.Module:
-        """An ``nn.Module`` mapping a model-ready batch to logits with the task state baked in (ONNX)."""
+        """An ``nn.Module`` mapping a model-ready batch to logits with the task state baked in (ONNX).
+
+        It may return ``(logits, novelty)``; a module returning logits alone gets the default novelty.
+        """
         return _ScoreWithState(self, state)
 
     # ------------------------------------------------------- shared API
@@ -203,7 +240,7 @@ class Learner(nn.Module, metaclass=ABCMeta):
 
         ``options`` go to the method's ``fit_task`` (e.g. MAML's ``steps`` and ``lr``).
         """
-        from fewshot_sdk.adapted import AdaptedModel
+        from fewshot_sdk.adapted import AdaptedModel, TaskSupport
         from fewshot_sdk.api import SupportSet
 
         if not isinstance(support, SupportSet):
@@ -214,7 +251,8 @@ class Learner(nn.Module, metaclass=ABCMeta):
         x, y = support.to_tensors(self.preprocessor)
         check_images(self, support.items)  # photos given to a handwriting model: say so, once per learner
         state = self.adapt_tensors(x, y, support.num_classes, **options)
-        return AdaptedModel(self, state, support.class_names, task=support.task)
+        kept = TaskSupport(x, y, self.adapt_options(options)) if support.task == "classification" else None
+        return AdaptedModel(self, state, support.class_names, task=support.task, support=kept)
 
     def adapt_tensors(self, x: torch.Tensor, y: torch.Tensor, n_way: int, **options: object) -> TaskState:
         """The task state for model-ready tensors; the support set and options are validated here.
@@ -277,9 +315,9 @@ class _ScoreWithState(nn.Module):
         for index, name in enumerate(self.names):
             self.register_buffer(f"state_{index}", state[name])
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         state = {name: getattr(self, f"state_{i}") for i, name in enumerate(self.names)}
-        return self.learner.score(state, x)
+        return self.learner.score_with_novelty(state, x)
 
 
 def check_support(x: object, y: object, n_way: int, regression: bool = False, min_classes: int = 2) -> None:

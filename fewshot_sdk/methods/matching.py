@@ -30,7 +30,7 @@ import torch
 from pydantic import Field
 
 from fewshot_sdk.config import StrictModel
-from fewshot_sdk.kernels import pairwise_softmax
+from fewshot_sdk.kernels import pairwise_logits, pairwise_softmax
 from fewshot_sdk.methods._metric_common import one_hot
 from fewshot_sdk.methods._metric_fce import AttentionReadLSTM, SupportContext
 from fewshot_sdk.methods._task_layout import Layout
@@ -88,11 +88,25 @@ class MatchingNet(Learner):
 
     def score(self, state: TaskState, query_x: torch.Tensor) -> torch.Tensor:
         """log P(y | x, S) with P the cosine-attention read of the support one-hot labels (eq. 1-2)."""
-        queries = self.embed_query(query_x, state["support"])
+        return self.read(state, self.embed_query(query_x, state["support"]))
+
+    def read(self, state: TaskState, queries: torch.Tensor) -> torch.Tensor:
+        """log P(y | x, S) of embedded queries."""
         read = pairwise_softmax(
             queries, state["support"], "cosine", values=state["support_classes"], temperature=self.config.temperature
         )
         return read.clamp_min(PROBABILITY_FLOOR).log()
+
+    def score_with_novelty(self, state: TaskState, query_x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Novelty: minus the best cosine to any support embedding.
+
+        The attention is normalised over the support, so its log-probabilities say which
+        support example is nearest, not how near: a query unlike every support example
+        still reads one class with probability near 1.
+        """
+        queries = self.embed_query(query_x, state["support"])
+        cosines = pairwise_logits(queries, state["support"], "cosine")
+        return self.read(state, queries), -cosines.amax(dim=-1)
 
 
 @register_method

@@ -27,6 +27,7 @@ from torch import nn
 from fewshot_sdk.config import StrictModel
 from fewshot_sdk.data.labelled import LabelledImages
 from fewshot_sdk.kernels import pairwise_logits
+from fewshot_sdk.methods._open_set import held_out_scores, max_logit_novelty
 from fewshot_sdk.methods._task_layout import Layout
 from fewshot_sdk.methods.base import Learner, TaskState, class_means
 from fewshot_sdk.registry import register_method
@@ -78,9 +79,26 @@ class ProtoNet(Learner):
         return {"prototypes": "class_rows"}
 
     def score(self, state: TaskState, query_x: torch.Tensor) -> torch.Tensor:
-        return pairwise_logits(
-            self.embed(query_x), state["prototypes"], self.config.metric, temperature=self.config.temperature
-        )
+        return self.prototype_logits(self.embed(query_x), state["prototypes"])
+
+    def prototype_logits(self, features: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
+        """-d(f(x), c_k) / temperature (eq. 2's logits) for embedded queries."""
+        return pairwise_logits(features, prototypes, self.config.metric, temperature=self.config.temperature)
+
+    def held_out_novelty(
+        self, x: torch.Tensor, y: torch.Tensor, n_way: int, options: StrictModel | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The held-out scores from one embedding of the support: a prototype needs only its class's features.
+
+        A photo support set is embedded once (as ``adapt`` does), not once per fold and left-out class.
+        """
+        with torch.no_grad():
+            features = self.embed(x.to(self.device))
+
+            def novelty_of(fit: torch.Tensor, fit_y: torch.Tensor, n: int, held: torch.Tensor) -> torch.Tensor:
+                return max_logit_novelty(self.prototype_logits(held, class_means(fit, fit_y, n)))
+
+            return held_out_scores(novelty_of, features, y.to(features.device), n_way, min_classes=1)
 
     def export_module(self, state: TaskState) -> nn.Module:
         if self.config.metric != "sqeuclidean":
@@ -104,15 +122,20 @@ class PrototypeLinearHead(nn.Module):
 
     The row constant cancels in the softmax, so probabilities are exact; the
     exported logits differ from ``predict``'s by that per-row shift (argmax equal).
+    The novelty output, the distance to the nearest prototype, adds |f|^2 back.
     """
 
     def __init__(self, backbone: nn.Module, prototypes: torch.Tensor, temperature: float) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = nn.Linear(prototypes.shape[1], prototypes.shape[0])
+        self.temperature = temperature
         with torch.no_grad():
             self.head.weight.copy_(2 * prototypes / temperature)
             self.head.bias.copy_(-(prototypes**2).sum(1) / temperature)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(x))
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.backbone(x)
+        logits = self.head(features)
+        novelty = (features**2).sum(1) / self.temperature + max_logit_novelty(logits)
+        return logits, novelty
