@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 
@@ -124,3 +125,88 @@ def evaluate_lake_runs(learner: Learner, runs: list[LakeRun]) -> LakeRunsResult:
     return LakeRunsResult(
         runs=len(runs), test_images=total, correct=correct, accuracy=correct / total, per_run_errors=errors
     )
+
+
+def auroc(negatives: torch.Tensor, positives: torch.Tensor) -> float:
+    """Area under the ROC curve of a score meant to be larger on ``positives``: P(pos > neg) + P(tie) / 2."""
+    difference = positives.double()[:, None] - negatives.double()[None, :]
+    return float(((difference > 0).double() + 0.5 * (difference == 0).double()).mean())
+
+
+@dataclass(frozen=True)
+class OpenSetEpisode:
+    """One open-set episode's figures: novelty against the max-softmax baseline, and the "auto" threshold's answers."""
+
+    novelty_auroc: float
+    max_softmax_auroc: float
+    closed_accuracy: float  # in-support queries, argmax only
+    known_rejected: float  # in-support queries the threshold rejects (wrongly)
+    unknown_accepted: float  # outside queries the threshold accepts (wrongly)
+    open_accuracy: float  # in-support: accepted and right; outside: rejected; over all queries
+
+
+def open_set_episode(learner: Learner, episode: Episode, n_way: int, outside_queries: int) -> OpenSetEpisode:
+    """Scores one episode drawn with ``n_way`` support classes first and outside classes after them.
+
+    The support is the first ``n_way`` classes' support examples. The queries are their
+    queries plus the first ``outside_queries`` queries of every other class, which the
+    task never saw. Calibration uses the support alone (``Learner.novelty_threshold``).
+    """
+    device = learner.device
+    known = episode.support_y < n_way
+    support_x, support_y = episode.support_x[known], episode.support_y[known]
+    inside = episode.query_y < n_way
+    per_class = int((episode.query_y == 0).sum())
+    outside = (~inside) & (torch.arange(len(episode.query_y)) % per_class < outside_queries)
+    queries = torch.cat([episode.query_x[inside], episode.query_x[outside]])
+    labels = episode.query_y[inside]
+    state = learner.adapt_tensors(support_x, support_y, n_way)
+    threshold = learner.novelty_threshold(support_x, support_y, n_way)
+    with torch.inference_mode():
+        logits, novelty = learner.score_with_novelty(state, queries.to(device))
+        probs = learner.probabilities(logits).cpu()
+    novelty = novelty.cpu()
+    n_in = len(labels)
+    rejected = novelty > threshold
+    right = probs[:n_in].argmax(1) == labels
+    max_softmax = probs.max(1).values
+    return OpenSetEpisode(
+        novelty_auroc=auroc(novelty[:n_in], novelty[n_in:]),
+        max_softmax_auroc=auroc(-max_softmax[:n_in], -max_softmax[n_in:]),
+        closed_accuracy=float(right.double().mean()),
+        known_rejected=float(rejected[:n_in].double().mean()),
+        unknown_accepted=float((~rejected[n_in:]).double().mean()),
+        open_accuracy=float(torch.cat([right & ~rejected[:n_in], rejected[n_in:]]).double().mean()),
+    )
+
+
+def evaluate_open_set(
+    learner: Learner,
+    dataset: LabelledImages,
+    n_way: int = 5,
+    k_shot: int = 5,
+    q_queries: int = 15,
+    outside_classes: int = 5,
+    outside_queries: int = 5,
+    episodes: int = 600,
+    seed: int = 0,
+    on_episode: Callable[[int], None] | None = None,
+) -> dict[str, tuple[float, float]]:
+    """Mean ± 95% CI of every :class:`OpenSetEpisode` figure over seeded episodes of held-out classes.
+
+    Each episode draws ``n_way + outside_classes`` distinct classes: the first ``n_way`` are
+    the support, the others supply ``outside_queries`` queries each from no support class.
+    """
+    was_training = learner.training
+    learner.eval()
+    scored: list[OpenSetEpisode] = []
+    try:
+        with embedded_once(learner, dataset) as inputs:
+            sampler = EpisodeSampler(inputs, n_way + outside_classes, k_shot, q_queries, seed=seed)
+            for index in range(episodes):
+                scored.append(open_set_episode(learner, sampler.sample(), n_way, outside_queries))
+                if on_episode is not None:
+                    on_episode(index)
+    finally:
+        learner.train(was_training)
+    return {name: mean_ci95([getattr(s, name) for s in scored]) for name in OpenSetEpisode.__dataclass_fields__}

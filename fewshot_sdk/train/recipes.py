@@ -7,7 +7,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from fewshot_sdk.config import Provenance, TrainingInfo
+from pydantic import ValidationError
+
+from fewshot_sdk.config import Provenance, TrainingInfo, describe_validation_error
 from fewshot_sdk.data.images import Preprocessor
 from fewshot_sdk.data.labelled import LabelledImages
 from fewshot_sdk.data.omniglot import (
@@ -133,22 +135,23 @@ def warm_start(init: str | Path, settings: dict[str, Any] | None = None) -> Lear
     results are dropped (they describe weights that training is about to change) and its
     training record is kept, so the new checkpoint says where it started.
     """
-    from fewshot_sdk.zoo import PREPROCESS_KEYS, create, load
+    from fewshot_sdk.zoo import PREPROCESS_KEYS, load
 
     base = load(init)
     settings = dict(settings or {})
-    fixed = sorted(key for key in settings if key in PREPROCESS_KEYS)
+    cls = type(base)
+    # A method setting may share a preprocessing key's name (Relation's ``channels``): it is the method's.
+    fixed = sorted(key for key in settings if key in PREPROCESS_KEYS and key not in cls.Config.model_fields)
     if fixed:
         raise InputError(
             f"{', '.join(fixed)} cannot change when training from --init {init}: its weights were trained on "
             f"{base.preprocess_config.channels}-channel {base.preprocess_config.image_size} inputs"
         )
-    learner = create(
-        base.method,
-        backbone=base.backbone_config,
-        preprocess=base.preprocess_config,
-        **{**base.config.model_dump(), **settings},
-    )
+    try:
+        config = cls.Config(**{**base.config.model_dump(), **settings})
+    except ValidationError as exc:
+        raise InputError(f"invalid settings for {base.method}: {describe_validation_error(exc)}") from None
+    learner = cls(config, base.backbone_config, base.preprocess_config).eval()
     try:
         learner.load_state_dict(base.state_dict())
     except RuntimeError:

@@ -111,3 +111,11 @@ def test_training_on_full_omniglot_validates_on_held_out_alphabets_and_records_t
     training = learner.provenance.training
     assert training.dataset == "omniglot-background" and training.train_classes == 4 * (964 - 202)
     assert len(training.extra["val_alphabets"]) == 5 and learner.domain == "handwritten-characters"
+
+
+def test_warm_start_keeps_a_method_setting_named_like_a_preprocessing_key():
+    """Relation's ``channels`` (its module width) is not the images' channels."""
+    learner = warm_start("relation-omniglot")
+    assert learner.config.channels == fs.load("relation-omniglot").config.channels
+    assert learner.preprocess_config.channels == 1
+    assert warm_start("relation-omniglot", {"hidden": 8}).config.hidden == 8
