@@ -182,5 +182,5 @@ def test_adapted_task_exports_to_onnx_with_the_adapted_weights_baked_in(tmp_path
     task3 = learner.adapt(fs.SupportSet.from_tensors(torch.randn(3, 1, 28, 28), [0, 1, 2]), steps=2)
     session = ort.InferenceSession(str(task3.export_onnx(tmp_path / "task.onnx")))
     queries = torch.randn(4, 1, 28, 28)
-    _logits, probs = session.run(None, {session.get_inputs()[0].name: queries.numpy()})
+    _logits, probs, _novelty = session.run(None, {session.get_inputs()[0].name: queries.numpy()})
     torch.testing.assert_close(torch.from_numpy(probs), task3.predict(queries).probs, rtol=1e-4, atol=1e-5)

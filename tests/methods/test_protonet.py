@@ -31,7 +31,9 @@ def test_exported_linear_head_gives_the_same_probabilities():
     q = torch.randn(4, 1, 28, 28)
     with torch.no_grad():
         head = learner.export_module(state)
-        torch.testing.assert_close(head(q).softmax(-1), learner.score(state, q).softmax(-1), rtol=1e-4, atol=1e-5)
+        logits, novelty = head(q)
+        torch.testing.assert_close(logits.softmax(-1), learner.score(state, q).softmax(-1), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(novelty, learner.score_with_novelty(state, q)[1], rtol=1e-4, atol=1e-4)
 
 
 def test_episode_loss_is_cross_entropy_of_query_logits():

@@ -62,7 +62,7 @@ def test_export_module_matches_score():
     state = learner.adapt_tensors(x, y, 2)
     q = torch.randn(3, 1, 28, 28)
     with torch.no_grad():
-        torch.testing.assert_close(learner.export_module(state)(q), learner.score(state, q))
+        torch.testing.assert_close(learner.export_module(state)(q)[0], learner.score(state, q))
 
 
 def test_verification_loss_is_balanced_bce_over_distinct_pairs():

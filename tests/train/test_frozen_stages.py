@@ -89,7 +89,7 @@ def test_normalised_prototypes_export_with_the_same_probabilities(norm, tmp_path
     state = learner.adapt_tensors(x, y, 3)
     q = torch.randn(4, 1, 28, 28)
     with torch.no_grad():
-        exported = learner.export_module(state)(q).softmax(-1)
+        exported = learner.export_module(state)(q)[0].softmax(-1)
         torch.testing.assert_close(exported, learner.score(state, q).softmax(-1), rtol=1e-4, atol=1e-5)
     learner.save(tmp_path / "ckpt")
     reloaded = fs.load(tmp_path / "ckpt")
