@@ -34,9 +34,9 @@ from fewshot_sdk.checkpoint import (
 from fewshot_sdk.config import StrictModel
 from fewshot_sdk.domain import check_images
 from fewshot_sdk.errors import CheckpointError, InputError
-from fewshot_sdk.methods._open_set import check_reject
 from fewshot_sdk.methods._task_layout import merge as merge_states
 from fewshot_sdk.methods._task_layout import select as select_classes
+from fewshot_sdk.predict_options import check_batch_size, check_reject, resolve_threshold
 from fewshot_sdk.version import __version__
 
 if TYPE_CHECKING:
@@ -112,6 +112,17 @@ class AdaptedModel:
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    @property
+    def device(self) -> torch.device:
+        """Where queries are scored: the device of the task state, which ``score`` combines with the learner's.
+
+        The learner's own device is only consulted for a task without state tensors: scoring needs
+        the two together, and reading a dict entry is cheaper than walking the learner's modules.
+        """
+        for tensor in self.state.values():
+            return tensor.device
+        return self.learner.device
+
     def preprocess(self, images: Sequence | str | os.PathLike | Image.Image | np.ndarray) -> torch.Tensor:
         """The exact [B, C, H, W] tensor the model consumes (and that an exported ONNX file takes)."""
         return self.learner.preprocess(images)
@@ -146,20 +157,28 @@ class AdaptedModel:
     def scores(
         self, query: QueryLike, batch_size: int = 256, with_novelty: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Logits [B, N] and (``with_novelty``) novelty [B] of the queries, scored in chunks of ``batch_size``."""
+        """Logits [B, N] and (``with_novelty``) novelty [B] of the queries, scored in chunks of ``batch_size``.
+
+        The queries are validated once for the whole batch, and a batch no larger than
+        ``batch_size`` is scored as it is, unsplit: at batch 1 this wrapper costs a few
+        microseconds next to the network's forward pass.
+        """
+        check_batch_size(batch_size)
         batch = self.as_batch(query)
-        check_images(self.learner, query)  # photos given to a handwriting model: say so, once per learner
-        device, learner = self.learner.device, self.learner
-        logits, novelty = [], []
+        if not isinstance(query, torch.Tensor):  # a tensor is model-ready: there is no image to look at
+            check_images(self.learner, query)  # photos given to a handwriting model: say so, once per learner
+        learner, state, device = self.learner, self.state, self.device
+        chunks = (batch,) if len(batch) <= batch_size else torch.split(batch, batch_size)
         with torch.inference_mode():
-            for chunk in torch.split(batch, batch_size):
-                if with_novelty:
-                    chunk_logits, chunk_novelty = learner.score_with_novelty(self.state, chunk.to(device))
-                    novelty.append(chunk_novelty)
-                else:
-                    chunk_logits = learner.score(self.state, chunk.to(device))
-                logits.append(chunk_logits)
-        return torch.cat(logits).cpu(), (torch.cat(novelty).cpu() if with_novelty else None)
+            if with_novelty:
+                scored = [learner.score_with_novelty(state, chunk.to(device)) for chunk in chunks]
+            else:
+                scored = [(learner.score(state, chunk.to(device)), None) for chunk in chunks]
+        # joined outside inference mode: the caller gets ordinary tensors, usable with autograd as before
+        logits = torch.cat([chunk_logits for chunk_logits, _ in scored]).cpu()
+        if not with_novelty:
+            return logits, None
+        return logits, torch.cat([chunk_novelty for _, chunk_novelty in scored]).cpu()
 
     def predict(self, query: QueryLike, batch_size: int = 256, reject: float | str | None = None) -> Prediction:
         """Classify queries: class indices, names, every class's probability, and each query's novelty.
@@ -169,15 +188,15 @@ class AdaptedModel:
         threshold of your own on ``Prediction.novelty``. For a regression task,
         ``Prediction.values`` holds the predicted outputs.
         """
-        check_reject(reject)
         if self.task == "regression":
+            check_reject(reject)
             if reject is not None:
                 raise InputError("reject applies to classification tasks; a regression task predicts values")
             empty = torch.empty(0)
             return Prediction(
                 indices=empty.long(), probs=empty, classes=self.class_names, values=self.logits(query, batch_size)
             )
-        threshold = self.novelty_threshold if reject == "auto" else reject
+        threshold = resolve_threshold(reject, lambda: self.novelty_threshold)
         logits, novelty = self.scores(query, batch_size)
         with torch.inference_mode():
             probs = self.learner.probabilities(logits)
@@ -187,7 +206,7 @@ class AdaptedModel:
             classes=self.class_names,
             logits=logits,
             novelty=novelty,
-            threshold=None if threshold is None else float(threshold),
+            threshold=threshold,
         )
 
     @property

@@ -22,10 +22,9 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +34,7 @@ from PIL import Image
 from fewshot_sdk.errors import InputError
 from fewshot_sdk.export.metadata import OnnxMetadata
 from fewshot_sdk.imageio import ImageLike, load_image, to_model_pixels
+from fewshot_sdk.predict_options import check_batch_size, resolve_threshold
 
 ImageInput = ImageLike
 
@@ -191,32 +191,43 @@ class OnnxClassifier:
 
     def threshold(self, reject: float | str | None) -> float | None:
         """The novelty threshold ``reject`` asks for: None, the file's calibrated one ("auto"), or a number."""
-        if reject is None:
-            return None
-        if not self.has_novelty:
+        if reject is not None and not self.has_novelty:
             raise InputError(f"{self.path} has no novelty output (exported by an older fewshot-sdk): export it again")
-        if reject == "auto":
-            if self.metadata.novelty_threshold is None:
-                raise InputError(
-                    f"{self.path} records no calibrated threshold (its task was not calibrated when exported); "
-                    "pass a number"
-                )
-            return self.metadata.novelty_threshold
-        if isinstance(reject, bool) or not isinstance(reject, (int, float)) or not math.isfinite(reject):
-            raise InputError(f"reject must be None, 'auto' or a finite novelty threshold, got {reject!r}")
-        return float(reject)
+        return resolve_threshold(reject, self._recorded_threshold, where="classifier.metadata.novelty_threshold")
+
+    def _recorded_threshold(self) -> float:
+        if self.metadata.novelty_threshold is None:
+            raise InputError(
+                f"{self.path} records no calibrated threshold (its task was not calibrated when exported); "
+                "pass a number"
+            )
+        return self.metadata.novelty_threshold
+
+    def outputs_in_chunks(self, batches: Iterable[np.ndarray]) -> tuple[np.ndarray, ...]:
+        """:meth:`outputs` of each model-ready batch, joined: ``(logits, probs[, novelty])`` over all of them.
+
+        ``batches`` is consumed lazily, so images can be decoded one chunk at a time. One batch is returned
+        as onnxruntime gave it, without a copy.
+        """
+        chunks = [self.outputs(batch) for batch in batches]
+        if len(chunks) == 1:
+            return chunks[0]
+        return tuple(np.concatenate(parts) for parts in zip(*chunks, strict=True))
 
     def classify(
         self, images: Sequence[ImageInput] | ImageInput, reject: float | str | None = None, batch_size: int = 256
     ) -> OnnxAnswer:
         """Each query's class name (None where its novelty is above the threshold), probabilities and novelty."""
         threshold = self.threshold(reject)
+        check_batch_size(batch_size)
         items = [images] if isinstance(images, (str, os.PathLike, Image.Image, np.ndarray)) else list(images)
         if not items:
             raise InputError("no images given")
-        chunks = [self.outputs(self.preprocess(items[i : i + batch_size])) for i in range(0, len(items), batch_size)]
-        probs = np.concatenate([chunk[1] for chunk in chunks])
-        novelty = np.concatenate([chunk[2] for chunk in chunks]) if self.has_novelty else None
+        outputs = self.outputs_in_chunks(
+            self.preprocess(items[i : i + batch_size]) for i in range(0, len(items), batch_size)
+        )
+        probs = outputs[1]
+        novelty = outputs[2] if self.has_novelty else None
         names: list[str | None] = [self.metadata.class_names[i] for i in probs.argmax(1)]
         if threshold is not None and novelty is not None:
             names = [None if score > threshold else name for name, score in zip(names, novelty, strict=True)]

@@ -104,15 +104,3 @@ def choose_threshold(known: torch.Tensor, unknown: torch.Tensor, method: str = "
     balanced = (accepted_known + rejected_unknown) / 2
     best = torch.nonzero(balanced >= balanced.max() - 1e-12).flatten()
     return float(candidates[best].median())
-
-
-def check_reject(reject: object) -> None:
-    """Refuse anything but None, "auto" or a finite number, naming the argument."""
-    if reject is None or reject == "auto":
-        return
-    number = isinstance(reject, (int, float)) and not isinstance(reject, bool)
-    if not number or reject != reject or reject in (float("inf"), float("-inf")):
-        raise InputError(
-            f"reject must be None, 'auto' or a finite novelty threshold (a number), got {reject!r}; "
-            "see task.novelty_threshold for the calibrated one"
-        )
