@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Literal
+from typing import Literal, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -56,10 +56,14 @@ class TaskBatchNorm(nn.Module):
             recorder = self.recorder
             if recorder is not None:
                 dims = [0, *range(2, x.ndim)]
-                recorder[f"{self.stat_name}.mean"] = x.mean(dims)
-                recorder[f"{self.stat_name}.var"] = x.var(dims, unbiased=False)
+                var, mean = torch.var_mean(x, dims, unbiased=False)
+                recorder[f"{self.stat_name}.mean"], recorder[f"{self.stat_name}.var"] = mean, var
             return F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
-        # written out, not F.batch_norm: the support statistics are differentiable (part of the meta-gradient)
+        if not (torch.is_grad_enabled() and (self.mean.requires_grad or self.var.requires_grad)):
+            # given statistics as constants (a task's predict): one fused op instead of four elementwise passes
+            return F.batch_norm(x, self.mean, self.var, self.weight, self.bias, False, 0.0, self.eps)
+        # written out in meta-training: F.batch_norm does not differentiate its running statistics, and the
+        # support statistics are part of the meta-gradient
         shape = (1, -1) + (1,) * (x.ndim - 2)
         scale = self.weight.view(shape) * torch.rsqrt(self.var.view(shape) + self.eps)
         return (x - self.mean.view(shape)) * scale + self.bias.view(shape)
@@ -116,14 +120,21 @@ def call(module: nn.Module, tensors: Params, x: Tensor, stats: dict[str, Tensor]
     return functional_call(shadow, tensors, (x,))
 
 
+class SupportLoss(Protocol):
+    """The support loss at ``params``; with ``stats``, its forward records the batch-norm statistics there."""
+
+    def __call__(self, params: Params, stats: dict[str, Tensor] | None = None) -> Tensor: ...
+
+
 def inner_loop(
-    loss_fn: Callable[[Params], Tensor],
+    loss_fn: Callable[[Params], Tensor] | SupportLoss,
     params: Params,
     steps: int,
     lr: float | Params,
     order: Order = "second",
     step_fn: Callable[[list[Tensor], list[Tensor], int], list[Tensor]] | None = None,
     backtrack: bool = False,
+    stats: dict[str, Tensor] | None = None,
 ) -> Params:
     """``steps`` gradient steps on ``loss_fn`` from ``params`` (MAML eq. 1, applied k times).
 
@@ -144,35 +155,62 @@ def inner_loop(
     adaptation stops at the current weights. A well-behaved task is unchanged;
     a task with clustered support points, where a fixed step size overshoots and diverges
     (MAML's sinusoids: support loss 0.12 -> 4.3 -> 4e10), stays finite. Without it a
-    non-finite support loss at test time raises :class:`AdaptationError`.
+    non-finite support loss at test time raises :class:`AdaptationError`. The loss that
+    accepts a step is the one the next step differentiates, so backtracking costs no
+    forward pass of its own on a task that adapts normally.
+
+    ``stats`` (a :class:`SupportLoss`): filled with the support batch-norm statistics under
+    the returned parameters. With ``backtrack`` they are recorded by the forward that
+    accepted the last step; otherwise by one more forward, which keeps the graph of
+    ``order`` (the statistics are part of MAML's meta-gradient).
     """
     names = list(params)
     values = [params[n] if order != "none" else params[n].detach().requires_grad_() for n in names]
     rates = lr if isinstance(lr, (int, float)) else [lr[n] for n in names]
+    loss: Tensor | None = None
+    recorded: dict[str, Tensor] | None = None
     for step in range(steps):
-        with torch.enable_grad():
-            loss = loss_fn(dict(zip(names, values, strict=True)))
-            grads = list(torch.autograd.grad(loss, values, create_graph=order == "second", allow_unused=True))
+        if loss is None:
+            with torch.enable_grad():
+                loss = loss_fn(dict(zip(names, values, strict=True)))
         if order == "none" and not bool(torch.isfinite(loss)):
             raise AdaptationError(
                 f"the support loss is {float(loss.detach()):.3g} at adaptation step {step}: "
                 "adapt with fewer steps or a smaller lr"
             )
+        with torch.enable_grad():
+            grads = list(torch.autograd.grad(loss, values, create_graph=order == "second", allow_unused=True))
         grads = [torch.zeros_like(v) if g is None else g for v, g in zip(values, grads, strict=True)]
         if order != "second":
             grads = [g.detach() for g in grads]
         if step_fn is not None:
             grads = step_fn(values, grads, step)
         if backtrack:
-            stepped = backtracked_step(loss_fn, names, values, grads, rates, float(loss.detach()))
-            if stepped is None:
+            last = step == steps - 1
+            record = last and stats is not None
+            before = float(loss.detach())
+            accepted = backtracked_step(loss_fn, names, values, grads, rates, before, need_grad=not last, stats=record)
+            if accepted is None:
                 break
-            values = stepped
+            values, loss, recorded = accepted
+            if last:
+                break
         else:
             values = sgd_step(values, grads, rates)
-        if order == "none":
-            values = [v.detach().requires_grad_() for v in values]
-    return dict(zip(names, values, strict=True))
+            loss = None
+            if order == "none":
+                values = [v.detach().requires_grad_() for v in values]
+    adapted = dict(zip(names, values, strict=True))
+    if stats is not None:
+        if recorded is None:
+            recorded = {}
+            if order == "none":
+                with torch.no_grad():
+                    loss_fn({name: value.detach() for name, value in adapted.items()}, stats=recorded)
+            else:
+                loss_fn(adapted, stats=recorded)
+        stats.update({k: v.detach() for k, v in recorded.items()} if order == "none" else recorded)
+    return adapted
 
 
 #: How many times an exploding test-time step is halved before giving up.
@@ -184,22 +222,32 @@ EXPLODED = 2.0
 
 
 def backtracked_step(
-    loss_fn: Callable[[Params], Tensor],
+    loss_fn: Callable[[Params], Tensor] | SupportLoss,
     names: list[str],
     values: list[Tensor],
     grads: list[Tensor],
     rates: float | list[Tensor],
     loss: float,
-) -> list[Tensor] | None:
-    """The first of step, step/2, step/4, ... that does not explode the support loss; None if none passes."""
+    need_grad: bool = False,
+    stats: bool = False,
+) -> tuple[list[Tensor], Tensor, dict[str, Tensor] | None] | None:
+    """The first of step, step/2, step/4, ... that does not explode the support loss; None if none passes.
+
+    Returns the accepted parameters (fresh leaves), their support loss (with its graph when
+    ``need_grad``, so the next step differentiates it instead of running the forward again),
+    and, with ``stats``, the batch-norm statistics that forward recorded.
+    """
     scale = 1.0
     for _ in range(MAX_HALVINGS + 1):
         scaled = rates * scale if isinstance(rates, (int, float)) else [r * scale for r in rates]
-        candidate = sgd_step(values, grads, scaled)
-        with torch.no_grad():
-            new_loss = float(loss_fn(dict(zip(names, candidate, strict=True))).detach())
-        if math.isfinite(new_loss) and new_loss <= EXPLODED * loss:
-            return candidate
+        candidate = [v.detach().requires_grad_(need_grad) for v in sgd_step(values, grads, scaled)]
+        recorded: dict[str, Tensor] | None = {} if stats else None
+        with torch.set_grad_enabled(need_grad):
+            params = dict(zip(names, candidate, strict=True))
+            new_loss = loss_fn(params, stats=recorded) if stats else loss_fn(params)
+        value = float(new_loss.detach())
+        if math.isfinite(value) and value <= EXPLODED * loss:
+            return candidate, new_loss, recorded
         scale /= 2
     return None
 

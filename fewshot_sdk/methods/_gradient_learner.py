@@ -46,6 +46,7 @@ from fewshot_sdk.errors import InputError
 from fewshot_sdk.methods._functional import (
     Order,
     Params,
+    SupportLoss,
     TaskBatchNorm,
     call,
     inner_loop,
@@ -112,8 +113,11 @@ class GradientLearner(Learner):
             return F.mse_loss(outputs, targets.reshape(outputs.shape).to(outputs.dtype))
         return F.cross_entropy(outputs, targets)
 
-    def support_loss_fn(self, x: Tensor, y: Tensor):
-        return lambda params: self.task_loss(call(self, params, x), y)
+    def support_loss_fn(self, x: Tensor, y: Tensor) -> SupportLoss:
+        def support_loss(params: Params, stats: dict[str, Tensor] | None = None) -> Tensor:
+            return self.task_loss(call(self, params, x, stats=stats), y)
+
+        return support_loss
 
     @property
     def meta_order(self) -> Order:
@@ -162,6 +166,7 @@ class GradientLearner(Learner):
         explode is retried at a smaller step size (:func:`inner_loop`'s ``backtrack``).
         """
         self.check_task(support_x, n_way)
+        stats: dict[str, Tensor] | None = {} if self.config.bn == "support" else None
         adapted = inner_loop(
             self.support_loss_fn(support_x, support_y),
             self.initial_params(n_way),
@@ -169,8 +174,9 @@ class GradientLearner(Learner):
             lr,
             order,
             backtrack=order == "none",
+            stats=stats,
         )
-        return self.with_support_stats(adapted, support_x)
+        return {**adapted, **(stats or {})}
 
     def fit_task(
         self, support_x: Tensor, support_y: Tensor, n_way: int, options: StrictModel | None = None

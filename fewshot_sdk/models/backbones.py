@@ -48,6 +48,15 @@ class Conv4(nn.Sequential):
         blocks = [conv_block(in_channels if i == 0 else hidden, hidden, pool=i < pooled_blocks) for i in range(4)]
         super().__init__(*blocks)
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Channels-last at inference: on CPU, oneDNN's convolutions and max-pooling take about half the time
+        # of NCHW at few-shot sizes (a 75-query ProtoNet predict: 70 vs 135 ms). Not in training mode, where
+        # the mixed-layout backward measured slower (MAML's second-order step 2.0 vs 1.2 s, ProtoNet's 0.75 vs
+        # 0.56 s per meta-update of 4 episodes).
+        if x.dim() == 4 and not self.training:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return super().forward(x)
+
 
 class ResidualBlock(nn.Module):
     """ResNet-12 stage: three 3x3 convs with a 1x1 projection shortcut, then 2x2 max-pooling."""
