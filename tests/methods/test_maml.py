@@ -2,10 +2,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from method_support import accuracy_before_and_after_training
+from torch.func import functional_call
 
 import fewshot_sdk as fs
 from fewshot_sdk.data.episodes import Episode
 from fewshot_sdk.errors import InputError
+from fewshot_sdk.methods._functional import TaskBatchNorm, call
 from fewshot_sdk.train.loop import TrainConfig
 
 ALPHA = 0.3
@@ -184,3 +186,87 @@ def test_adapted_task_exports_to_onnx_with_the_adapted_weights_baked_in(tmp_path
     queries = torch.randn(4, 1, 28, 28)
     _logits, probs, _novelty = session.run(None, {session.get_inputs()[0].name: queries.numpy()})
     torch.testing.assert_close(torch.from_numpy(probs), task3.predict(queries).probs, rtol=1e-4, atol=1e-5)
+
+
+def count_support_forwards(learner: fs.Learner, support: torch.Tensor) -> list[int]:
+    """Wrap the learner's backbone so each call on the support batch is counted."""
+    calls = [0]
+    inner = learner.backbone.body.forward
+
+    def counted(x: torch.Tensor) -> torch.Tensor:
+        calls[0] += x.shape[0] == support.shape[0]
+        return inner(x)
+
+    learner.backbone.body.forward = counted
+    return calls
+
+
+@pytest.mark.parametrize("steps", [0, 1, 3])
+def test_test_time_adaptation_runs_one_support_forward_per_step_plus_the_one_that_records_statistics(steps):
+    torch.manual_seed(2)
+    learner = fs.create("maml", backbone={"hidden": 8}, n_way=5, inner_lr=0.01)
+    x, y = torch.randn(5, 1, 28, 28), torch.arange(5)
+    calls = count_support_forwards(learner, x)
+    state = learner.adapt_tensors(x, y, 5, steps=steps)
+    assert calls[0] == steps + 1
+    # the statistics recorded on the way equal those of a separate forward at the adapted weights
+    stats: dict[str, torch.Tensor] = {}
+    params = {k: v for k, v in state.items() if not k.endswith((".mean", ".var"))}
+    with torch.no_grad():
+        call(learner, params, x, stats=stats)
+    assert set(stats) == {k for k in state if k.endswith((".mean", ".var"))}
+    for name, value in stats.items():
+        torch.testing.assert_close(state[name], value)
+
+
+def test_a_backtracked_step_keeps_the_statistics_of_the_weights_it_accepted():
+    torch.manual_seed(3)
+    # full steps explode, halved ones pass
+    learner = fs.create("maml", backbone={"hidden": 8}, n_way=5, inner_lr=200.0).double()
+    x, y = torch.randn(5, 1, 28, 28, dtype=torch.float64), torch.arange(5)
+    state = learner.adapt_tensors(x, y, 5, steps=2)
+    params = {k: v for k, v in state.items() if not k.endswith((".mean", ".var"))}
+    assert not torch.equal(params["head.weight"], learner.head.weight)
+    stats: dict[str, torch.Tensor] = {}
+    with torch.no_grad():
+        call(learner, params, x, stats=stats)
+    for name, value in stats.items():
+        torch.testing.assert_close(state[name], value)
+
+
+def test_query_batch_norm_with_given_statistics_matches_the_written_out_formula_in_float64():
+    torch.manual_seed(6)
+    norm = TaskBatchNorm(4).double()
+    with torch.no_grad():
+        norm.weight.uniform_(-2, 2)
+        norm.bias.normal_()
+    x = torch.randn(7, 4, 3, 5, dtype=torch.float64)
+    mean, var = torch.randn(4, dtype=torch.float64), torch.rand(4, dtype=torch.float64) + 0.1
+    want = (x - mean.view(1, -1, 1, 1)) / torch.sqrt(var.view(1, -1, 1, 1) + norm.eps) * norm.weight.view(
+        1, -1, 1, 1
+    ) + norm.bias.view(1, -1, 1, 1)
+    with torch.no_grad():  # constants: the fused path
+        fused = functional_call(norm, {"mean": mean, "var": var}, (x,))
+    # differentiable statistics (meta-training): the written-out path, with gradients for them
+    mean_g, var_g = mean.clone().requires_grad_(), var.clone().requires_grad_()
+    written = functional_call(norm, {"mean": mean_g, "var": var_g}, (x,))
+    torch.testing.assert_close(fused, want)
+    torch.testing.assert_close(written, want)
+    assert torch.autograd.grad(written.sum(), [mean_g])[0].abs().sum() > 0
+
+
+def test_zero_head_starts_every_task_at_uniform_predictions_and_never_trains_the_stored_head():
+    torch.manual_seed(7)
+    learner = fs.create("fomaml", backbone={"hidden": 8}, n_way=5, head_init="zero", inner_steps=1).train()
+    x, y = torch.randn(5, 1, 28, 28), torch.arange(5)
+    state = learner.adapt_tensors(x, y, 5, steps=0)
+    with torch.no_grad():
+        torch.testing.assert_close(learner.score(state, x).softmax(-1), torch.full((5, 5), 0.2))
+    episode = Episode(x, y, torch.randn(10, 1, 28, 28), torch.arange(5).repeat(2), 5)
+    loss, _ = learner.episode_loss(episode)
+    loss.backward()
+    assert learner.head.weight.grad is None and learner.head.bias.grad is None
+    assert learner.backbone.body[0][0].weight.grad.abs().sum() > 0
+    # one step from zero is a prototype-like head: rows are alpha * mean of (onehot - 1/N) x features
+    state = learner.adapt_tensors(x, y, 5, steps=1)
+    assert state["head.weight"].abs().sum() > 0
