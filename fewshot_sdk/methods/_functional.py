@@ -62,11 +62,14 @@ class TaskBatchNorm(nn.Module):
         if not (torch.is_grad_enabled() and (self.mean.requires_grad or self.var.requires_grad)):
             # given statistics as constants (a task's predict): one fused op instead of four elementwise passes
             return F.batch_norm(x, self.mean, self.var, self.weight, self.bias, False, 0.0, self.eps)
-        # written out in meta-training: F.batch_norm does not differentiate its running statistics, and the
-        # support statistics are part of the meta-gradient
+        # Meta-training: the support statistics are part of the meta-gradient, which F.batch_norm does not
+        # give for its running statistics. Folded into per-channel scale and shift, the normalisation is one
+        # pass over x that saves only x for backward (x - mean, then * scale, then + bias saved two more
+        # activation-sized tensors per layer).
         shape = (1, -1) + (1,) * (x.ndim - 2)
-        scale = self.weight.view(shape) * torch.rsqrt(self.var.view(shape) + self.eps)
-        return (x - self.mean.view(shape)) * scale + self.bias.view(shape)
+        scale = self.weight * torch.rsqrt(self.var + self.eps)
+        shift = self.bias - self.mean * scale
+        return torch.addcmul(shift.view(shape), x, scale.view(shape))
 
 
 def use_task_batchnorm(module: nn.Module, prefix: str = "") -> nn.Module:
