@@ -320,13 +320,14 @@ def run_training(
             "seconds": time.perf_counter() - start,
         }
         history.append(record)
-        if improves(value):
+        improved = improves(value)
+        if improved:
             best_value, best_episode = value, episode_index
             best_state = copy.deepcopy(learner.state_dict())
-            if on_new_best is not None and episode_index > 0:
-                on_new_best(learner)
-        if on_progress is not None:
+        if on_progress is not None:  # before on_new_best, so what it writes can include this validation
             on_progress(episode_index, {**record, f"best_{key}": best_value})
+        if improved and on_new_best is not None and episode_index > 0:
+            on_new_best(learner)
 
     if validate_initial:  # a warm start keeps its starting weights unless training beats them
         validate(0)

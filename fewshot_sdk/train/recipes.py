@@ -29,6 +29,8 @@ from fewshot_sdk.train.loop import TrainConfig, TrainResult, meta_train
 MINIMAL_OMNIGLOT = "omniglot-background-small1+small2"
 FULL_OMNIGLOT = "omniglot-background"
 FULL_OMNIGLOT_TEST = "omniglot-evaluation"
+#: The progress records' validation figure, whichever the objective reports (accuracy or MSE).
+VALIDATION_FIGURES = ("val_accuracy", "val_mse")
 
 
 class FullOmniglotSplits:
@@ -112,16 +114,34 @@ def train_on_splits(
         init_training=previous,
     )
     learner.provenance.training = record  # what a best-so-far checkpoint written mid-run says of itself
+    curve: dict[str, float] = {}  # validation figure by episode: a run stopped by hand still says how it went
+
+    def progress(episode: int, figures: dict[str, float]) -> None:
+        curve.update({str(episode): round(v, 4) for k, v in figures.items() if k in VALIDATION_FIGURES})
+        if on_progress is not None:
+            on_progress(episode, figures)
+
+    def new_best(best: Learner) -> None:
+        episode = max(curve, key=int)
+        best.provenance.training = record.model_copy(
+            update={
+                "best_val_accuracy": curve[episode],
+                "extra": {**record.extra, "best_episode": int(episode), "val_curve": dict(curve)},
+            }
+        )
+        if on_new_best is not None:
+            on_new_best(best)
+
     result = meta_train(
         learner,
         splits.train,
         splits.val,
         config,
-        on_progress=on_progress,
-        on_new_best=on_new_best,
+        on_progress=progress,
+        on_new_best=new_best,
         validate_initial=previous is not None or learner.backbone_config.pretrained_weights,
     )
-    outcome = {"best_episode": result.best_episode, "seconds": round(result.seconds, 1)}
+    outcome = {"best_episode": result.best_episode, "seconds": round(result.seconds, 1), "val_curve": curve}
     learner.provenance.training = record.model_copy(
         update={"best_val_accuracy": result.best_value, "extra": {**settings, **outcome}}
     )

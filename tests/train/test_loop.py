@@ -96,9 +96,8 @@ def test_test_time_adaptation_keeps_no_graph_whatever_the_callers_grad_mode():
     x, y = torch.randn(3, 1, 28, 28), torch.arange(3)
     with torch.enable_grad():
         state = learner.fit_task(x, y, 3)
-        total = sum(t.sum() for t in state.values() if t.requires_grad)
-        reaches = torch.autograd.grad(total, list(learner.parameters()), allow_unused=True)
-        assert all(g is None for g in reaches)  # nothing of the learner is differentiated through
+        # nothing of the learner is differentiated through: every state tensor is a leaf of no graph
+        assert all(t.grad_fn is None for t in state.values())
         trained = learner.inner_adapt(x, y, 3, 1, 0.4, learner.meta_order)
         assert all(g is not None for g in torch.autograd.grad(trained["head.weight"].sum(), [learner.head.weight]))
 
