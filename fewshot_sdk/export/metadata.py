@@ -60,6 +60,9 @@ class OnnxMetadata:
     resize: str = RESIZE
     #: The task's ``reject="auto"`` threshold on the ``novelty`` output; None: not calibrated.
     novelty_threshold: float | None = None
+    #: The saved task folder this file belongs to (``task.save(..., onnx=True)``), as the digest of its
+    #: task files; None: a free-standing export. See :mod:`fewshot_sdk.export.task_folder`.
+    task_digest: str | None = None
     input_name: str = INPUT_NAME
     output_names: tuple[str, ...] = OUTPUT_NAMES
     format: str = FORMAT
@@ -83,6 +86,7 @@ class OnnxMetadata:
         sdk_version: str,
         exporter: str = "",
         novelty_threshold: float | None = None,
+        task_digest: str | None = None,
     ) -> OnnxMetadata:
         """The metadata of a task whose learner preprocesses with ``preprocess`` (a ``PreprocessConfig``).
 
@@ -99,6 +103,7 @@ class OnnxMetadata:
             sdk_version=sdk_version,
             exporter=exporter,
             novelty_threshold=novelty_threshold,
+            task_digest=task_digest,
         )
 
     def to_props(self) -> dict[str, str]:
@@ -116,6 +121,7 @@ class OnnxMetadata:
             "resize_shorter": self.resize_shorter,
             "resize": self.resize,
             "novelty_threshold": self.novelty_threshold,
+            "task_digest": self.task_digest,
             "input_name": self.input_name,
             "output_names": list(self.output_names),
             "exporter": self.exporter,
@@ -155,6 +161,7 @@ class OnnxMetadata:
                 resize_shorter=resize_shorter,
                 resize=ours.get("resize", RESIZE),
                 novelty_threshold=_optional_float(ours.get("novelty_threshold", "null")),
+                task_digest=_optional_digest(ours.get("task_digest", "null")),
                 input_name=ours.get("input_name", INPUT_NAME),
                 output_names=tuple(json.loads(ours["output_names"])) if "output_names" in ours else OUTPUT_NAMES,
             )
@@ -199,3 +206,12 @@ def _optional_float(text: str) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or abs(value) == float("inf"):
         raise ValueError(f"novelty_threshold {value!r} is not a finite number")
     return float(value)
+
+
+def _optional_digest(text: str) -> str | None:
+    """A hex SHA-256 (written as a plain string, like the other strings) or ``null``: None."""
+    if text == "null":
+        return None
+    if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
+        raise ValueError(f"task_digest {text!r} is not a SHA-256 hex digest")
+    return text

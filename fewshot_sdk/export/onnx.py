@@ -9,15 +9,22 @@ method decides what the graph computes through ``learner.export_module(state)``
 stored embeddings, memories, class feature maps or adapted weights); this module
 adds ``probs = learner.probabilities(logits)`` and stays free of per-method code.
 
-The exporter is torch's ``torch.export``-based one (``dynamo=True``). The legacy
-TorchScript tracer is deliberately not a fallback: for every method that
-``torch.export`` refused, tracing either failed too or baked the batch size in,
-and for weighted-L1 (``cdist``) it produced a graph that is silently wrong on
-some inputs. The graph is checked with ``onnx.checker`` and run with onnxruntime
-on batches of other sizes than the traced one (and of varied content); only if
-its probabilities and novelty match the torch task's within 1e-4 (novelty: relative
-to its scale) is it written, atomically,
-with the ``fewshot.*`` metadata. Otherwise :class:`ExportError` says why.
+Two exporters are tried in turn, and a graph is written only if it reproduces the task.
+First torch's TorchScript tracer (``dynamo=False``): a fraction of a second for these small
+static modules, where the ``torch.export``-based exporter takes seconds (most of a first
+export in a process goes to importing and setting up dynamo and onnxscript). A trace
+records one path through the Python code, so it is refused as soon as the tracer warns
+(``TracerWarning``: a Python bool, number or length read off a tensor, whose value the
+trace would freeze). That is how the weighted-L1 kernel (a value-dependent branch to
+``cdist``, whose traced graph was silently wrong on some inputs) and methods that turn
+the batch size into a Python int never take this path. Then ``torch.export``
+(``dynamo=True``), which refuses data-dependent branches itself. Whichever wrote the graph
+is recorded in the file's ``fewshot.exporter``.
+
+The graph is checked with ``onnx.checker`` and run with onnxruntime on batches of other
+sizes than the traced one (and of varied content); only if its probabilities and novelty
+match the torch task's within 1e-4 (novelty: relative to its scale) is it written,
+atomically, with the ``fewshot.*`` metadata. Otherwise :class:`ExportError` says why.
 """
 
 from __future__ import annotations
@@ -30,8 +37,10 @@ import os
 import re
 import sys
 import tempfile
+import time
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -80,59 +89,135 @@ class ExportedTask(nn.Module):
         return logits, self.learner.probabilities(logits), novelty
 
 
-def export_task(task: AdaptedModel, path: str | os.PathLike, opset: int | None = None, overwrite: bool = False) -> Path:
+@dataclass(frozen=True)
+class VerifiedGraph:
+    """A graph that reproduced its task on the parity check, not yet written: what to write and who wrote it."""
+
+    proto: onnx.ModelProto
+    exporter: str
+    novelty_threshold: float | None
+
+
+def export_task(
+    task: AdaptedModel,
+    path: str | os.PathLike,
+    opset: int | None = None,
+    overwrite: bool = False,
+    phases: dict[str, float] | None = None,
+) -> Path:
     """Write ``task`` as one ``.onnx`` file (weights inside) and return its path.
 
     ``opset``: the ONNX opset to target (default: the exporter's choice). An
     existing file is replaced only with ``overwrite=True``; a failed export
-    leaves no file behind.
+    leaves no file behind. ``phases``, when given, receives the seconds each step took.
     """
     out = check_destination(path, overwrite)
+    return write_graph(verified_graph(task, opset, phases), task, out, phases=phases)
+
+
+def verified_graph(
+    task: AdaptedModel, opset: int | None = None, phases: dict[str, float] | None = None
+) -> VerifiedGraph:
+    """The task as an ONNX graph that matches torch's probabilities and novelty, or :class:`ExportError`."""
     if task.task != "classification":
         raise InputError(f"only classification tasks export to ONNX; this {task.method} task is a {task.task} task")
     opset = _check_opset(opset)
-    learner = copy.deepcopy(task.learner).cpu().eval()  # never move or mutate the caller's learner
-    learner.requires_grad_(False)  # an inference graph: methods take their no-autograd paths, as in predict
-    state = {name: tensor.detach().cpu().clone() for name, tensor in task.state.items()}
-    broken = non_finite(state)
-    if broken:
-        raise InputError(f"the {task.method} task holds NaN or infinite values in {broken[:3]}: re-adapt it")
-    threshold = task.novelty_threshold_or_none()  # before the export work, so a calibration error comes first
-    module = ExportedTask(learner, learner.export_module(state)).eval()
-    input_shape = learner.preprocess_config.input_shape
-    generator = torch.Generator().manual_seed(0)
-    example = torch.randn(TRACE_BATCH, *input_shape, generator=generator)
-    checks = [
-        torch.randn(1, *input_shape, generator=generator),  # batch 1
-        torch.cat(  # batch 3 of varied content: noise, a blank page, a bright offset image
-            [
-                torch.randn(1, *input_shape, generator=generator),
-                torch.zeros(1, *input_shape),
-                3 * torch.rand(1, *input_shape, generator=generator) + 1,
-            ]
-        ),
-    ]
-    with torch.no_grad():
-        expected = [_probs_and_novelty(learner, state, check) for check in checks]
+    with _timed(phases, "prepare"):
+        learner = copy.deepcopy(task.learner).cpu().eval()  # never move or mutate the caller's learner
+        learner.requires_grad_(False)  # an inference graph: methods take their no-autograd paths, as in predict
+        state = {name: tensor.detach().cpu().clone() for name, tensor in task.state.items()}
+        broken = non_finite(state)
+        if broken:
+            raise InputError(f"the {task.method} task holds NaN or infinite values in {broken[:3]}: re-adapt it")
+        threshold = task.novelty_threshold_or_none()  # before the export work, so a calibration error comes first
+        module = ExportedTask(learner, learner.export_module(state)).eval()
+        input_shape = learner.preprocess_config.input_shape
+        generator = torch.Generator().manual_seed(0)
+        example = torch.randn(TRACE_BATCH, *input_shape, generator=generator)
+        checks = [
+            torch.randn(1, *input_shape, generator=generator),  # batch 1
+            torch.cat(  # batch 3 of varied content: noise, a blank page, a bright offset image
+                [
+                    torch.randn(1, *input_shape, generator=generator),
+                    torch.zeros(1, *input_shape),
+                    3 * torch.rand(1, *input_shape, generator=generator) + 1,
+                ]
+            ),
+        ]
+        with torch.no_grad():
+            expected = [_probs_and_novelty(learner, state, check) for check in checks]
 
     failures = []
-    for name, exporter in EXPORTERS:  # one today; a list so that another exporter can be added and verified alike
+    for name, exporter in EXPORTERS:  # the fast tracer first, torch.export where the trace is refused
         try:
-            proto = exporter(module, example, opset)
-            onnx.checker.check_model(proto)
-            difference = _max_difference(proto, [check.numpy() for check in checks], expected)
+            with _timed(phases, f"exporter ({name})"):
+                proto = exporter(module, example, opset)
+            with _timed(phases, "onnx.checker"):
+                onnx.checker.check_model(proto)
+            difference = _max_difference(proto, [check.numpy() for check in checks], expected, phases)
         except Exception as exc:  # each exporter fails in its own ways; report them all if none works
             failures.append(f"{name}: {_one_line(exc)}")
             continue
         if difference <= TOLERANCE:
-            _add_metadata(proto, task, name, threshold)
-            _write_atomically(proto, out)
-            return out
+            return VerifiedGraph(proto, name, threshold)
         failures.append(f"{name}: probabilities or novelty differ from torch by {difference:.2e}")
     raise ExportError(f"could not export the {task.method} task to ONNX ({'; '.join(failures)})")
 
 
+def write_graph(
+    graph: VerifiedGraph,
+    task: AdaptedModel,
+    out: Path,
+    task_digest: str | None = None,
+    phases: dict[str, float] | None = None,
+) -> Path:
+    """Write a verified graph with the task's ``fewshot.*`` metadata to ``out``, atomically.
+
+    ``task_digest``: the saved task folder the file was exported from (:mod:`fewshot_sdk.export.task_folder`).
+    """
+    with _timed(phases, "metadata and writing"):
+        _add_metadata(graph.proto, task, graph.exporter, graph.novelty_threshold, task_digest)
+        _write_atomically(graph.proto, out)
+    return out
+
+
+@contextlib.contextmanager
+def _timed(phases: dict[str, float] | None, name: str) -> Iterator[None]:
+    """Add the block's wall-clock seconds to ``phases[name]`` (nothing is timed without ``phases``)."""
+    if phases is None:
+        yield
+        return
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        phases[name] = phases.get(name, 0.0) + time.perf_counter() - start
+
+
 # ----------------------------------------------------------------- exporters
+def _export_torchscript(module: nn.Module, example: torch.Tensor, opset: int | None) -> onnx.ModelProto:
+    """TorchScript tracing (``dynamo=False``), refused on any ``TracerWarning`` (module docstring)."""
+    buffer = io.BytesIO()
+    batch_axes = {name: {0: "batch"} for name in (INPUT_NAME, *OUTPUT_NAMES)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", torch.jit.TracerWarning)
+        # torch announces that this exporter is the legacy one; it is kept here for its speed, verified like the other
+        warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message="The feature will be removed", category=DeprecationWarning)
+        torch.onnx.export(
+            module,
+            (example,),
+            buffer,
+            input_names=[INPUT_NAME],
+            output_names=list(OUTPUT_NAMES),
+            opset_version=opset,
+            dynamo=False,
+            dynamic_axes=batch_axes,
+            verbose=False,
+        )
+    return onnx.load_model_from_string(buffer.getvalue())
+
+
 def _export_dynamo(module: nn.Module, example: torch.Tensor, opset: int | None) -> onnx.ModelProto:
     batch = torch.export.Dim("batch", min=1)
     with _quiet_exporter():
@@ -150,7 +235,9 @@ def _export_dynamo(module: nn.Module, example: torch.Tensor, opset: int | None) 
     return program.model_proto
 
 
+#: Tried in this order; the name of the one that wrote a file is its ``fewshot.exporter``.
 EXPORTERS: list[tuple[str, Callable[[nn.Module, torch.Tensor, int | None], onnx.ModelProto]]] = [
+    ("torchscript", _export_torchscript),
     ("torch.export", _export_dynamo),
 ]
 
@@ -209,7 +296,12 @@ def _probs_and_novelty(learner: Learner, state: dict[str, torch.Tensor], batch: 
     return [learner.probabilities(logits).numpy(), novelty.numpy()]
 
 
-def _max_difference(proto: onnx.ModelProto, batches: list[np.ndarray], expected: list[list[np.ndarray]]) -> float:
+def _max_difference(
+    proto: onnx.ModelProto,
+    batches: list[np.ndarray],
+    expected: list[list[np.ndarray]],
+    phases: dict[str, float] | None = None,
+) -> float:
     """Largest difference from torch over batches of sizes other than the traced one.
 
     Probabilities are compared absolutely; novelty relative to its size (ProtoNet's is a squared
@@ -223,10 +315,12 @@ def _max_difference(proto: onnx.ModelProto, batches: list[np.ndarray], expected:
             f"the exported batch dimension is fixed to {batch_dim.dim_value}: the method turns the batch size into "
             "a Python int (len(x), int(x.shape[0]), a loop over rows); use x.shape[0] or view(-1, ...) instead"
         )
-    session = onnxruntime.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    with _timed(phases, "onnxruntime session"):
+        session = onnxruntime.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     worst = 0.0
     for batch, (wanted, wanted_novelty) in zip(batches, expected, strict=True):
-        logits, probs, novelty = session.run(list(OUTPUT_NAMES), {INPUT_NAME: batch})
+        with _timed(phases, "parity runs"):
+            logits, probs, novelty = session.run(list(OUTPUT_NAMES), {INPUT_NAME: batch})
         if probs.shape != wanted.shape or logits.shape != wanted.shape or novelty.shape != wanted_novelty.shape:
             raise ExportError(
                 f"outputs have shapes {logits.shape}, {probs.shape}, {novelty.shape}; "
@@ -237,10 +331,12 @@ def _max_difference(proto: onnx.ModelProto, batches: list[np.ndarray], expected:
     return worst
 
 
-def _add_metadata(proto: onnx.ModelProto, task: AdaptedModel, exporter: str, threshold: float | None) -> None:
+def _add_metadata(
+    proto: onnx.ModelProto, task: AdaptedModel, exporter: str, threshold: float | None, task_digest: str | None
+) -> None:
     config = task.learner.preprocess_config
     metadata = OnnxMetadata.describing(
-        task.method, task.class_names, config, __version__, exporter, novelty_threshold=threshold
+        task.method, task.class_names, config, __version__, exporter, threshold, task_digest
     )
     props = {entry.key: entry.value for entry in proto.metadata_props}
     props.update(metadata.to_props())
