@@ -12,6 +12,7 @@ with it without its support images.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fewshot_sdk.api import Prediction, TaskKind
+from fewshot_sdk.api import Prediction, QueryLike, TaskKind, query_form
 from fewshot_sdk.checkpoint import (
     LearnerConfig,
     learner_config,
@@ -47,7 +48,6 @@ if TYPE_CHECKING:
 
 TASK_FILE = "task.json"
 TASK_WEIGHTS = "task.safetensors"
-QueryLike = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor | Sequence
 
 
 class TaskConfig(StrictModel):
@@ -136,20 +136,10 @@ class AdaptedModel:
             if not torch.isfinite(query).all():
                 raise InputError("query contains NaN or infinite values")
             return query.float()
-        if isinstance(query, torch.Tensor):
-            return preprocessor.check_batch(query, "query")
-        if isinstance(query, (str, os.PathLike, Image.Image, np.ndarray)):
-            return preprocessor([query])
-        if isinstance(query, Sequence):
-            if len(query) == 0:
-                raise InputError("no query images given")
-            if all(isinstance(item, torch.Tensor) for item in query):
-                return preprocessor.check_batch(torch.stack(list(query)), "query")
-            return preprocessor(list(query))
-        raise InputError(
-            f"cannot predict on a {type(query).__name__}: pass a path, a list of paths, PIL images, "
-            "or a [B, C, H, W] tensor"
-        )
+        form = query_form(query)
+        if isinstance(form, torch.Tensor):
+            return preprocessor.check_batch(form, "query")
+        return preprocessor(form)
 
     def logits(self, query: QueryLike, batch_size: int = 256) -> torch.Tensor:
         return self.scores(query, batch_size, with_novelty=False)[0]
@@ -288,12 +278,30 @@ class AdaptedModel:
             )
         return layout
 
-    def save(self, folder: str | os.PathLike, overwrite: bool = False) -> Path:
+    def save(self, folder: str | os.PathLike, overwrite: bool = False, onnx: bool = False) -> Path:
         """One folder with the learner, the task state and its novelty threshold; reload with ``fs.load_task``.
 
         The support images are not saved: the threshold is calibrated (if it was not yet) and recorded.
+        ``onnx=True`` also writes ``task.onnx``, verified as ``export_onnx`` verifies, for
+        ``fs.load_task(folder, runtime="onnxruntime")``. It is exported before any file is
+        written, so a task that does not export leaves the folder as it was.
         """
-        path = prepare_output_folder(folder, overwrite, (TASK_FILE, TASK_WEIGHTS))
+        graph = None
+        if onnx:
+            from fewshot_sdk.export.onnx import verified_graph
+            from fewshot_sdk.export.task_folder import TASK_ONNX
+
+            existed = Path(folder).exists()
+            path = prepare_output_folder(folder, overwrite, (TASK_FILE, TASK_WEIGHTS, TASK_ONNX))
+            try:
+                graph = verified_graph(self)
+            except BaseException:
+                if not existed:
+                    with contextlib.suppress(OSError):
+                        path.rmdir()  # the folder this call made, still empty
+                raise
+        else:
+            path = prepare_output_folder(folder, overwrite, (TASK_FILE, TASK_WEIGHTS))
         threshold = self.novelty_threshold_or_none()
         tensors = {f"learner.{k}": v for k, v in stored_tensors(self.learner).items()}
         tensors.update({f"state.{k}": v for k, v in self.state.items()})
@@ -306,6 +314,10 @@ class AdaptedModel:
             novelty_threshold=threshold,
         )
         write_json(path / TASK_FILE, config)
+        if graph is not None:
+            from fewshot_sdk.export.task_folder import write_task_onnx
+
+            write_task_onnx(graph, self, path)
         return path
 
     def export_onnx(self, path: str | os.PathLike, opset: int | None = None, overwrite: bool = False) -> Path:

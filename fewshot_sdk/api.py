@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch
+from PIL import Image
 
 from fewshot_sdk.data.folders import list_class_images, scan_class_folders
 from fewshot_sdk.data.images import ImageLike, Preprocessor
@@ -21,6 +23,8 @@ from fewshot_sdk.errors import InputError
 
 TaskKind = Literal["classification", "regression"]
 SupportItem = ImageLike | torch.Tensor
+#: What ``predict`` takes: one image, a sequence of images or of [C, H, W] tensors, or a [B, C, H, W] tensor.
+QueryLike = ImageLike | torch.Tensor | Sequence
 
 
 @dataclass(frozen=True)
@@ -154,6 +158,29 @@ class SupportSet:
             else:
                 batch.append(preprocessor([item])[0])
         return torch.stack(batch), labels
+
+
+def query_form(query: QueryLike) -> torch.Tensor | list[ImageLike]:
+    """A query as the model-ready tensor batch it claims to be, or as a list of images to preprocess.
+
+    A tensor, or a sequence of tensors (stacked), is model-ready and still to be checked
+    against the model's input shape; a path, PIL image or array is one image; any other
+    sequence is a list of images. Every runtime (torch, onnxruntime) reads queries this way.
+    """
+    if isinstance(query, torch.Tensor):
+        return query
+    if isinstance(query, (str, os.PathLike, Image.Image, np.ndarray)):
+        return [query]
+    if isinstance(query, Sequence):
+        if len(query) == 0:
+            raise InputError("no query images given")
+        if all(isinstance(item, torch.Tensor) for item in query):
+            return torch.stack(list(query))
+        return list(query)
+    raise InputError(
+        f"cannot predict on a {type(query).__name__}: pass a path, a list of paths, PIL images, "
+        "or a [B, C, H, W] tensor"
+    )
 
 
 @dataclass(frozen=True)

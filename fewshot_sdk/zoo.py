@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 from torch import nn
@@ -27,7 +27,12 @@ from fewshot_sdk.methods.base import Learner
 from fewshot_sdk.models.backbones import default_preprocess
 from fewshot_sdk.registry import registered_methods, zoo_names, zoo_path
 
+if TYPE_CHECKING:
+    from fewshot_sdk.export.onnx_task import OnnxTask
+
 PREPROCESS_KEYS = ("image_size", "channels", "mean", "std", "resize_shorter")
+#: What ``load_task(..., runtime=)`` runs a task with.
+RUNTIMES = ("torch", "onnxruntime")
 
 
 def load(name_or_path: str | os.PathLike, backbone: nn.Module | None = None, device: str | None = None) -> Learner:
@@ -145,9 +150,34 @@ def load_learner(folder: str | Path, backbone_module: nn.Module | None = None) -
     return learner.eval()
 
 
-def load_task(folder: str | os.PathLike, backbone_module: nn.Module | None = None) -> AdaptedModel:
-    """Reload a task written by ``AdaptedModel.save``."""
+def load_task(
+    folder: str | os.PathLike,
+    backbone_module: nn.Module | None = None,
+    *,
+    runtime: str | None = None,
+    export: bool = False,
+    threads: int = 0,
+) -> AdaptedModel | OnnxTask:
+    """Reload a task written by ``AdaptedModel.save``, or open an exported ``.onnx`` file as a task.
+
+    ``runtime``: ``"torch"`` (the default for a folder) or ``"onnxruntime"`` (the default for a
+    ``.onnx`` file; for a folder, its ``task.onnx`` from ``task.save(folder, onnx=True)``). Both
+    answer ``predict(query, batch_size=, reject=)`` with a ``Prediction``; only the torch task
+    grows, saves and exports. ``export=True`` (onnxruntime, a folder): write the folder's
+    ``task.onnx`` if it has none, the one case in which loading writes. ``threads``: onnxruntime's
+    intra-op threads (0: its default).
+    """
     path = Path(folder)
+    runtime = _task_runtime(path, runtime)
+    if runtime == "onnxruntime":
+        if not path.exists():
+            raise CheckpointError(f"saved task not found: {path} does not exist")
+        from fewshot_sdk.export.onnx_task import open_onnx_file
+        from fewshot_sdk.export.task_folder import open_task_folder
+
+        return open_task_folder(path, export, threads) if path.is_dir() else open_onnx_file(path, threads)
+    if export:
+        raise InputError("export=True writes a folder's task.onnx for runtime='onnxruntime'; the torch task needs none")
     if not path.is_dir():
         raise CheckpointError(f"saved task not found: {path} is not a folder")
     config: TaskConfig = read_json_model(path / TASK_FILE, TaskConfig)
@@ -168,3 +198,15 @@ def load_task(folder: str | os.PathLike, backbone_module: nn.Module | None = Non
     if config.task == "classification":
         check_class_count(task, path)
     return task
+
+
+def _task_runtime(path: Path, runtime: str | None) -> str:
+    """The runtime asked for, or the one the path implies: onnxruntime for a ``.onnx`` file, else torch."""
+    is_onnx_file = path.suffix.lower() == ".onnx" and not path.is_dir()
+    if runtime is None:
+        return "onnxruntime" if is_onnx_file else "torch"
+    if runtime not in RUNTIMES:
+        raise InputError(f"unknown runtime {runtime!r}; choose one of {', '.join(map(repr, RUNTIMES))}")
+    if runtime == "torch" and is_onnx_file:
+        raise CheckpointError(f"{path} is an exported ONNX file: it runs with runtime='onnxruntime' (its default)")
+    return runtime

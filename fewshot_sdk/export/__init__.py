@@ -15,6 +15,7 @@ _LOCATIONS = {
     "export_task": "onnx",
     "ExportError": "onnx",
     "OnnxClassifier": "runtime",
+    "OnnxTask": "onnx_task",
     "classify_with_onnx": "runtime",
     "choose_providers": "runtime",
     "OnnxMetadata": "metadata",

@@ -34,7 +34,7 @@ from PIL import Image
 from fewshot_sdk.errors import InputError
 from fewshot_sdk.export.metadata import OnnxMetadata
 from fewshot_sdk.imageio import ImageLike, load_image, to_model_pixels
-from fewshot_sdk.predict_options import check_batch_size, resolve_threshold
+from fewshot_sdk.predict_options import Reject, check_batch_size, resolve_threshold
 
 ImageInput = ImageLike
 
@@ -142,6 +142,9 @@ class OnnxClassifier:
         outputs = [node.name for node in self.session.get_outputs()]
         if inputs != [self.metadata.input_name] or not set(self.metadata.output_names) <= set(outputs):
             raise InputError(f"{path} has inputs {inputs} and outputs {outputs}, not what its fewshot metadata says")
+        # fixed by the file, so worked out once here rather than on every batch
+        self._input_shape = self.metadata.input_shape
+        self._output_names = ["logits", "probs"] + (["novelty"] if self.has_novelty else [])
 
     @property
     def class_names(self) -> list[str]:
@@ -169,15 +172,14 @@ class OnnxClassifier:
         batch = np.asarray(batch)
         if batch.ndim == 3:
             batch = batch[None]
-        expected = self.metadata.input_shape
-        if batch.ndim != 4 or tuple(batch.shape[1:]) != expected or len(batch) == 0:
+        expected = self._input_shape
+        if batch.ndim != 4 or batch.shape[1:] != expected or len(batch) == 0:
             dims = ", ".join(map(str, expected))
             raise InputError(f"the batch has shape {batch.shape} but the model takes [B, {dims}]")
-        if not np.issubdtype(batch.dtype, np.floating) or not np.isfinite(batch).all():
+        if batch.dtype.kind != "f" or not np.isfinite(batch).all():  # kind "f": every numpy floating type
             raise InputError("the batch must be finite floating-point values")
         feed = {self.metadata.input_name: batch.astype(np.float32, copy=False)}
-        names = ["logits", "probs"] + (["novelty"] if self.has_novelty else [])
-        outputs = self.session.run(names, feed)
+        outputs = self.session.run(self._output_names, feed)
         probs = outputs[1]
         named = len(self.metadata.class_names)
         if probs.ndim != 2 or probs.shape[1] != named:
@@ -189,13 +191,17 @@ class OnnxClassifier:
             raise InputError(f"{self.path} produced NaN or infinite probabilities: its weights are corrupt")
         return tuple(outputs)
 
-    def threshold(self, reject: float | str | None) -> float | None:
-        """The novelty threshold ``reject`` asks for: None, the file's calibrated one ("auto"), or a number."""
+    def threshold(self, reject: Reject, where: str = "classifier.metadata.novelty_threshold") -> float | None:
+        """The novelty threshold ``reject`` asks for: None, the file's calibrated one ("auto"), or a number.
+
+        ``where``: how the caller's user reads the calibrated threshold, named when ``reject`` is refused.
+        """
         if reject is not None and not self.has_novelty:
             raise InputError(f"{self.path} has no novelty output (exported by an older fewshot-sdk): export it again")
-        return resolve_threshold(reject, self._recorded_threshold, where="classifier.metadata.novelty_threshold")
+        return resolve_threshold(reject, self.recorded_threshold, where)
 
-    def _recorded_threshold(self) -> float:
+    def recorded_threshold(self) -> float:
+        """The file's calibrated ``reject="auto"`` threshold; one-line error when it records none."""
         if self.metadata.novelty_threshold is None:
             raise InputError(
                 f"{self.path} records no calibrated threshold (its task was not calibrated when exported); "
