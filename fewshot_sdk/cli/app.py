@@ -289,6 +289,14 @@ def train(
     backbone: Annotated[
         str | None, typer.Option(help="conv4, resnet12 or efficientnet-lite0 (ImageNet weights, for photos).")
     ] = None,
+    backbone_from: Annotated[
+        str | None,
+        typer.Option(
+            "--backbone-from",
+            help="Start a new --method's backbone from this model's (weights and preprocessing), e.g. a MANN "
+            "encoder from protonet-omniglot.",
+        ),
+    ] = None,
     frozen_stages: Annotated[
         int,
         typer.Option(
@@ -362,7 +370,7 @@ def train(
         except ValidationError as exc:
             fail(f"invalid training settings: {describe_validation_error(exc)}")
         seed_everything(seed)  # the initial weights (rank 0's are broadcast to the others)
-        learner = new_or_initial_learner(data, method, init, backbone, settings, split_seed)
+        learner = new_or_initial_learner(data, method, init, backbone, settings, split_seed, backbone_from)
         with progress_bar(console, "training", episodes, quiet=not ranks.is_main) as advance:
             result = train_on_dataset(
                 learner,
@@ -411,13 +419,19 @@ def new_or_initial_learner(
     backbone: str | None,
     settings: dict[str, Any],
     split_seed: int | None = None,
+    backbone_from: str | None = None,
 ) -> Learner:
-    """The learner ``fewshot train`` starts from: fresh, or ``--init``'s weights with ``--set`` applied."""
+    """The learner ``fewshot train`` starts from: fresh, fresh on ``--backbone-from``'s backbone, or ``--init``'s
+    weights with ``--set`` applied."""
     import fewshot_sdk as fs
-    from fewshot_sdk.train.recipes import folder_preprocess_settings, is_omniglot, warm_start
+    from fewshot_sdk.train.recipes import folder_preprocess_settings, is_omniglot, warm_start, with_backbone_from
     from fewshot_sdk.train.regression import is_sinusoid
     from fewshot_sdk.zoo import method_class
 
+    if backbone_from is not None:
+        if init is not None or backbone is not None:
+            fail("--backbone-from starts a new model's backbone: it cannot be combined with --init or --backbone")
+        return with_backbone_from(backbone_from, method or "protonet", settings)
     if init is None:
         if is_sinusoid(data):  # MAML's regression family: a 1-40-40-1 ReLU MLP unless told otherwise
             settings.setdefault("task", "regression")

@@ -183,6 +183,36 @@ def warm_start(init: str | Path, settings: dict[str, Any] | None = None) -> Lear
     return learner
 
 
+def with_backbone_from(source: str | Path, method: str, settings: dict[str, Any] | None = None) -> Learner:
+    """A new ``method`` learner whose backbone (architecture, weights, preprocessing) is ``source``'s.
+
+    For a method whose embedding has to be learnt from scratch as well as its own parts
+    (MANN's controller and memory, MetaNet's meta-learner), starting the embedding from a
+    metric learner trained on the same data leaves the short CPU budget to the parts that
+    are the method's own. The source's training record becomes ``init_training``, marked
+    ``backbone_only``, so the checkpoint says where its embedding came from.
+    """
+    from fewshot_sdk.zoo import PREPROCESS_KEYS, create, load
+
+    base = load(source)
+    settings = dict(settings or {})
+    fixed = sorted(key for key in settings if key in PREPROCESS_KEYS)
+    if fixed:
+        raise InputError(f"{', '.join(fixed)} come from --backbone-from {source} and cannot be set")
+    learner = create(method, backbone=base.backbone_config, preprocess=base.preprocess_config, **settings)
+    try:
+        learner.backbone.load_state_dict(base.backbone.state_dict())
+    except RuntimeError:
+        raise InputError(
+            f"{learner.method}'s backbone cannot take {source}'s weights (a {base.method} backbone with other "
+            "layers, e.g. per-task batch norm); train it from scratch or from a checkpoint of the same family"
+        ) from None
+    if base.provenance.training is not None:
+        extra = {**base.provenance.training.extra, "backbone_only": str(source)}
+        learner.provenance = Provenance(training=base.provenance.training.model_copy(update={"extra": extra}))
+    return learner
+
+
 def is_omniglot(data: str | Path) -> bool:
     path = Path(data)
     return path.is_file() or any(path.glob("images_background*"))

@@ -7,7 +7,7 @@ import fewshot_sdk as fs
 from fewshot_sdk.config import AccuracyResult
 from fewshot_sdk.errors import InputError
 from fewshot_sdk.train.loop import TrainConfig, meta_train
-from fewshot_sdk.train.recipes import dataset_splits, train_on_dataset, warm_start
+from fewshot_sdk.train.recipes import dataset_splits, train_on_dataset, warm_start, with_backbone_from
 
 
 def _folder_dataset(root, classes=10, size=16):
@@ -123,3 +123,17 @@ def test_warm_start_keeps_a_method_setting_named_like_a_preprocessing_key():
     assert learner.config.channels == fs.load("relation-omniglot").config.channels
     assert learner.preprocess_config.channels == 1
     assert warm_start("relation-omniglot", {"hidden": 8}).config.hidden == 8
+
+
+def test_a_new_method_can_start_its_backbone_from_another_model_and_records_where_it_came_from():
+    learner = with_backbone_from("protonet-omniglot", "mann", {"max_classes": 5})
+    source = fs.load("protonet-omniglot")
+    for name, tensor in source.backbone.state_dict().items():
+        torch.testing.assert_close(learner.backbone.state_dict()[name], tensor)
+    assert learner.method == "mann" and learner.config.max_classes == 5
+    assert learner.preprocess_config == source.preprocess_config
+    assert learner.provenance.training.extra["backbone_only"] == "protonet-omniglot"
+    with pytest.raises(InputError, match="cannot take protonet-omniglot's weights"):
+        with_backbone_from("protonet-omniglot", "maml")  # per-task batch norm: other layers
+    with pytest.raises(InputError, match="image_size come from --backbone-from"):
+        with_backbone_from("protonet-omniglot", "mann", {"image_size": 32})
