@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import platform
+import random
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -20,6 +21,54 @@ def median_seconds(fn: Callable[[], object], repeats: int = 200, warmup: int = 2
         fn()
         samples.append(time.perf_counter() - start)
     return statistics.median(samples)
+
+
+def interleaved_seconds(
+    paths: Mapping[str, Callable[[], object]], rounds: int, warmup: int = 20, seed: int = 0
+) -> dict[str, list[float]]:
+    """Seconds of every call of each path, measured in rounds that call every path once.
+
+    Paired by round, so drift in machine load (a training job on the other core) hits all
+    paths alike. The order is shuffled every round (seeded): a call runs measurably slower
+    right after a heavy one (a torch forward leaves the caches full of its own data), so no
+    path may always follow the same neighbour. Rotating a fixed order would not do that.
+    """
+    order = list(paths.items())
+    for _ in range(warmup):
+        for _, fn in order:
+            fn()
+    shuffler = random.Random(seed)
+    samples: dict[str, list[float]] = {name: [] for name in paths}
+    for _ in range(rounds):
+        shuffler.shuffle(order)
+        for name, fn in order:
+            start = time.perf_counter()
+            fn()
+            samples[name].append(time.perf_counter() - start)
+    return samples
+
+
+def interleaved_groups(
+    groups: Sequence[Mapping[str, Callable[[], object]]], rounds: int, blocks: int = 10
+) -> dict[str, list[float]]:
+    """:func:`interleaved_seconds` within each group, the groups taking turns in ``blocks`` blocks of rounds.
+
+    For paths on different engines (torch, onnxruntime): each is compared, round by round, with
+    the paths of its own engine only, as a deployment that uses one engine runs it, while the
+    blocks spread machine drift over every group. Calling the engines alternately would charge
+    each call for the caches the other engine left cold.
+    """
+    samples: dict[str, list[float]] = {name: [] for group in groups for name in group}
+    for block in range(blocks):
+        for group in groups:
+            for name, times in interleaved_seconds(group, max(1, rounds // blocks), warmup=5, seed=block).items():
+                samples[name].extend(times)
+    return samples
+
+
+def paired_ratio(samples: Mapping[str, list[float]], numerator: str, denominator: str) -> float:
+    """The median over rounds of ``numerator``'s time over ``denominator``'s in the same round."""
+    return statistics.median(a / b for a, b in zip(samples[numerator], samples[denominator], strict=True))
 
 
 def device_name() -> str:
