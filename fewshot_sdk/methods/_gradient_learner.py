@@ -32,6 +32,7 @@ Choices, and why:
 from __future__ import annotations
 
 import copy
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import ClassVar, Literal
 
@@ -186,7 +187,27 @@ class GradientLearner(Learner):
         return self.inner_adapt(support_x, support_y, n_way, steps, lr, "none")
 
     def score(self, state: TaskState, query_x: Tensor) -> Tensor:
-        return call(self, state, query_x)
+        """Through ``functional_call`` where the logits may be differentiated (meta-training); a predict
+        (eval mode, no grad) runs the task's network with theta' baked in, built once per task state:
+        at batch 1, swapping the parameters in for every call cost a fifth of the forward."""
+        if torch.is_grad_enabled() or self.training:
+            return call(self, state, query_x)
+        return self.baked_network(state)(query_x)
+
+    #: how many tasks' baked networks a learner keeps (a server predicts for a few tasks in turn)
+    BAKED_TASKS: ClassVar[int] = 8
+
+    def baked_network(self, state: TaskState) -> nn.Module:
+        """:func:`adapted_network` of ``state``, from a small cache keyed by the state's identity."""
+        cache: OrderedDict[int, tuple[TaskState, nn.Module]] = self.__dict__.setdefault("_baked", OrderedDict())
+        entry = cache.get(id(state))
+        if entry is not None and entry[0] is state:
+            return entry[1]
+        network = adapted_network(self, state)
+        cache[id(state)] = (state, network)
+        while len(cache) > self.BAKED_TASKS:
+            cache.popitem(last=False)
+        return network
 
     def episode_loss(self, episode: Episode) -> tuple[Tensor, Tensor]:
         """Query loss after the meta-training inner loop (``inner_steps``, graph of ``meta_order``)."""
@@ -243,15 +264,37 @@ class AdaptedNetwork(nn.Module):
         return self.head(self.backbone(x))
 
 
+class FrozenBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """A task's batch norm with its statistics baked in: one ``batch_norm`` op, any input rank.
+
+    With the support statistics it normalises by them as constants; without (``bn="transductive"``)
+    it keeps no running statistics and so uses each batch's own, as :class:`TaskBatchNorm` does. Unlike
+    ``TaskBatchNorm`` it has no branch on its buffers, so the TorchScript tracer exports it cleanly.
+    """
+
+    def _check_input_dim(self, input: Tensor) -> None:  # the task's layer took this input already
+        pass
+
+
+def frozen_batchnorm(layer: TaskBatchNorm, state: TaskState) -> FrozenBatchNorm:
+    mean, var = state.get(f"{layer.stat_name}.mean"), state.get(f"{layer.stat_name}.var")
+    frozen = FrozenBatchNorm(len(layer.weight), eps=layer.eps, track_running_stats=mean is not None)
+    if mean is not None:
+        frozen.running_mean, frozen.running_var = mean.detach().clone(), var.detach().clone()
+    return frozen
+
+
 def adapted_network(learner: GradientLearner, state: TaskState) -> AdaptedNetwork:
+    """theta' (and the task's batch-norm statistics) baked into a plain copy of the network, in eval mode."""
     network = AdaptedNetwork(copy.deepcopy(learner.backbone), copy.deepcopy(learner.head))
+    for name, module in list(network.named_modules()):
+        if isinstance(module, TaskBatchNorm):
+            path, _, leaf = name.rpartition(".")
+            setattr(network.get_submodule(path), leaf, frozen_batchnorm(module, state))
     parameter_names = {name for name, _ in network.named_parameters()}
     for name, tensor in state.items():
+        if name not in parameter_names:  # the statistics, already in the frozen batch norms
+            continue
         path, _, leaf = name.rpartition(".")
-        module = network.get_submodule(path)
-        value = tensor.detach().clone()
-        if name in parameter_names:
-            setattr(module, leaf, nn.Parameter(value, requires_grad=False))
-        else:
-            setattr(module, leaf, value)
+        setattr(network.get_submodule(path), leaf, nn.Parameter(tensor.detach().clone(), requires_grad=False))
     return network.eval()
