@@ -10,8 +10,13 @@ parity runs of the check, and writing the file with its metadata. ``--exporter t
 restricts the export to the dynamo exporter alone, which is how every task was exported
 before the tracer was tried first. Medians over ``--repeats`` processes.
 
+A model is adapted to ``--support``, by default the example folder of its own domain (photos for
+a photo model, Omniglot characters otherwise). A results file holds sections, each one run of this
+script with its command, its ``--label`` and the commit it measured: ``--append`` adds a section to
+``--out`` (how a before/after pair is kept), without it ``--out`` is rewritten.
+
     OMP_NUM_THREADS=1 python benchmarks/export_time.py [--model protonet-omniglot --model maml-omniglot] \
-        [--repeats 3] [--out benchmarks/results/export_time_cpu.md]
+        [--repeats 3] [--out benchmarks/results/export_time_cpu.md [--append] [--label after]]
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ STARTED = time.perf_counter()
 import argparse  # noqa: E402  (the process start is timed from above the imports)
 import json  # noqa: E402
 import os  # noqa: E402
+import shlex  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -109,9 +115,11 @@ def main() -> None:
     parser.add_argument("--exporter", action="append", choices=EXPORTERS, help="default: tracer, then torch.export")
     parser.add_argument("--repeats", type=int, default=3, help="Fresh processes per model and exporter choice.")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--support", type=Path, default=Path("examples/support"), help="Relative to the repo.")
+    parser.add_argument("--support", type=Path, default=None, help="Relative to the repo; default: by domain.")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--append", action="store_true", help="Add this run as a new section of --out.")
+    parser.add_argument("--label", default="", help="The section's title, e.g. before / after a change.")
     args = parser.parse_args()
     if args.child:
         choice = (args.exporter or ["default"])[0]
@@ -127,25 +135,23 @@ def main() -> None:
     choices = args.exporter or list(EXPORTERS)
     rows, notes = [], []
     for model in models:
+        support = args.support or default_support(model)
         for choice in choices:
-            runs = [run_child(model, choice, args.support, args.threads) for _ in range(args.repeats)]
+            runs = [run_child(model, choice, support, args.threads) for _ in range(args.repeats)]
             rows.extend(rows_for(model, choice, runs))
             print("\n".join(rows[-2:]), flush=True)
             notes.append(
-                f"- {model}, {choice}: starting the process and importing torch and the SDK "
+                f"- {model}, {choice}: adapted to `{support}`; starting the process and importing torch and the SDK "
                 f"{statistics.median(r['import_s'] for r in runs):.2f} s, loading and adapting "
                 f"{statistics.median(r['load_adapt_s'] for r in runs):.2f} s (not in the export figures)."
             )
     import onnxruntime
 
-    header = [
-        "# Export time: one task to ONNX, split by phase (seconds)\n",
+    section = [
+        f"## {args.label or 'export time'}\n",
         f"device: {device_name()}; torch {torch.__version__}, onnx {onnx.__version__}, onnxruntime "
-        f"{onnxruntime.__version__}; task: the model adapted to `{args.support}`; each figure the median over "
+        f"{onnxruntime.__version__}; code: {code_version()}; each figure the median over "
         f"{args.repeats} fresh processes; `first`: the first export in the process, `second`: the next one.\n",
-        "`exporter choice` default: the TorchScript tracer, then torch.export where the trace is refused; "
-        "`torch.export`: the dynamo exporter alone (every export before the tracer was added). `written by`: the "
-        "exporter recorded in the file. A phase shows — when it did not run.\n",
         "| model | exporter choice | export | written by | total | import fewshot_sdk.export.onnx | "
         + " | ".join(PHASES)
         + " |",
@@ -153,11 +159,42 @@ def main() -> None:
     ]
     command = "OMP_NUM_THREADS=1 python benchmarks/export_time.py " + " ".join(f"--model {m}" for m in models)
     command += "".join(f" --exporter {c}" for c in choices) + f" --repeats {args.repeats}"
+    if args.support:
+        command += f" --support {args.support}"
+    if args.label:
+        command += f" --label {shlex.quote(args.label)}"
     notes.append("- The machine is shared with a training job on its other core.")
-    text = "\n".join([*header, *rows, "", *notes, "", f"command: `{command}`"])
+    text = "\n".join([*section, *rows, "", *notes, "", f"command: `{command}`"])
     print(text)
     if args.out:
-        args.out.write_text(text + "\n")
+        previous = args.out.read_text().rstrip("\n") + "\n\n" if args.append and args.out.is_file() else TITLE
+        args.out.write_text(previous + text + "\n")
+
+
+TITLE = (
+    "# Export time: one task to ONNX, split by phase (seconds)\n\n"
+    "`exporter choice` default: the TorchScript tracer, then torch.export where the trace is refused; "
+    "`torch.export`: the dynamo exporter alone (every export before the tracer was added). `written by`: the "
+    "exporter recorded in the file. A phase shows — when it did not run. Each section is one run of "
+    "`benchmarks/export_time.py`, with its command and the commit it measured.\n\n"
+)
+
+
+def default_support(model: str) -> Path:
+    """The example folder of the model's domain: a photo model is timed on photos, the others on characters."""
+    import fewshot_sdk as fs
+
+    return Path("examples/photos/support") if fs.load(model).domain == "photos" else Path("examples/support")
+
+
+def code_version() -> str:
+    """The commit measured, marked ``+uncommitted`` when tracked files differ from it."""
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO)
+    changed = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, cwd=REPO
+    )
+    commit = head.stdout.strip() or "unknown"
+    return f"{commit}+uncommitted" if changed.stdout.strip() else commit
 
 
 if __name__ == "__main__":
