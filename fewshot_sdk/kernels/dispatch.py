@@ -79,18 +79,23 @@ def _check_pairwise(
     _check_matrix("s", s)
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
-    if s.shape[1] != q.shape[1]:
+    # Under the TorchScript tracer (ONNX export) sizes are traced tensors, and comparing them
+    # would put a Python bool in the trace (a TracerWarning, which makes the export fall back
+    # to the slow torch.export). The sizes are checked by the eager calls the export compares
+    # its graph with, and a mismatch while tracing fails in the ops themselves.
+    sizes = not torch.jit.is_tracing()
+    if sizes and s.shape[1] != q.shape[1]:
         raise ValueError(f"s must have the same feature size D as q: q is {tuple(q.shape)}, s is {tuple(s.shape)}")
     others = [("s", s)]
     if values is not None:
         _check_matrix("values", values)
-        if values.shape[0] != s.shape[0]:
+        if sizes and values.shape[0] != s.shape[0]:
             raise ValueError(f"values must have one row per support (N={s.shape[0]}), got {tuple(values.shape)}")
         others.append(("values", values))
     if weights is not None:
         if metric != "l1":
             raise ValueError(f"weights are only used by metric='l1', got metric={metric!r}")
-        if not isinstance(weights, Tensor) or weights.dim() != 1 or weights.shape[0] != q.shape[1]:
+        if not isinstance(weights, Tensor) or weights.dim() != 1 or (sizes and weights.shape[0] != q.shape[1]):
             shape = tuple(weights.shape) if isinstance(weights, Tensor) else type(weights).__name__
             raise ValueError(f"weights must be a 1-D tensor of length D={q.shape[1]}, got {shape}")
         others.append(("weights", weights))

@@ -24,16 +24,27 @@ _L1_CHUNK_ELEMS = 1 << 24
 _DIRECT_SQEUCLIDEAN_ELEMS = 1 << 24
 
 
+def exporting() -> bool:
+    """Whether this call is being recorded for export: by ``torch.export``, or by the TorchScript tracer.
+
+    ONNX export tries the tracer first (:mod:`fewshot_sdk.export.onnx`). An exported graph keeps one
+    path through the Python code: a branch on sizes or values would be frozen at the example's (the
+    tracer warns, ``torch.export`` refuses), so the branches below take their one size- and
+    value-independent form there.
+    """
+    return torch.compiler.is_exporting() or torch.jit.is_tracing()
+
+
 def pairwise_scores(q: Tensor, s: Tensor, metric: str, weights: Tensor | None = None) -> Tensor:
     """Return the [M, N] score matrix (higher means more similar).
 
     ``sqeuclidean`` sums squared differences for small inputs and uses the
     ``|q|^2 + |s|^2 - 2 q.s`` expansion (one matmul, so it scales to large M, N, D), clamped
-    at zero, above ``_DIRECT_SQEUCLIDEAN_ELEMS`` and under export; ``cosine`` normalises each row first;
-    ``l1`` is ``-sum_d w_d |q_d - s_d|`` (see :func:`_l1_distance`).
+    at zero, above ``_DIRECT_SQEUCLIDEAN_ELEMS`` and under export (:func:`exporting`); ``cosine``
+    normalises each row first; ``l1`` is ``-sum_d w_d |q_d - s_d|`` (see :func:`_l1_distance`).
     """
     if metric == "sqeuclidean":
-        if not torch.compiler.is_exporting() and q.shape[0] * s.shape[0] * q.shape[1] <= _DIRECT_SQEUCLIDEAN_ELEMS:
+        if not exporting() and q.shape[0] * s.shape[0] * q.shape[1] <= _DIRECT_SQEUCLIDEAN_ELEMS:
             # small problems: the difference itself, exact (a point is at distance 0 from itself);
             # the expansion below cancels catastrophically for large norms (|x|^2 ~ 1e6 in float32)
             return -(q[:, None, :] - s[None, :, :]).square().sum(-1)
@@ -57,11 +68,12 @@ def _l1_distance(q: Tensor, s: Tensor, weights: Tensor | None) -> Tensor:
     on CPU).  cdist has no double backward, so when a graph is being recorded the
     difference tensor is built explicitly, in row chunks to bound memory; that path
     is differentiable to any order and correct for weights of any sign. Under export
-    the difference is built in one piece (see the branch below).
+    (:func:`exporting`) the difference is built in one piece (see the branch below).
     """
-    if torch.compiler.is_exporting():
-        # ONNX/torch.export: no value-dependent branch, no cdist (no ONNX op), no
-        # Python loop that would freeze the batch size; the graph holds [M, N, D] once.
+    if exporting():
+        # ONNX: no value-dependent branch (a trace would keep the branch that the example's
+        # weights took, whatever the weights), no cdist (no ONNX op), no Python loop that
+        # would freeze the batch size; the graph holds [M, N, D] once.
         diff = (q[:, None, :] - s[None, :, :]).abs()
         return diff @ weights if weights is not None else diff.sum(-1)
     tracking = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (q, s, weights))

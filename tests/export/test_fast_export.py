@@ -78,3 +78,27 @@ def test_the_tracer_is_tried_first_and_its_refusal_is_reported_when_nothing_work
     with pytest.raises(exporter.ExportError, match=r"torchscript: TracerWarning: .*; other: RuntimeError: no graph"):
         task.export_onnx(tmp_path / "t.onnx")
     assert list(tmp_path.iterdir()) == []
+
+
+def assert_matches_predict(task: fs.AdaptedModel, path, shape: tuple[int, ...]) -> None:
+    runner = OnnxClassifier(path, providers=["CPUExecutionProvider"])
+    for batch in (1, 5):
+        query = torch.randn(batch, *shape)
+        _, probs = runner.run(query.numpy())
+        assert np.abs(probs - task.predict(query).probs.numpy()).max() <= 1e-4
+
+
+@pytest.mark.parametrize("signs", ["positive", "mixed"])
+def test_weighted_l1_traces_without_its_value_dependent_cdist_branch(tmp_path, signs):
+    """Siamese's weighted L1 takes cdist in eager inference only when every weight is positive; a trace
+    must not keep that branch (or the sizes check), whatever the weights it saw."""
+    learner = fs.create("siamese")
+    if signs == "mixed":
+        with torch.no_grad():
+            learner.distance_weights[::2].neg_()
+    task = small_task(learner)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        path = exporter.export_task(task, tmp_path / "t.onnx")
+    assert [str(w.message) for w in caught] == [] and written_by(path) == "torchscript"
+    assert_matches_predict(task, path, (1, 28, 28))

@@ -74,6 +74,14 @@ def test_exported_file_is_valid_self_contained_and_carries_metadata(exported):
     assert metadata.sdk_version == fs.__version__
 
 
+def test_every_method_is_written_by_the_fast_tracer(exported):
+    """No method's trace warns: a size check or a value-dependent branch on the traced path would send
+    it to torch.export, several times slower (benchmarks/results/export_time_cpu.md)."""
+    _, path, _ = exported
+    model = onnx.load(str(path), load_external_data=False)
+    assert OnnxMetadata.from_props({p.key: p.value for p in model.metadata_props}, str(path)).exporter == "torchscript"
+
+
 def test_saved_task_round_trips_exactly(adapted, tmp_path):
     task, queries = adapted
     again = fs.load_task(task.save(tmp_path / "task"))
