@@ -15,9 +15,12 @@ static modules, where the ``torch.export``-based exporter takes seconds (most of
 export in a process goes to importing and setting up dynamo and onnxscript). A trace
 records one path through the Python code, so it is refused as soon as the tracer warns
 (``TracerWarning``: a Python bool, number or length read off a tensor, whose value the
-trace would freeze). That is how the weighted-L1 kernel (a value-dependent branch to
-``cdist``, whose traced graph was silently wrong on some inputs) and methods that turn
-the batch size into a Python int never take this path. Then ``torch.export``
+trace would freeze). That is how methods that turn the batch size into a Python int never
+take this path. Code on the traced path that must branch keeps its branch out of the trace
+instead: the kernels' argument size checks run only outside it, the weighted-L1 kernel takes
+its one export form there (``kernels.reference.exporting``; its value-dependent branch to
+``cdist`` once gave traced graphs that were silently wrong on some inputs), and
+EfficientNet-Lite pads with the padding planned for its input size. Then ``torch.export``
 (``dynamo=True``), which refuses data-dependent branches itself. Whichever wrote the graph
 is recorded in the file's ``fewshot.exporter``.
 
@@ -204,6 +207,9 @@ def _export_torchscript(module: nn.Module, example: torch.Tensor, opset: int | N
         # torch announces that this exporter is the legacy one; it is kept here for its speed, verified like the other
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export", category=DeprecationWarning)
         warnings.filterwarnings("ignore", message="The feature will be removed", category=DeprecationWarning)
+        # every Pad (EfficientNet's TensorFlow SAME padding): the tracer's exporter builds the pads with a
+        # reversed Slice it cannot fold itself; onnxruntime folds them when it loads the graph
+        warnings.filterwarnings("ignore", message="Constant folding - Only steps=1", category=UserWarning)
         torch.onnx.export(
             module,
             (example,),

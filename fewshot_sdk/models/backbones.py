@@ -234,7 +234,7 @@ def efficientnet_lite0(config: BackboneConfig, shape: tuple[int, int, int]) -> B
             f"efficientnet-lite0 takes RGB images (channels=3), not {shape[0]}-channel ones; "
             "drop channels=1 or pick conv4 for greyscale data"
         )
-    body = EfficientNetLite0(shape[0], pool=config.flatten)
+    body = EfficientNetLite0(shape[0], pool=config.flatten, image_size=(shape[1], shape[2]))
     if config.pretrained:
         from fewshot_sdk.models.pretrained import imagenet_weights
 

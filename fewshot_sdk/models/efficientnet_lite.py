@@ -11,7 +11,10 @@ a CPU.
 The weights were trained in TensorFlow, whose "SAME" padding puts the extra pixel of
 an even-sized strided convolution at the bottom/right; :class:`SamePadConv2d`
 reproduces that, otherwise every strided layer would be shifted by half a pixel
-against the ImageNet weights.
+against the ImageNet weights. That padding depends on the input's size; the network is
+built for the size preprocessing gives it (``image_size``) and plans each layer's
+padding for that size, which is what an ONNX export's trace records (the tracer sees
+sizes as tensors, and arithmetic on them would freeze Python numbers into the trace).
 
 The network is an ``nn.Sequential`` of *stages* (stem, 16 blocks, head, pooling) so
 that training can freeze a prefix and compute it once (see ``Backbone.stage_outputs``).
@@ -20,6 +23,7 @@ that training can freeze a prefix and compute it once (see ``Backbone.stage_outp
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -41,10 +45,42 @@ FEATURES = 1280
 BN_EPS = 1e-3
 
 
-class SamePadConv2d(nn.Conv2d):
-    """A convolution padded like TensorFlow's ``padding="SAME"`` (extra pixel after, not before)."""
+Size = tuple[int, int]
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, groups: int = 1) -> None:
+
+def same_padding(size: Sequence[int], kernel_size: Sequence[int], stride: Sequence[int]) -> list[int]:
+    """``F.pad``'s (left, right, top, bottom) for TensorFlow's SAME on an input of spatial ``size`` (H, W)."""
+    pads: list[int] = []
+    for n, k, s in zip(reversed(size), reversed(kernel_size), reversed(stride), strict=True):
+        total = max((math.ceil(n / s) - 1) * s + k - n, 0)
+        pads += [total // 2, total - total // 2]
+    return pads
+
+
+def same_output_size(size: Size, stride: int) -> Size:
+    """The spatial size after a SAME convolution of ``stride``: ceil(n / stride), whatever the kernel."""
+    return (math.ceil(size[0] / stride), math.ceil(size[1] / stride))
+
+
+class SamePadConv2d(nn.Conv2d):
+    """A convolution padded like TensorFlow's ``padding="SAME"`` (extra pixel after, not before).
+
+    ``input_size`` (H, W), when known at build time, plans the padding for that size: a trace
+    (ONNX export) uses the plan, since computing it from a traced input's sizes would freeze
+    Python numbers into the trace. Eager calls compute the padding from the actual size, so
+    any size works there; an export traces at the preprocessing size, the planned one, and
+    keeps its graph only if it matches eager calls (:mod:`fewshot_sdk.export.onnx`).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        groups: int = 1,
+        input_size: Size | None = None,
+    ) -> None:
         symmetric = stride == 1 and kernel_size % 2 == 1  # then SAME is ordinary symmetric padding
         super().__init__(
             in_channels,
@@ -56,37 +92,53 @@ class SamePadConv2d(nn.Conv2d):
             bias=False,
         )
         self.pad_in_forward = not symmetric
+        planned = self.pad_in_forward and input_size is not None
+        self.planned_padding = same_padding(input_size, self.kernel_size, self.stride) if planned else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.pad_in_forward:
-            pads = []
-            for size, k, s in zip(
-                reversed(x.shape[-2:]), reversed(self.kernel_size), reversed(self.stride), strict=True
-            ):
-                total = max((math.ceil(size / s) - 1) * s + k - size, 0)
-                pads += [total // 2, total - total // 2]
-            x = F.pad(x, pads)
+            if torch.jit.is_tracing() and self.planned_padding is not None:
+                x = F.pad(x, self.planned_padding)
+            else:
+                x = F.pad(x, same_padding(x.shape[-2:], self.kernel_size, self.stride))
         return super().forward(x)
 
 
 def conv_bn_relu6(
-    in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, groups: int = 1
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int,
+    stride: int = 1,
+    groups: int = 1,
+    input_size: Size | None = None,
 ) -> nn.Sequential:
     return nn.Sequential(
-        SamePadConv2d(in_channels, out_channels, kernel_size, stride, groups),
+        SamePadConv2d(in_channels, out_channels, kernel_size, stride, groups, input_size),
         nn.BatchNorm2d(out_channels, eps=BN_EPS),
         nn.ReLU6(inplace=True),
     )
 
 
 class MBConv(nn.Module):
-    """Mobile inverted bottleneck without squeeze-and-excitation (Sandler 2018; Lite variant)."""
+    """Mobile inverted bottleneck without squeeze-and-excitation (Sandler 2018; Lite variant).
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int, expansion: int) -> None:
+    ``input_size``: the spatial size it will see, if known, to plan the depthwise convolution's
+    padding (the 1x1 convolutions need none).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int,
+        expansion: int,
+        input_size: Size | None = None,
+    ) -> None:
         super().__init__()
         hidden = in_channels * expansion
         self.expand = conv_bn_relu6(in_channels, hidden, 1) if expansion != 1 else nn.Identity()
-        self.depthwise = conv_bn_relu6(hidden, hidden, kernel_size, stride, groups=hidden)
+        self.depthwise = conv_bn_relu6(hidden, hidden, kernel_size, stride, groups=hidden, input_size=input_size)
         self.project = nn.Sequential(SamePadConv2d(hidden, out_channels, 1), nn.BatchNorm2d(out_channels, eps=BN_EPS))
         self.residual = stride == 1 and in_channels == out_channels
 
@@ -104,14 +156,18 @@ class EfficientNetLite0(nn.Sequential):
     """Stem, the 16 MBConv blocks, the 1x1 head to 1280 channels and, with ``pool``, global average pooling.
 
     ``pool=False`` ends at the [1280, H/32, W/32] feature maps (Relation Networks compare those).
+    ``image_size`` (H, W): the size preprocessing makes, for which every strided layer plans its
+    padding (see :class:`SamePadConv2d`); other sizes still run eagerly.
     """
 
-    def __init__(self, in_channels: int = 3, pool: bool = True) -> None:
-        stages: list[nn.Module] = [conv_bn_relu6(in_channels, STEM_CHANNELS, 3, stride=2)]
-        for repeats, kernel, stride, expansion, c_in, c_out in LITE0_STAGES:
+    def __init__(self, in_channels: int = 3, pool: bool = True, image_size: Size | None = None) -> None:
+        stages: list[nn.Module] = [conv_bn_relu6(in_channels, STEM_CHANNELS, 3, stride=2, input_size=image_size)]
+        size = same_output_size(image_size, 2) if image_size is not None else None
+        for repeats, kernel, first_stride, expansion, c_in, c_out in LITE0_STAGES:
             for index in range(repeats):
-                first = index == 0
-                stages.append(MBConv(c_in if first else c_out, c_out, kernel, stride if first else 1, expansion))
+                stride = first_stride if index == 0 else 1
+                stages.append(MBConv(c_out if index else c_in, c_out, kernel, stride, expansion, size))
+                size = same_output_size(size, stride) if size is not None else None
         stages.append(conv_bn_relu6(LITE0_STAGES[-1][-1], FEATURES, 1))
         if pool:
             stages.append(GlobalAveragePool())

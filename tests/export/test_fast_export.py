@@ -102,3 +102,19 @@ def test_weighted_l1_traces_without_its_value_dependent_cdist_branch(tmp_path, s
         path = exporter.export_task(task, tmp_path / "t.onnx")
     assert [str(w.message) for w in caught] == [] and written_by(path) == "torchscript"
     assert_matches_predict(task, path, (1, 28, 28))
+
+
+@pytest.mark.parametrize("size", [66, 67])
+def test_photo_backbone_traces_with_the_padding_planned_for_its_input_size(tmp_path, size):
+    """TensorFlow SAME padding depends on each layer's input size (even or odd, here both at some layer):
+    the network plans it for the preprocessing size, so the trace reads no size and matches eager."""
+    torch.manual_seed(0)
+    photos = {"backbone": "efficientnet-lite0", "image_size": size, "resize_shorter": size}
+    learner = fs.create("protonet", metric="cosine", **photos)
+    x, y = torch.randn(4, 3, size, size), torch.tensor([0, 1, 0, 1])
+    task = learner.adapt(fs.SupportSet.from_tensors(x, y, ["a", "b"]))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        path = exporter.export_task(task, tmp_path / "t.onnx")
+    assert [str(w.message) for w in caught] == [] and written_by(path) == "torchscript"
+    assert_matches_predict(task, path, (3, size, size))
