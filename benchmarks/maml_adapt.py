@@ -15,7 +15,10 @@ process, interleaved round by round, so a drift in machine load hits all alike:
 - ``functional``: a bare ``torch.func.functional_call`` loop on the learner itself
   (batch statistics everywhere, i.e. transductive), no checks;
 - ``l2l-style``: learn2learn's clone/``update_module`` pattern
-  (:func:`inner_loop.baseline_adapt`), transductive.
+  (:func:`inner_loop.baseline_adapt`), transductive;
+- with ``--compile``, ``functional-compiled``: the bare loop with its support step
+  (``torch.func.grad_and_value`` of the loss) through ``torch.compile``; its compile time is
+  reported apart.
 
     python benchmarks/maml_adapt.py [--rounds 7 --repeats 30] [--out benchmarks/results/maml_adapt_cpu.md]
 """
@@ -25,6 +28,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -88,6 +92,19 @@ def implementations(
         with torch.no_grad():
             return functional_call(learner, values, (query_x,)).softmax(-1)
 
+    def support_loss(values: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(functional_call(learner, values, (x,)), y)
+
+    def functional_with(step: Callable) -> torch.Tensor:
+        values = dict(params)
+        for _ in range(STEPS):
+            grads, _ = step(values, support_x, support_y)
+            values = {k: v - LR * grads[k] for k, v in values.items()}
+        with torch.no_grad():
+            return functional_call(learner, values, (query_x,)).softmax(-1)
+
+    compiled_step = torch.compile(torch.func.grad_and_value(support_loss))
+
     def l2l_style() -> torch.Tensor:
         with torch.enable_grad():
             adapted = baseline_adapt(learner, support_x, support_y, STEPS, LR, second_order=False)
@@ -100,6 +117,7 @@ def implementations(
         "sdk-transductive": sdk_transductive,
         "functional": functional,
         "l2l-style": l2l_style,
+        "functional-compiled": lambda: functional_with(compiled_step),
     }
 
 
@@ -108,11 +126,19 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds; the median of round medians")
     parser.add_argument("--repeats", type=int, default=30, help="timed runs per implementation per round")
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/omniglot")
+    parser.add_argument("--compile", action="store_true", help="also time the bare loop under torch.compile")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(1)
     learner, transductive = five_way("support"), five_way("transductive")
     runs = implementations(learner, transductive, glyph_task(learner, args.data))
+    compile_note = ""
+    if args.compile:
+        start = time.perf_counter()
+        torch.testing.assert_close(runs["functional-compiled"](), runs["functional"](), rtol=1e-4, atol=1e-5)
+        compile_note = f"torch.compile of the support step: {time.perf_counter() - start:.1f} s to compile and run once"
+    else:
+        del runs["functional-compiled"]
     # the transductive SDK and the bare loops compute the same function: check it before timing
     torch.testing.assert_close(runs["sdk-transductive"](), runs["functional"](), rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(runs["l2l-style"](), runs["functional"](), rtol=1e-4, atol=1e-5)
@@ -133,7 +159,9 @@ def main() -> None:
         lines.append(
             f"| {name} | {1e3 * seconds:.2f} | {seconds / base:.2f}x | {seconds / medians['l2l-style']:.2f}x |"
         )
-    lines += ["", f"command: `python benchmarks/maml_adapt.py --rounds {args.rounds} --repeats {args.repeats}`"]
+    flags = " --compile" if args.compile else ""
+    lines += ["", *([compile_note, ""] if compile_note else [])]
+    lines += [f"command: `python benchmarks/maml_adapt.py --rounds {args.rounds} --repeats {args.repeats}{flags}`"]
     text = "\n".join(lines)
     print(text)
     if args.out:
