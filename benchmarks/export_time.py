@@ -188,11 +188,10 @@ def default_support(model: str) -> Path:
 
 
 def code_version() -> str:
-    """The commit measured, marked ``+uncommitted`` when tracked files differ from it."""
+    """The commit measured, marked ``+uncommitted`` when tracked files differ from it (results files aside)."""
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO)
-    changed = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, cwd=REPO
-    )
+    status = ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)benchmarks/results"]
+    changed = subprocess.run(status, capture_output=True, text=True, cwd=REPO)
     commit = head.stdout.strip() or "unknown"
     return f"{commit}+uncommitted" if changed.stdout.strip() else commit
 
