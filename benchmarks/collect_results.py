@@ -33,11 +33,16 @@ def describe_training(training: dict | None) -> str:
     """ "600 + 5000 episodes, 20-way 1-shot" for a run continued (``--init``) from an earlier one."""
     if not training:
         return "unknown"
-    runs = [training]
+    runs, backbone_from = [training], None
     while runs[-1].get("init_training"):
-        runs.append(runs[-1]["init_training"])
+        earlier = runs[-1]["init_training"]
+        backbone_from = earlier.get("extra", {}).get("backbone_only")
+        if backbone_from:  # only the backbone came from that run (``--backbone-from``): not this model's training
+            break
+        runs.append(earlier)
     episodes = " + ".join(str(run.get("episodes")) for run in reversed(runs))
-    return f"{episodes} episodes, {training.get('n_way')}-way {training.get('k_shot')}-shot"
+    described = f"{episodes} episodes, {training.get('n_way')}-way {training.get('k_shot')}-shot"
+    return f"{described}, backbone from `{backbone_from}`" if backbone_from else described
 
 
 #: which recorded results each table shows: the evaluation set, or the minimal splits' own test characters
