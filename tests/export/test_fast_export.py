@@ -73,7 +73,7 @@ def test_the_tracer_is_tried_first_and_its_refusal_is_reported_when_nothing_work
     def refused(module, example, opset):
         raise RuntimeError("no graph today")
 
-    monkeypatch.setattr(exporter, "EXPORTERS", [("torchscript", exporter._export_torchscript), ("other", refused)])
+    monkeypatch.setattr(exporter, "EXPORTERS", [("torchscript", exporter.trace_to_onnx), ("other", refused)])
     task = small_task(ShapeBranchProtoNet(ProtoNetConfig()).eval())
     with pytest.raises(exporter.ExportError, match=r"torchscript: TracerWarning: .*; other: RuntimeError: no graph"):
         task.export_onnx(tmp_path / "t.onnx")

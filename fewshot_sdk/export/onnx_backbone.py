@@ -1,0 +1,121 @@
+"""A backbone's inference in onnxruntime: the opt-in engine for embedding many images on a CPU.
+
+``fs.load(model, runtime="onnxruntime")`` (or ``learner.backbone.run_in_onnxruntime()``) traces
+the backbone's network once into an ONNX graph and answers its inference calls from an
+onnxruntime session: the embedding of the support set in ``adapt``, of the queries in
+``predict``, and of every image in ``fewshot evaluate``'s embed-once pass
+(``Backbone.stage_outputs``). On one core, EfficientNet-Lite0 at 192x192 embeds 2.6x faster
+there than in torch eager (``benchmarks/results/photo_speed_cpu.md``): the traced graph has batch
+norm folded into the convolutions, and onnxruntime fuses ReLU6 and the residual additions into
+them and runs them in its blocked NCHWc layout on its own sgemm (MLAS), which on the AMD EPYC
+core measured does twice the FLOPs per second of torch's MKL.
+
+The session stands in for the torch network only where the two compute the same function:
+outside autograd, export, tracing and compilation, in eval mode, on CPU float32 batches of the
+traced image size, and while the network still holds the very tensors it was traced with,
+unchanged (the same objects, storage and version counters). Everything else runs in torch:
+training, a MAML-style ``functional_call`` with adapted weights, a learner moved to CUDA,
+weights loaded or stepped after the trace (``run_in_onnxruntime`` again traces the new ones).
+The check costs 0.07 ms per call for the photo network, against 5 ms for embedding one photo.
+A copy of the learner (``copy.deepcopy``, as export makes) runs torch until it opts in itself.
+
+The graph is checked before it is used: its outputs on batches of other sizes than the traced
+one must match torch's within 1e-4 of their scale, else :class:`ExportError`.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch import nn
+
+from fewshot_sdk.export.onnx import TRACE_BATCH, ExportError, trace_to_onnx
+
+if TYPE_CHECKING:
+    import onnxruntime
+
+INPUT = "images"
+OUTPUT = "features"
+TOLERANCE = 1e-4
+
+
+class OnnxBackbone:
+    """An onnxruntime session holding a traced copy of ``body``, and the record of what it was traced from."""
+
+    def __init__(self, body: nn.Module, input_shape: tuple[int, ...], threads: int = 0) -> None:
+        """``input_shape``: one input's (C, H, W), as preprocessing makes it; ``threads``: intra-op threads (0: all)."""
+        import onnxruntime
+
+        self.input_shape = tuple(input_shape)
+        self._traced_from = _Snapshot(body)  # before the copy, so any later change to body shows
+        network = copy.deepcopy(body).eval().requires_grad_(False)  # never switch the caller's mode
+        generator = torch.Generator().manual_seed(0)
+        example = torch.randn(TRACE_BATCH, *input_shape, generator=generator)
+        proto = trace_to_onnx(network, example, None, INPUT, (OUTPUT,))
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        self.session: onnxruntime.InferenceSession = onnxruntime.InferenceSession(
+            proto.SerializeToString(), options, providers=["CPUExecutionProvider"]
+        )
+        checks = [torch.randn(batch, *input_shape, generator=generator) for batch in (1, TRACE_BATCH + 1)]
+        with torch.inference_mode():
+            for check in checks:
+                expected, got = network(check).numpy(), self(check).numpy()
+                error = float(np.abs(got - expected).max()) if got.shape == expected.shape else float("inf")
+                if error > TOLERANCE * max(1.0, float(np.abs(expected).max())):
+                    raise ExportError(f"the backbone's onnxruntime graph differs from torch by {error:.2e}")
+
+    def serves(self, body: nn.Module, x: torch.Tensor) -> bool:
+        """Whether this call of ``body`` on ``x`` computes exactly what the traced graph does (module docstring)."""
+        if torch.is_grad_enabled() or body.training or x.device.type != "cpu" or x.dtype != torch.float32:
+            return False
+        if tuple(x.shape[1:]) != self.input_shape or torch.jit.is_tracing() or torch.compiler.is_compiling():
+            return False
+        return self._traced_from.matches(body)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.session.run([OUTPUT], {INPUT: x.detach().contiguous().numpy()})[0])
+
+    def __deepcopy__(self, memo: dict) -> None:
+        """A copied network holds other tensors than the traced ones: the copy runs torch (no engine)."""
+        return None
+
+
+class _Snapshot:
+    """What a trace baked in: the network's submodules, parameters and buffers, with their storage and versions.
+
+    The objects are held (so none can be freed and another take its place at the same address). A
+    module, parameter or buffer swapped in (``functional_call``, an assignment) or added, or a
+    tensor written in place (an optimizer step, ``load_state_dict``, batch norm's running
+    statistics in training mode) no longer matches. The member dictionaries are listed once here and
+    read directly on each call: for EfficientNet-Lite0 that takes 0.07 ms, where collecting
+    ``parameters()`` and ``buffers()`` again took 0.43 ms (the graph's batch of one: 5 ms).
+    """
+
+    def __init__(self, body: nn.Module) -> None:
+        self.body = body
+        self.sizes: list[tuple[dict, int]] = []
+        self.entries: list[tuple[dict, str, object]] = []
+        self.tensors: list[tuple[torch.Tensor, int, int]] = []
+        for module in body.modules():
+            for members in (module._modules, module._parameters, module._buffers):
+                self.sizes.append((members, len(members)))
+                self.entries += [(members, name, value) for name, value in members.items()]
+                self.tensors += [(t, t.data_ptr(), t._version) for t in members.values() if isinstance(t, torch.Tensor)]
+
+    def matches(self, body: nn.Module) -> bool:
+        if body is not self.body:
+            return False
+        for members, size in self.sizes:
+            if len(members) != size:
+                return False
+        for members, name, value in self.entries:
+            if members.get(name) is not value:
+                return False
+        for tensor, ptr, version in self.tensors:
+            if tensor._version != version or tensor.data_ptr() != ptr:
+                return False
+        return True
