@@ -494,6 +494,13 @@ def evaluate(
         int,
         typer.Option("--nproc-per-node", min=1, help="Processes sharing the episodes (same figures as one process)."),
     ] = 1,
+    runtime: Annotated[
+        str,
+        typer.Option(
+            help="torch, or onnxruntime: embed the images with the backbone traced into onnxruntime (CPU; "
+            "2.6x faster for the photo model on one core)."
+        ),
+    ] = "torch",
 ) -> None:
     """Mean accuracy ± 95% CI over seeded N-way K-shot episodes, and/or Lake's 20 one-shot runs.
 
@@ -526,6 +533,7 @@ def evaluate_in_group(
     within_alphabet: bool,
     record: bool,
     as_json: bool,
+    runtime: str,
 ) -> None:
     """``evaluate`` in one process of ``ranks``: episodes sharded over the ranks; rank 0 prints and records."""
     import fewshot_sdk as fs
@@ -539,7 +547,7 @@ def evaluate_in_group(
         fail("give --data (held-out classes for N-way K-shot episodes) and/or --lake-runs")
     if split not in ("test", "val"):
         fail(f"--split must be test or val, got {split!r}")
-    learner = fs.load(model)
+    learner = fs.load(model, runtime=runtime)
     results: dict[str, Any] = {"model": model, "method": learner.method, "episodes": []}
     if is_sinusoid(data) and not main:  # the sinusoid tasks run on rank 0
         data = None

@@ -148,6 +148,15 @@ def test_evaluate_on_lake_runs_and_models_listing(checkpoint, omniglot_dir):
     assert "protonet" in json.loads(listing.output)["methods"]
 
 
+def test_evaluate_with_the_backbone_in_onnxruntime_gets_the_same_figures(checkpoint, omniglot_dir):
+    runs = omniglot_dir / "all_runs.zip"
+    torch_result = run("evaluate", "--model", checkpoint, "--lake-runs", runs, "--json")
+    onnx_result = run("evaluate", "--model", checkpoint, "--lake-runs", runs, "--json", "--runtime", "onnxruntime")
+    assert torch_result.exit_code == 0 and onnx_result.exit_code == 0, onnx_result.output
+    assert json.loads(onnx_result.output)["lake_runs"] == json.loads(torch_result.output)["lake_runs"]
+    assert_clean_error(run("evaluate", "--model", checkpoint, "--lake-runs", runs, "--runtime", "tvm"), "runtime")
+
+
 def test_evaluate_needs_something_to_evaluate_on(checkpoint):
     assert_clean_error(run("evaluate", "--model", checkpoint), "--lake-runs")
 
