@@ -7,8 +7,9 @@ Omniglot: 36.4 / 82.8 / 94.9 / 98.1 % at the 1st / 2nd / 5th / 10th instance. Th
 made before its label y_t is shown (it arrives with x_{t+1}), so the 1st
 instance is a guess among the classes not yet seen.
 
-Episodes here are drawn from the held-out *test* characters of the checkpoint's
-own split. Each step's prediction is the argmax over the episode's 5 label slots.
+Episodes here are drawn from the test set: the 20 evaluation alphabets for a folder holding the
+full Omniglot, else the held-out *test* characters of the checkpoint's own split. Each step's
+prediction is the argmax over the episode's 5 label slots.
 
     python benchmarks/mann_instance_accuracy.py --model fewshot_sdk/models/zoo/mann-omniglot \
         --data ../shared/data/omniglot --episodes 500 --out benchmarks/results/mann_instance_accuracy.md
@@ -24,6 +25,7 @@ import torch
 
 import fewshot_sdk as fs
 from fewshot_sdk.data.episodes import EpisodeSampler
+from fewshot_sdk.data.omniglot import has_full_set
 from fewshot_sdk.methods._label_slots import shuffled_slots
 from fewshot_sdk.train.evaluate import mean_ci95
 from fewshot_sdk.train.recipes import dataset_splits
@@ -71,6 +73,11 @@ def main() -> None:
         raise SystemExit(f"{args.model} is a {learner.method} checkpoint, not a MANN")
     splits = dataset_splits(args.data, learner)  # the checkpoint's own class split
     test, split_seed = splits.test, splits.split_seed
+    test_set = (
+        "the 20 evaluation alphabets (the papers' test set)"
+        if has_full_set(args.data)
+        else f"the held-out test characters (split seed {split_seed})"
+    )
     sampler = EpisodeSampler(test, args.classes, args.instances, 0, seed=args.seed)
     start = time.perf_counter()
     per_instance = instance_accuracy(learner, sampler, args.episodes, args.seed)
@@ -79,7 +86,7 @@ def main() -> None:
     lines = [
         f"# MANN accuracy by instance ({args.classes}-class episodes of {args.classes * args.instances} steps)",
         "",
-        f"Model `{args.model}`, {args.episodes} episodes from the held-out test characters (split seed {split_seed}), "
+        f"Model `{args.model}`, {args.episodes} episodes from {test_set}, "
         f"seed {args.seed}; {seconds:.0f} s on CPU. Mean over episodes ± 95% CI.",
         "",
         "| instance | "
