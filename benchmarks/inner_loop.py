@@ -37,6 +37,8 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from timing import device_name
 
 import fewshot_sdk as fs
 from fewshot_sdk.data.episodes import Episode
@@ -148,14 +150,72 @@ def run_one(kind: str, impl: str, tasks: int, repeats: int, steps: int) -> dict[
     return {"median_s": statistics.median(times), "min_s": min(times), "peak_rss_mib": peak_mib}
 
 
+def paired_meta_iterations(kind: str, tasks: int, rounds: int, steps: int) -> dict[str, float]:
+    """Ours and the learn2learn-style loop alternating meta-iterations in one process (time only).
+
+    Memory needs a process each (``run_one``); time is compared here, round by round, so that
+    a change in machine load hits both alike. Returns the medians and the median per-round ratio.
+    """
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    episodes = [make_episode(i) for i in range(tasks)]
+    learner = fs.create("fomaml" if kind == "fomaml" else "maml", n_way=N_WAY, inner_lr=0.4, inner_steps=steps).train()
+    ours_optimizer = torch.optim.Adam(learner.parameters(), 1e-3)
+    model = BaselineNet()
+    baseline_optimizer = torch.optim.Adam(model.parameters(), 1e-3)
+
+    def ours() -> None:
+        learner.train_step(episodes, ours_optimizer)
+
+    def baseline() -> None:
+        baseline_optimizer.zero_grad()
+        for e in episodes:
+            clone = baseline_adapt(model, e.support_x, e.support_y, steps, 0.4, kind == "maml-so")
+            (F.cross_entropy(clone(e.query_x), e.query_y) / tasks).backward()
+        baseline_optimizer.step()
+
+    times: dict[str, list[float]] = {"ours": [], "l2l-style": []}
+    for index in range(rounds + 1):
+        for name, fn in (
+            (("ours", ours), ("l2l-style", baseline)) if index % 2 else (("l2l-style", baseline), ("ours", ours))
+        ):
+            start = time.perf_counter()
+            fn()
+            if index:  # the first round warms up
+                times[name].append(time.perf_counter() - start)
+    ratios = [a / b for a, b in zip(times["ours"], times["l2l-style"], strict=True)]
+    return {
+        "ours_s": statistics.median(times["ours"]),
+        "l2l_s": statistics.median(times["l2l-style"]),
+        "ratio": statistics.median(ratios),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--steps", type=int, default=1, help="inner steps in the meta-iteration benchmark")
     parser.add_argument("--out", type=Path)
+    parser.add_argument(
+        "--paired", metavar="KIND", help="maml-so or fomaml: time ours against l2l-style in one process, alternating"
+    )
+    parser.add_argument("--rounds", type=int, default=8, help="meta-iterations of each in --paired")
     parser.add_argument("--one", nargs=3, metavar=("KIND", "IMPL", "STEPS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.paired:
+        result = paired_meta_iterations(args.paired, args.tasks, args.rounds, args.steps)
+        text = (
+            f"{args.paired}, {args.tasks} tasks, {args.steps} inner step(s), {args.rounds} alternating rounds "
+            f"({device_name()}, torch {torch.__version__}): ours {result['ours_s']:.3f} s, l2l-style "
+            f"{result['l2l_s']:.3f} s per meta-iteration; ours / l2l-style {result['ratio']:.2f}x (median of "
+            f"per-round ratios)\n\ncommand: `python benchmarks/inner_loop.py --paired {args.paired} --tasks "
+            f"{args.tasks} --steps {args.steps} --rounds {args.rounds}`"
+        )
+        print(text)
+        if args.out:
+            args.out.write_text(text + "\n")
+        return
     if args.one:
         kind, impl, steps = args.one
         print(json.dumps(run_one(kind, impl, args.tasks, args.repeats, int(steps))))
