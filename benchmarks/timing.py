@@ -24,7 +24,11 @@ def median_seconds(fn: Callable[[], object], repeats: int = 200, warmup: int = 2
 
 
 def interleaved_seconds(
-    paths: Mapping[str, Callable[[], object]], rounds: int, warmup: int = 20, seed: int = 0
+    paths: Mapping[str, Callable[[], object]],
+    rounds: int,
+    warmup: int = 20,
+    seed: int = 0,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> dict[str, list[float]]:
     """Seconds of every call of each path, measured in rounds that call every path once.
 
@@ -32,6 +36,9 @@ def interleaved_seconds(
     paths alike. The order is shuffled every round (seeded): a call runs measurably slower
     right after a heavy one (a torch forward leaves the caches full of its own data), so no
     path may always follow the same neighbour. Rotating a fixed order would not do that.
+    ``clock``: wall time by default; ``time.process_time`` counts this process's CPU seconds
+    instead, which other jobs contending for the cores do not stretch (for one-thread runs on a
+    machine with more runnable jobs than cores).
     """
     order = list(paths.items())
     for _ in range(warmup):
@@ -42,14 +49,17 @@ def interleaved_seconds(
     for _ in range(rounds):
         shuffler.shuffle(order)
         for name, fn in order:
-            start = time.perf_counter()
+            start = clock()
             fn()
-            samples[name].append(time.perf_counter() - start)
+            samples[name].append(clock() - start)
     return samples
 
 
 def interleaved_groups(
-    groups: Sequence[Mapping[str, Callable[[], object]]], rounds: int, blocks: int = 10
+    groups: Sequence[Mapping[str, Callable[[], object]]],
+    rounds: int,
+    blocks: int = 10,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> dict[str, list[float]]:
     """:func:`interleaved_seconds` within each group, the groups taking turns in ``blocks`` blocks of rounds.
 
@@ -61,7 +71,8 @@ def interleaved_groups(
     samples: dict[str, list[float]] = {name: [] for group in groups for name in group}
     for block in range(blocks):
         for group in groups:
-            for name, times in interleaved_seconds(group, max(1, rounds // blocks), warmup=5, seed=block).items():
+            timed = interleaved_seconds(group, max(1, rounds // blocks), warmup=5, seed=block, clock=clock)
+            for name, times in timed.items():
                 samples[name].extend(times)
     return samples
 
