@@ -143,7 +143,7 @@ class Backbone(nn.Module):
     inference_engine: OnnxBackbone | None = None
 
     def run_in_onnxruntime(self, threads: int = 0) -> None:
-        """Answer this network's inference calls from onnxruntime from now on (2.6x faster for the photo network).
+        """Answer this network's inference calls from onnxruntime from now on (the photo network: 2.5-3x faster).
 
         Traces the body once (about a second for EfficientNet-Lite0) and checks the graph against
         torch; then every call that computes the same function (inference on CPU float32 batches of

@@ -48,7 +48,7 @@ def test_adapt_and_predict_embed_in_onnxruntime_and_answer_as_torch_does(learner
     queries = images(5, seed=2)
     expected = plain.adapt(support).predict(queries)
     got = fast.adapt(support).predict(queries)
-    assert graph_calls == [6, 5]  # the support set once, the queries once
+    assert sum(graph_calls) == 6 + 5  # every support image and query once (in the backbone's chunks)
     torch.testing.assert_close(got.probs, expected.probs, atol=1e-4, rtol=0)
     torch.testing.assert_close(got.novelty, expected.novelty, atol=1e-4, rtol=1e-4)
 
