@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from timing import device_name, median_seconds
+from timing import device_name, median_seconds, report
 
 import fewshot_sdk as fs
 from fewshot_sdk.methods.base import class_means
@@ -69,9 +69,7 @@ def main() -> None:
         "command: `python benchmarks/api_overhead.py`",
     ]
     text = "\n".join(lines)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    report(text, args.out)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from timing import device_name
+from timing import device_name, report
 
 import fewshot_sdk as fs
 from fewshot_sdk.data.episodes import Episode
@@ -212,9 +212,7 @@ def main() -> None:
             f"per-round ratios)\n\ncommand: `python benchmarks/inner_loop.py --paired {args.paired} --tasks "
             f"{args.tasks} --steps {args.steps} --rounds {args.rounds}`"
         )
-        print(text)
-        if args.out:
-            args.out.write_text(text + "\n")
+        report(text, args.out)
         return
     if args.one:
         kind, impl, steps = args.one
@@ -249,9 +247,7 @@ def main() -> None:
         timing = f"{r['median_s']:.3f} | {r['min_s']:.3f} | {r['peak_rss_mib']:.0f}"
         lines.append(f"| {kind} | {impl} | {steps} | {tasks} | {timing} |")
     text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        args.out.write_text(text)
+    report(text, args.out)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ from torch.func import functional_call
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from inner_loop import baseline_adapt
-from timing import device_name, median_seconds
+from timing import device_name, median_seconds, report
 
 import fewshot_sdk as fs
 from fewshot_sdk.data.episodes import EpisodeSampler
@@ -163,9 +163,7 @@ def main() -> None:
     lines += ["", *([compile_note, ""] if compile_note else [])]
     lines += [f"command: `python benchmarks/maml_adapt.py --rounds {args.rounds} --repeats {args.repeats}{flags}`"]
     text = "\n".join(lines)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    report(text, args.out)
 
 
 if __name__ == "__main__":

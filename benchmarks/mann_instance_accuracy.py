@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import torch
+from timing import report
 
 import fewshot_sdk as fs
 from fewshot_sdk.data.episodes import EpisodeSampler
@@ -115,9 +116,7 @@ def main() -> None:
         "",
     ]
     text = "\n".join(lines)
-    print(text)
-    if args.out is not None:
-        args.out.write_text(text)
+    report(text, args.out)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from timing import device_name, median_seconds
+from timing import device_name, median_seconds, report
 
 import fewshot_sdk as fs
 from fewshot_sdk.export.runtime import OnnxClassifier, cuda_usable
@@ -114,9 +114,7 @@ def main() -> None:
     command += f" --support {args.support} --budget {args.budget}"
     command += "".join(f" --batch {b}" for b in batches)
     text = "\n".join([*header, *rows, "", *notes, "", f"command: `{command} --threads {args.threads}`"])
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    report(text, args.out)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from timing import device_name
+from timing import device_name, report
 
 import fewshot_sdk as fs
 from fewshot_sdk.train.evaluate import evaluate_open_set
@@ -72,9 +72,7 @@ def main() -> None:
     lines += [f"| {LABELS[name]} | {100 * mean:.2f} ± {100 * ci:.2f} % |" for name, (mean, ci) in figures.items()]
     lines += ["", f"Machine: {device_name()}; {seconds:.0f} s.", "", "```", command, "```"]
     text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        args.out.write_text(text)
+    report(text, args.out)
 
 
 if __name__ == "__main__":

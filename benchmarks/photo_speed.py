@@ -64,6 +64,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from timing import device_name, interleaved_groups
+from timing import report as print_and_write
 
 import fewshot_sdk as fs
 from fewshot_sdk.export.onnx_backbone import OnnxBackbone
@@ -498,9 +499,7 @@ def report(args: argparse.Namespace, clock: Callable[[], float]) -> None:
     command += f" --adapt-images {args.adapt_images} --adapt-rounds {args.adapt_rounds} --clock {args.clock}"
     lines.append(f"command: `{command}`")
     text = "\n".join(lines).replace("LOAD_AFTER", load_average())
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    print_and_write(text, args.out)
 
 
 def engine_lines(threads: int, rounds: int, clock: Callable[[], float], peak: float) -> list[str]:

@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from timing import device_name, interleaved_groups, interleaved_seconds, paired_ratio
+from timing import device_name, interleaved_groups, interleaved_seconds, paired_ratio, report
 
 import fewshot_sdk as fs
 from fewshot_sdk.export.onnx import ExportedTask
@@ -150,9 +150,7 @@ def main() -> None:
         "ratios are the figures to compare.",
     ]
     text = "\n".join([*header, *rows, "", *notes, "", f"command: `{command}`"])
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    report(text, args.out)
 
 
 if __name__ == "__main__":

@@ -91,3 +91,10 @@ def device_name() -> str:
             if line.startswith("model name"):
                 return f"CPU: {line.split(':', 1)[1].strip()} ({torch.get_num_threads()} torch threads)"
     return f"CPU: {platform.processor() or platform.machine()}"
+
+
+def report(text: str, out: Path | None) -> None:
+    """Print a benchmark's result, and write it to ``out`` (ending in one newline) when given."""
+    print(text)
+    if out is not None:
+        out.write_text(text.rstrip("\n") + "\n")
