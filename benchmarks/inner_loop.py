@@ -42,6 +42,7 @@ from timing import device_name, report
 
 import fewshot_sdk as fs
 from fewshot_sdk.data.episodes import Episode
+from fewshot_sdk.models.backbones import Conv4
 
 N_WAY, K_SHOT, QUERIES = 5, 1, 15
 
@@ -85,11 +86,24 @@ def baseline_adapt(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: in
     return learner
 
 
+class PlainConv4(Conv4):
+    """Conv4 as the peers define it (learn2learn's ``OmniglotCNN``): a plain ``nn.Sequential`` forward, NCHW."""
+
+    forward = nn.Sequential.forward
+
+
+def plain_copy(module: nn.Module) -> nn.Module:
+    """A copy of ``module`` (the same weights) whose every Conv4 is a :class:`PlainConv4`."""
+    plain = copy.deepcopy(module)
+    for child in plain.modules():
+        if isinstance(child, Conv4):
+            child.__class__ = PlainConv4
+    return plain
+
+
 class BaselineNet(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        from fewshot_sdk.models.backbones import Conv4
-
         self.body, self.head = Conv4(1, 64, 4), nn.Linear(64, N_WAY)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
