@@ -183,13 +183,18 @@ def warm_start(init: str | Path, settings: dict[str, Any] | None = None) -> Lear
     return learner
 
 
+#: Batch-norm buffers that only a layer with running averages holds.
+RUNNING_STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
+
+
 def with_backbone_from(source: str | Path, method: str, settings: dict[str, Any] | None = None) -> Learner:
     """A new ``method`` learner whose backbone (architecture, weights, preprocessing) is ``source``'s.
 
     For a method whose embedding has to be learnt from scratch as well as its own parts
     (MANN's controller and memory, MetaNet's meta-learner), starting the embedding from a
     metric learner trained on the same data leaves the short CPU budget to the parts that
-    are the method's own. The source's training record becomes ``init_training``, marked
+    are the method's own; a gradient method (Reptile) starts its initialisation from features
+    that already separate characters. The source's training record becomes ``init_training``, marked
     ``backbone_only``, so the checkpoint says where its embedding came from.
     """
     from fewshot_sdk.zoo import PREPROCESS_KEYS, create, load
@@ -200,8 +205,16 @@ def with_backbone_from(source: str | Path, method: str, settings: dict[str, Any]
     if fixed:
         raise InputError(f"{', '.join(fixed)} come from --backbone-from {source} and cannot be set")
     learner = create(method, backbone=base.backbone_config, preprocess=base.preprocess_config, **settings)
+    # A gradient method's per-task batch norm normalises by each task's own batch, so the source's
+    # running averages have no place to go; its convolutions and affine batch-norm weights do.
+    wanted = learner.backbone.state_dict()
+    state = {
+        name: value
+        for name, value in base.backbone.state_dict().items()
+        if name in wanted or name.rsplit(".", 1)[-1] not in RUNNING_STATISTICS
+    }
     try:
-        learner.backbone.load_state_dict(base.backbone.state_dict())
+        learner.backbone.load_state_dict(state)
     except RuntimeError:
         raise InputError(
             f"{learner.method}'s backbone cannot take {source}'s weights (a {base.method} backbone with other "

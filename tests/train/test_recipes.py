@@ -133,7 +133,18 @@ def test_a_new_method_can_start_its_backbone_from_another_model_and_records_wher
     assert learner.method == "mann" and learner.config.max_classes == 5
     assert learner.preprocess_config == source.preprocess_config
     assert learner.provenance.training.extra["backbone_only"] == "protonet-omniglot"
-    with pytest.raises(InputError, match="cannot take protonet-omniglot's weights"):
-        with_backbone_from("protonet-omniglot", "maml")  # per-task batch norm: other layers
+    with pytest.raises(InputError, match="cannot take maml-omniglot's weights"):
+        with_backbone_from("maml-omniglot", "protonet")  # per-task batch norm has no running averages to give
+
+
+def test_a_gradient_method_takes_a_metric_backbone_without_its_running_averages():
+    # Per-task batch norm normalises by each task's batch: the convolutions and the affine
+    # batch-norm weights carry over, the running averages are left behind.
+    learner = with_backbone_from("protonet-omniglot", "reptile", {"n_way": 20})
+    source = fs.load("protonet-omniglot").backbone.state_dict()
+    state = learner.backbone.state_dict()
+    assert not any(name.endswith("running_mean") for name in state)
+    for name, tensor in state.items():
+        torch.testing.assert_close(tensor, source[name])
     with pytest.raises(InputError, match="image_size come from --backbone-from"):
         with_backbone_from("protonet-omniglot", "mann", {"image_size": 32})
