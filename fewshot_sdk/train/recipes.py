@@ -194,8 +194,9 @@ def with_backbone_from(source: str | Path, method: str, settings: dict[str, Any]
     (MANN's controller and memory, MetaNet's meta-learner), starting the embedding from a
     metric learner trained on the same data leaves the short CPU budget to the parts that
     are the method's own; a gradient method (Reptile) starts its initialisation from features
-    that already separate characters. The source's training record becomes ``init_training``, marked
-    ``backbone_only``, so the checkpoint says where its embedding came from.
+    that already separate characters. The source's training record becomes
+    ``init_training``, marked ``backbone_only``, so the checkpoint says where its embedding
+    came from.
     """
     from fewshot_sdk.zoo import PREPROCESS_KEYS, create, load
 
