@@ -51,7 +51,7 @@ def optimizer_for(model: fs.Learner) -> torch.optim.Optimizer | None:
 
 def one_meta_iteration_on_this_rank(rank: int, method: str, rendezvous: str, out: str) -> None:
     """Rank ``rank`` of 2 takes episodes [2r, 2r+1] of the meta-batch; rank 0 writes the updated weights."""
-    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=2)
+    distributed.join_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=2)
     try:
         model = learner(method)
         local = episodes()[2 * rank : 2 * rank + 2]
@@ -84,7 +84,7 @@ def one_process_reference(method: str) -> dict[str, torch.Tensor]:
 def shard_evaluation(rank: int, rendezvous: str, out: str) -> None:
     from fewshot_sdk.train.evaluate import evaluate_episodes
 
-    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=2)
+    distributed.join_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=2)
     try:
         model = learner("protonet").eval()
         result = evaluate_episodes(model, evaluation_data(), 5, 1, 3, 9, seed=2, ranks=distributed.current())
@@ -124,7 +124,7 @@ def train_on_two_ranks(rank: int, rendezvous: str, out: str) -> None:
     from fewshot_sdk.data.labelled import LabelledImages
     from fewshot_sdk.train.loop import TrainConfig, meta_train
 
-    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=2)
+    distributed.join_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=2)
     try:
         g = torch.Generator().manual_seed(3)
         data = [

@@ -99,3 +99,27 @@ def test_every_rank_ends_with_the_kept_weights_and_the_buffers_rank_0_validated(
     assert float(first["seen_feature_means"][1:].abs().max()) > 0  # ...and trained with after the first one
     for name, tensor in first.items():
         assert torch.equal(tensor, second[name]), name
+
+
+GROUP_LIFETIME = """
+import os, tempfile
+import torch.distributed as dist
+from fewshot_sdk.train.distributed import join_process_group
+threads = lambda: len(os.listdir("/proc/self/task"))
+alone = threads()
+join_process_group("gloo", init_method=f"file://{tempfile.mkdtemp()}/rendezvous", rank=0, world_size=1)
+joined = threads()
+import torch._dynamo  # what the first optimiser imports, after the group exists
+dist.destroy_process_group()
+print(alone, joined, threads())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts threads through /proc")
+def test_a_destroyed_group_leaves_no_threads_behind_for_the_interpreter_exit_to_abort_on():
+    # A group kept alive past destroy_process_group keeps its gloo workers, and one still dropping a tensor of the
+    # last collective when the interpreter finalises aborts the process (the two-rank MAML test, 3 runs of 20).
+    ran = subprocess.run([sys.executable, "-c", GROUP_LIFETIME], capture_output=True, text=True, timeout=120)
+    assert ran.returncode == 0, ran.stderr
+    alone, joined, destroyed = map(int, ran.stdout.split())
+    assert joined > alone and destroyed == alone
