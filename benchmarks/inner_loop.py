@@ -30,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -38,10 +39,11 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from timing import device_name, report
+from timing import device_name, interleaved_seconds, report
 
 import fewshot_sdk as fs
 from fewshot_sdk.data.episodes import Episode
+from fewshot_sdk.models.backbones import Conv4
 
 N_WAY, K_SHOT, QUERIES = 5, 1, 15
 
@@ -85,11 +87,24 @@ def baseline_adapt(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: in
     return learner
 
 
+class PlainConv4(Conv4):
+    """Conv4 as the peers define it (learn2learn's ``OmniglotCNN``): a plain ``nn.Sequential`` forward, NCHW."""
+
+    forward = nn.Sequential.forward
+
+
+def plain_copy(module: nn.Module) -> nn.Module:
+    """A copy of ``module`` (the same weights) whose every Conv4 is a :class:`PlainConv4`."""
+    plain = copy.deepcopy(module)
+    for child in plain.modules():
+        if isinstance(child, Conv4):
+            child.__class__ = PlainConv4
+    return plain
+
+
 class BaselineNet(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        from fewshot_sdk.models.backbones import Conv4
-
         self.body, self.head = Conv4(1, 64, 4), nn.Linear(64, N_WAY)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -151,44 +166,42 @@ def run_one(kind: str, impl: str, tasks: int, repeats: int, steps: int) -> dict[
 
 
 def paired_meta_iterations(kind: str, tasks: int, rounds: int, steps: int) -> dict[str, float]:
-    """Ours and the learn2learn-style loop alternating meta-iterations in one process (time only).
+    """Ours and the learn2learn-style loop taking turns at meta-iterations in one process (time only).
 
-    Memory needs a process each (``run_one``); time is compared here, round by round, so that
-    a change in machine load hits both alike. Returns the medians and the median per-round ratio.
+    The loop runs twice: on the SDK's Conv4 (``l2l-style``: the same network, so the ratio is the
+    inner-loop implementation's alone) and on :class:`PlainConv4` (``l2l-style-plain``: the NCHW
+    network a learn2learn user holds). Memory needs a process each (``run_one``); time is compared
+    here, in shuffled rounds, so that a change in machine load hits all alike. Returns the median
+    seconds of each and the median per-round ratios of ours to each.
     """
     torch.manual_seed(0)
     torch.set_num_threads(1)
     episodes = [make_episode(i) for i in range(tasks)]
     learner = fs.create("fomaml" if kind == "fomaml" else "maml", n_way=N_WAY, inner_lr=0.4, inner_steps=steps).train()
     ours_optimizer = torch.optim.Adam(learner.parameters(), 1e-3)
-    model = BaselineNet()
-    baseline_optimizer = torch.optim.Adam(model.parameters(), 1e-3)
 
     def ours() -> None:
         learner.train_step(episodes, ours_optimizer)
 
-    def baseline() -> None:
-        baseline_optimizer.zero_grad()
-        for e in episodes:
-            clone = baseline_adapt(model, e.support_x, e.support_y, steps, 0.4, kind == "maml-so")
-            (F.cross_entropy(clone(e.query_x), e.query_y) / tasks).backward()
-        baseline_optimizer.step()
+    def baseline(model: nn.Module) -> Callable[[], None]:
+        optimizer = torch.optim.Adam(model.parameters(), 1e-3)
 
-    times: dict[str, list[float]] = {"ours": [], "l2l-style": []}
-    for index in range(rounds + 1):
-        for name, fn in (
-            (("ours", ours), ("l2l-style", baseline)) if index % 2 else (("l2l-style", baseline), ("ours", ours))
-        ):
-            start = time.perf_counter()
-            fn()
-            if index:  # the first round warms up
-                times[name].append(time.perf_counter() - start)
-    ratios = [a / b for a, b in zip(times["ours"], times["l2l-style"], strict=True)]
-    return {
-        "ours_s": statistics.median(times["ours"]),
-        "l2l_s": statistics.median(times["l2l-style"]),
-        "ratio": statistics.median(ratios),
-    }
+        def run() -> None:
+            optimizer.zero_grad()
+            for e in episodes:
+                clone = baseline_adapt(model, e.support_x, e.support_y, steps, 0.4, kind == "maml-so")
+                (F.cross_entropy(clone(e.query_x), e.query_y) / tasks).backward()
+            optimizer.step()
+
+        return run
+
+    model = BaselineNet()
+    paths = {"ours": ours, "l2l-style": baseline(model), "l2l-style-plain": baseline(plain_copy(model))}
+    times = interleaved_seconds(paths, rounds, warmup=1)
+    result = {f"{name}_s": statistics.median(seconds) for name, seconds in times.items()}
+    for name in ("l2l-style", "l2l-style-plain"):
+        result[f"ratio_{name}"] = statistics.median(a / b for a, b in zip(times["ours"], times[name], strict=True))
+    return result
 
 
 def main() -> None:
@@ -206,11 +219,13 @@ def main() -> None:
     if args.paired:
         result = paired_meta_iterations(args.paired, args.tasks, args.rounds, args.steps)
         text = (
-            f"{args.paired}, {args.tasks} tasks, {args.steps} inner step(s), {args.rounds} alternating rounds "
-            f"({device_name()}, torch {torch.__version__}): ours {result['ours_s']:.3f} s, l2l-style "
-            f"{result['l2l_s']:.3f} s per meta-iteration; ours / l2l-style {result['ratio']:.2f}x (median of "
-            f"per-round ratios)\n\ncommand: `python benchmarks/inner_loop.py --paired {args.paired} --tasks "
-            f"{args.tasks} --steps {args.steps} --rounds {args.rounds}`"
+            f"{args.paired}, {args.tasks} tasks, {args.steps} inner step(s), {args.rounds} shuffled rounds "
+            f"({device_name()}, torch {torch.__version__}), seconds per meta-iteration: ours "
+            f"{result['ours_s']:.3f}, l2l-style {result['l2l-style_s']:.3f} (the SDK's Conv4), l2l-style-plain "
+            f"{result['l2l-style-plain_s']:.3f} (plain NCHW Conv4); ours / l2l-style "
+            f"{result['ratio_l2l-style']:.2f}x, ours / l2l-style-plain {result['ratio_l2l-style-plain']:.2f}x "
+            f"(medians of per-round ratios)\n\ncommand: `python benchmarks/inner_loop.py --paired {args.paired} "
+            f"--tasks {args.tasks} --steps {args.steps} --rounds {args.rounds}`"
         )
         report(text, args.out)
         return

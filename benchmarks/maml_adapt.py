@@ -16,6 +16,10 @@ process, interleaved round by round, so a drift in machine load hits all alike:
   (batch statistics everywhere, i.e. transductive), no checks;
 - ``l2l-style``: learn2learn's clone/``update_module`` pattern
   (:func:`inner_loop.baseline_adapt`), transductive;
+- ``functional-plain`` and ``l2l-style-plain``: the same two loops on a copy of the network whose
+  Conv4 runs as a plain ``nn.Sequential`` (NCHW throughout), the network a learn2learn or higher
+  user holds (learn2learn's ``OmniglotCNN``); the SDK's own channels-last inference layout helps the
+  two loops above as much as it helps the SDK, so these are the peers' figures;
 - with ``--compile``, ``functional-compiled``: the bare loop with its support step
   (``torch.func.grad_and_value`` of the loss) through ``torch.compile``; its compile time is
   reported apart.
@@ -34,10 +38,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.func import functional_call
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from inner_loop import baseline_adapt
+from inner_loop import baseline_adapt, plain_copy
 from timing import device_name, median_seconds, report
 
 import fewshot_sdk as fs
@@ -69,6 +74,7 @@ def implementations(
     support_x, support_y, query_x = task
     support = fs.SupportSet.from_tensors(support_x, support_y)
     params = {name: p.detach() for name, p in learner.named_parameters()}
+    plain = plain_copy(learner)
 
     def sdk() -> torch.Tensor:
         return learner.adapt(support, steps=STEPS).predict(query_x).probs
@@ -81,16 +87,16 @@ def implementations(
     def sdk_transductive() -> torch.Tensor:
         return transductive.adapt(support, steps=STEPS).predict(query_x).probs
 
-    def functional() -> torch.Tensor:
+    def functional(network: nn.Module = learner) -> torch.Tensor:
         values = {k: v.requires_grad_() for k, v in params.items()}
         for _ in range(STEPS):
-            loss = F.cross_entropy(functional_call(learner, values, (support_x,)), support_y)
+            loss = F.cross_entropy(functional_call(network, values, (support_x,)), support_y)
             grads = torch.autograd.grad(loss, list(values.values()))
             values = {
                 k: (v - LR * gr).detach().requires_grad_() for (k, v), gr in zip(values.items(), grads, strict=True)
             }
         with torch.no_grad():
-            return functional_call(learner, values, (query_x,)).softmax(-1)
+            return functional_call(network, values, (query_x,)).softmax(-1)
 
     def support_loss(values: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(functional_call(learner, values, (x,)), y)
@@ -105,9 +111,9 @@ def implementations(
 
     compiled_step = torch.compile(torch.func.grad_and_value(support_loss))
 
-    def l2l_style() -> torch.Tensor:
+    def l2l_style(network: nn.Module = learner) -> torch.Tensor:
         with torch.enable_grad():
-            adapted = baseline_adapt(learner, support_x, support_y, STEPS, LR, second_order=False)
+            adapted = baseline_adapt(network, support_x, support_y, STEPS, LR, second_order=False)
         with torch.no_grad():
             return adapted(query_x).softmax(-1)
 
@@ -117,6 +123,8 @@ def implementations(
         "sdk-transductive": sdk_transductive,
         "functional": functional,
         "l2l-style": l2l_style,
+        "functional-plain": lambda: functional(plain),
+        "l2l-style-plain": lambda: l2l_style(plain),
         "functional-compiled": lambda: functional_with(compiled_step),
     }
 
@@ -142,6 +150,7 @@ def main() -> None:
     # the transductive SDK and the bare loops compute the same function: check it before timing
     torch.testing.assert_close(runs["sdk-transductive"](), runs["functional"](), rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(runs["l2l-style"](), runs["functional"](), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(runs["functional-plain"](), runs["functional"](), rtol=1e-4, atol=1e-5)
     rounds: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(args.rounds):
         for name, fn in runs.items():
@@ -152,13 +161,14 @@ def main() -> None:
         f"# MAML adaptation ({STEPS} steps, 5-way 1-shot) + predict of {N_WAY * QUERIES} queries, Conv4 28x28\n",
         f"device: {device_name()}; torch {torch.__version__}; {args.rounds} interleaved rounds of "
         f"{args.repeats} runs, median of the round medians\n",
-        "| implementation | median ms | vs bare functional_call | vs l2l-style |",
-        "| --- | --- | --- | --- |",
+        "| implementation | median ms | vs functional | vs l2l-style | vs functional-plain | vs l2l-style-plain |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     for name, seconds in medians.items():
-        lines.append(
-            f"| {name} | {1e3 * seconds:.2f} | {seconds / base:.2f}x | {seconds / medians['l2l-style']:.2f}x |"
+        ratios = " | ".join(
+            f"{seconds / medians[other]:.2f}x" for other in ("l2l-style", "functional-plain", "l2l-style-plain")
         )
+        lines.append(f"| {name} | {1e3 * seconds:.2f} | {seconds / base:.2f}x | {ratios} |")
     flags = " --compile" if args.compile else ""
     lines += ["", *([compile_note, ""] if compile_note else [])]
     lines += [f"command: `python benchmarks/maml_adapt.py --rounds {args.rounds} --repeats {args.repeats}{flags}`"]

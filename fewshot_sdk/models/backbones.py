@@ -53,19 +53,37 @@ class Conv4(nn.Sequential):
         super().__init__(*blocks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Channels-last at inference: on CPU, oneDNN's convolutions and above all max-pooling run several times
-        # faster on it than on NCHW at few-shot sizes (a 2x2 max-pool of 75x64x28x28: 6.3 vs 31 ms). A
-        # one-channel input is NCHW and channels-last at once, and the first convolution then answers NCHW, so
-        # each convolution's output is converted (a no-op once it is channels-last). Not in training mode,
-        # where the channels-last backward measured slower (MAML's second-order step 2.0 vs 1.2 s, ProtoNet's
-        # 0.75 vs 0.56 s per meta-update of 4 episodes).
-        if self.training or x.dim() != 4:
+        # Channels-last: on CPU, oneDNN's convolutions and above all max-pooling run several times faster on it
+        # than on NCHW at few-shot sizes (a 2x2 max-pool of 75x64x28x28: 6.3 vs 31 ms), in training too once
+        # the first convolution answers channels-last: benchmarks/conv4_layout.py measured a 75-query predict
+        # at 0.47x and meta-updates at 0.73-0.80x the NCHW time (Intel Xeon, 1 thread).
+        if x.dim() != 4:
             return super().forward(x)
+        x = as_channels_last(x)
         for block in self:
+            # a no-op once the first convolution has answered channels-last
             x = block[0](x).contiguous(memory_format=torch.channels_last)
             for layer in block[1:]:
                 x = layer(x)
         return x
+
+
+def as_channels_last(x: torch.Tensor) -> torch.Tensor:
+    """``x`` with channels-last strides, which oneDNN's convolution reads as a request for a channels-last output.
+
+    A one-channel image batch already counts as channels-last contiguous, so ``contiguous(channels_last)``
+    leaves its NCHW strides, and oneDNN then runs its slow NCHW one-channel convolution and answers NCHW: 7.8 ms
+    for 75 glyphs (28x28, 64 filters) plus 6.5 ms to convert the output, against 0.85 ms from the same memory
+    viewed with channels-last strides (a stride over a size-1 dimension is free to choose). Left out of
+    traced and compiled graphs, which would bake the batch size into ``as_strided`` (an ONNX file runs its
+    own layouts anyway).
+    """
+    if torch.jit.is_tracing() or torch.compiler.is_compiling():
+        return x
+    if x.size(1) == 1:
+        height, width = x.shape[2:]
+        return x.contiguous().as_strided(x.shape, (height * width, 1, width, 1))
+    return x.contiguous(memory_format=torch.channels_last)
 
 
 class ResidualBlock(nn.Module):

@@ -3,7 +3,7 @@ import torch
 
 from fewshot_sdk.config import BackboneConfig, PreprocessConfig
 from fewshot_sdk.errors import InputError
-from fewshot_sdk.models.backbones import build_backbone
+from fewshot_sdk.models.backbones import Conv4, as_channels_last, build_backbone
 
 
 def test_conv4_gives_64_features_at_28_and_1600_at_84():
@@ -31,3 +31,17 @@ def test_any_module_is_wrapped_and_flattened_and_bad_ones_are_refused():
     assert backbone.out_features == 4 * 8 * 8
     with pytest.raises(InputError, match=r"cannot process inputs of shape \(1, 10, 10\)"):
         build_backbone(BackboneConfig(name="custom"), PreprocessConfig(image_size=10), torch.nn.Linear(3, 3))
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_conv4_inference_runs_channels_last_without_changing_a_number(channels):
+    # A one-channel batch needs strides chosen for it, or oneDNN answers NCHW through its slow path. The
+    # float64 NCHW forward of the same weights is the reference, on an odd batch and a non-contiguous input.
+    torch.manual_seed(0)
+    network = Conv4(in_channels=channels).eval()
+    images = torch.randn(7, channels, 28, 30)[..., 1:29]
+    expected = torch.nn.Sequential.forward(network.double(), images.double())
+    torch.testing.assert_close(network.float()(images).double(), expected, rtol=1e-4, atol=1e-5)
+    viewed = as_channels_last(images)
+    assert torch.equal(viewed, images) and viewed.is_contiguous(memory_format=torch.channels_last)
+    assert network[0][0](viewed).is_contiguous(memory_format=torch.channels_last)
