@@ -165,23 +165,47 @@ def run_one(kind: str, impl: str, tasks: int, repeats: int, steps: int) -> dict[
     return {"median_s": statistics.median(times), "min_s": min(times), "peak_rss_mib": peak_mib}
 
 
-def paired_meta_iterations(kind: str, tasks: int, rounds: int, steps: int) -> dict[str, float]:
+def saved_graph_mib(loss: Callable[[], torch.Tensor]) -> float:
+    """MiB of the distinct storages autograd saves for the backward of ``loss()``: the graph's memory, which a
+    process's peak RSS blurs with the allocator's and the interpreter's."""
+    storages: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        loss()
+    return sum(storages.values()) / 2**20
+
+
+def paired_meta_iterations(
+    kind: str, tasks: int, rounds: int, steps: int
+) -> tuple[dict[str, list[float]], dict[str, float]]:
     """Ours and the learn2learn-style loop taking turns at meta-iterations in one process (time only).
 
+    Ours runs in both batch-norm modes: ``ours`` is the default ``bn="support"`` (queries normalised
+    with the support statistics under theta', which costs a support forward at theta' and its
+    backward), ``ours-transductive`` normalises queries by their own batch, the work the loop does.
     The loop runs twice: on the SDK's Conv4 (``l2l-style``: the same network, so the ratio is the
     inner-loop implementation's alone) and on :class:`PlainConv4` (``l2l-style-plain``: the NCHW
-    network a learn2learn user holds). Memory needs a process each (``run_one``); time is compared
-    here, in shuffled rounds, so that a change in machine load hits all alike. Returns the median
-    seconds of each and the median per-round ratios of ours to each.
+    network a learn2learn user holds). Time is compared in shuffled rounds, so that a change in
+    machine load hits all alike. Returns each path's seconds per round, and the memory of one
+    task's graph (:func:`saved_graph_mib`).
     """
     torch.manual_seed(0)
     torch.set_num_threads(1)
     episodes = [make_episode(i) for i in range(tasks)]
-    learner = fs.create("fomaml" if kind == "fomaml" else "maml", n_way=N_WAY, inner_lr=0.4, inner_steps=steps).train()
-    ours_optimizer = torch.optim.Adam(learner.parameters(), 1e-3)
+    method = "fomaml" if kind == "fomaml" else "maml"
 
-    def ours() -> None:
-        learner.train_step(episodes, ours_optimizer)
+    learners = {}
+
+    def ours(bn: str) -> Callable[[], None]:
+        torch.manual_seed(0)
+        learner = learners[bn] = fs.create(method, n_way=N_WAY, inner_lr=0.4, inner_steps=steps, bn=bn).train()
+        optimizer = torch.optim.Adam(learner.parameters(), 1e-3)
+        return lambda: learner.train_step(episodes, optimizer)
 
     def baseline(model: nn.Module) -> Callable[[], None]:
         optimizer = torch.optim.Adam(model.parameters(), 1e-3)
@@ -196,12 +220,39 @@ def paired_meta_iterations(kind: str, tasks: int, rounds: int, steps: int) -> di
         return run
 
     model = BaselineNet()
-    paths = {"ours": ours, "l2l-style": baseline(model), "l2l-style-plain": baseline(plain_copy(model))}
-    times = interleaved_seconds(paths, rounds, warmup=1)
-    result = {f"{name}_s": statistics.median(seconds) for name, seconds in times.items()}
-    for name in ("l2l-style", "l2l-style-plain"):
-        result[f"ratio_{name}"] = statistics.median(a / b for a, b in zip(times["ours"], times[name], strict=True))
-    return result
+    paths = {
+        "ours": ours("support"),
+        "ours-transductive": ours("transductive"),
+        "l2l-style": baseline(model),
+        "l2l-style-plain": baseline(plain_copy(model)),
+    }
+    first = episodes[0]
+
+    def baseline_loss(network: nn.Module) -> torch.Tensor:
+        clone = baseline_adapt(network, first.support_x, first.support_y, steps, 0.4, kind == "maml-so")
+        return F.cross_entropy(clone(first.query_x), first.query_y)
+
+    memory = {
+        "ours": saved_graph_mib(lambda: learners["support"].episode_loss(first)[0]),
+        "ours-transductive": saved_graph_mib(lambda: learners["transductive"].episode_loss(first)[0]),
+        "l2l-style": saved_graph_mib(lambda: baseline_loss(model)),
+        "l2l-style-plain": saved_graph_mib(lambda: baseline_loss(plain_copy(model))),
+    }
+    return interleaved_seconds(paths, rounds, warmup=1), memory
+
+
+def paired_table(times: dict[str, list[float]], memory: dict[str, float]) -> list[str]:
+    """Median seconds of each path, the median per-round ratio of each to each baseline, and graph memory."""
+    baselines = ("l2l-style", "l2l-style-plain")
+    lines = [
+        "| path | s per meta-iteration | / l2l-style | / l2l-style-plain | graph MiB (one task) | / l2l-style |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, seconds in times.items():
+        ratios = [statistics.median(a / b for a, b in zip(seconds, times[base], strict=True)) for base in baselines]
+        mib = f"{memory[name]:.2f} | {memory[name] / memory['l2l-style']:.3f}x"
+        lines.append(f"| {name} | {statistics.median(seconds):.3f} | {ratios[0]:.2f}x | {ratios[1]:.2f}x | {mib} |")
+    return lines
 
 
 def main() -> None:
@@ -217,17 +268,26 @@ def main() -> None:
     parser.add_argument("--one", nargs=3, metavar=("KIND", "IMPL", "STEPS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.paired:
-        result = paired_meta_iterations(args.paired, args.tasks, args.rounds, args.steps)
-        text = (
-            f"{args.paired}, {args.tasks} tasks, {args.steps} inner step(s), {args.rounds} shuffled rounds "
-            f"({device_name()}, torch {torch.__version__}), seconds per meta-iteration: ours "
-            f"{result['ours_s']:.3f}, l2l-style {result['l2l-style_s']:.3f} (the SDK's Conv4), l2l-style-plain "
-            f"{result['l2l-style-plain_s']:.3f} (plain NCHW Conv4); ours / l2l-style "
-            f"{result['ratio_l2l-style']:.2f}x, ours / l2l-style-plain {result['ratio_l2l-style-plain']:.2f}x "
-            f"(medians of per-round ratios)\n\ncommand: `python benchmarks/inner_loop.py --paired {args.paired} "
-            f"--tasks {args.tasks} --steps {args.steps} --rounds {args.rounds}`"
-        )
-        report(text, args.out)
+        times, memory = paired_meta_iterations(args.paired, args.tasks, args.rounds, args.steps)
+        lines = [
+            f"# {args.paired}: one meta-iteration of {args.tasks} tasks, {args.steps} inner step(s), ours against "
+            "the learn2learn pattern",
+            "",
+            f"device: {device_name()}; torch {torch.__version__}; {args.rounds} shuffled rounds after warm-up in one "
+            "process, medians; ratios are medians of per-round ratios",
+            "",
+            "`l2l-style` runs on the SDK's Conv4 (the same network), `l2l-style-plain` on a plain NCHW Conv4 (the "
+            "network a learn2learn user holds). Both normalise queries by their own batch, as `ours-transductive` "
+            "does; `ours` (the default) normalises them with the support statistics under the adapted weights.",
+            "",
+            "Graph MiB: the distinct storages autograd saves for one task's query-loss backward.",
+            "",
+            *paired_table(times, memory),
+            "",
+            f"command: `python benchmarks/inner_loop.py --paired {args.paired} --tasks {args.tasks} --steps "
+            f"{args.steps} --rounds {args.rounds}`",
+        ]
+        report("\n".join(lines), args.out)
         return
     if args.one:
         kind, impl, steps = args.one
