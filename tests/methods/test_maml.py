@@ -115,6 +115,24 @@ def test_conv4_batchnorm_uses_support_statistics_so_a_prediction_is_per_example(
         assert not torch.allclose(learner.score(state, queries)[:2], learner.score(state, queries[:2]))
 
 
+def test_the_baked_network_shares_nothing_the_learner_changes():
+    # It is built from shadow copies of the learner's modules, not a deep copy: training the learner on, or
+    # hooking the baked copy, must not reach across.
+    torch.manual_seed(5)
+    learner = fs.create("maml", backbone={"hidden": 8}, n_way=3).eval()
+    state = learner.adapt_tensors(torch.randn(3, 1, 28, 28), torch.arange(3), 3)
+    queries = torch.randn(4, 1, 28, 28)
+    network = learner.export_module(state)
+    with torch.no_grad():
+        before = network(queries)
+        for parameter in learner.parameters():
+            parameter.add_(1.0)
+        torch.testing.assert_close(network(queries), before, rtol=0, atol=0)
+    network.backbone.register_forward_hook(lambda *_: None)
+    assert not learner.backbone._forward_hooks
+    assert all(not p.requires_grad for p in network.parameters())
+
+
 def test_fewer_classes_slice_the_head_and_more_are_refused():
     learner = fs.create("maml", backbone={"hidden": 8}, n_way=5)
     x = torch.randn(3, 1, 28, 28)
