@@ -54,22 +54,59 @@ class TaskBatchNorm(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if self.mean.numel() == 0:
             recorder = self.recorder
-            if recorder is not None:
-                dims = [0, *range(2, x.ndim)]
-                var, mean = torch.var_mean(x, dims, unbiased=False)
-                recorder[f"{self.stat_name}.mean"], recorder[f"{self.stat_name}.var"] = mean, var
-            return F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
-        if not (torch.is_grad_enabled() and (self.mean.requires_grad or self.var.requires_grad)):
+            if recorder is None:
+                return F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
+            mean, var = batch_statistics(x)
+            recorder[f"{self.stat_name}.mean"], recorder[f"{self.stat_name}.var"] = mean, var
+            return self.normalise(x, mean, var)
+        return self.normalise(x, self.mean, self.var)
+
+    def normalise(self, x: Tensor, mean: Tensor, var: Tensor) -> Tensor:
+        if not (torch.is_grad_enabled() and (mean.requires_grad or var.requires_grad)):
             # given statistics as constants (a task's predict): one fused op instead of four elementwise passes
-            return F.batch_norm(x, self.mean, self.var, self.weight, self.bias, False, 0.0, self.eps)
+            return F.batch_norm(x, mean, var, self.weight, self.bias, False, 0.0, self.eps)
         # Meta-training: the support statistics are part of the meta-gradient, which F.batch_norm does not
         # give for its running statistics. Folded into per-channel scale and shift, the normalisation is one
         # pass over x that saves only x for backward (x - mean, then * scale, then + bias saved two more
         # activation-sized tensors per layer).
         shape = (1, -1) + (1,) * (x.ndim - 2)
-        scale = self.weight * torch.rsqrt(self.var + self.eps)
-        shift = self.bias - self.mean * scale
+        scale = self.weight * torch.rsqrt(var + self.eps)
+        shift = self.bias - mean * scale
         return torch.addcmul(shift.view(shape), x, scale.view(shape))
+
+
+def batch_statistics(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-channel mean and biased variance of a batch (dims 0, 2, 3, ...), differentiable.
+
+    ``torch.var_mean``'s one-pass Welford reduction over (N, H, W) ran 5-10x slower on CPU than two
+    plain reductions (5x64x28x28: 1.21 vs 0.18 ms), which are within 2e-7 of float64. Written as an
+    autograd function, so that its backward keeps only ``x`` (which the normalisation keeps anyway)
+    and the mean, where ``(x - mean).square()`` would keep an activation-sized difference per layer.
+    """
+    return _BatchStatistics.apply(x)
+
+
+class _BatchStatistics(torch.autograd.Function):
+    @staticmethod
+    def forward(x: Tensor) -> tuple[Tensor, Tensor]:
+        dims = [0, *range(2, x.ndim)]
+        mean = x.mean(dims, keepdim=True)
+        return mean.flatten(), (x - mean).square().mean(dims)
+
+    @staticmethod
+    def setup_context(ctx: torch.autograd.function.FunctionCtx, inputs: tuple[Tensor], output: tuple) -> None:
+        ctx.save_for_backward(inputs[0], output[0])
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad_mean: Tensor, grad_var: Tensor) -> Tensor:
+        # d mean / dx = 1/n; d var / dx = 2 (x - mean) / n (the mean's own dependence on x sums to zero)
+        x, mean = ctx.saved_tensors
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        count = x.numel() // x.shape[1]
+        grad_var = grad_var if grad_var is not None else torch.zeros_like(mean)
+        grad_mean = grad_mean if grad_mean is not None else torch.zeros_like(mean)
+        centred = x - mean.view(shape)
+        return torch.addcmul((grad_mean / count).view(shape), centred, (2 * grad_var / count).view(shape))
 
 
 def use_task_batchnorm(module: nn.Module, prefix: str = "") -> nn.Module:

@@ -7,7 +7,7 @@ from torch.func import functional_call
 import fewshot_sdk as fs
 from fewshot_sdk.data.episodes import Episode
 from fewshot_sdk.errors import InputError
-from fewshot_sdk.methods._functional import TaskBatchNorm, call
+from fewshot_sdk.methods._functional import TaskBatchNorm, batch_statistics, call
 from fewshot_sdk.train.loop import TrainConfig
 
 ALPHA = 0.3
@@ -271,6 +271,21 @@ def test_query_batch_norm_with_given_statistics_matches_the_written_out_formula_
     torch.testing.assert_close(fused, want)
     torch.testing.assert_close(written, want)
     assert torch.autograd.grad(written.sum(), [mean_g])[0].abs().sum() > 0
+
+
+@pytest.mark.parametrize("shape", [(7, 4, 3, 5), (6, 3), (2, 5, 9)])
+def test_recorded_batch_statistics_and_their_gradients_match_var_mean_in_float64(shape):
+    # The recorder's statistics come from a two-pass reduction with its own backward (var_mean is 5-10x
+    # slower on CPU); second-order MAML differentiates through them, so the second derivatives are checked too.
+    torch.manual_seed(7)
+    x = (torch.randn(shape, dtype=torch.float64) * 3 + 5).requires_grad_()
+    mean, var = batch_statistics(x)
+    want_var, want_mean = torch.var_mean(x, [0, *range(2, x.ndim)], unbiased=False)
+    torch.testing.assert_close((mean, var), (want_mean, want_var))
+    assert torch.autograd.gradcheck(batch_statistics, (x,))
+    assert torch.autograd.gradgradcheck(batch_statistics, (x,))
+    (only_var,) = torch.autograd.grad(batch_statistics(x)[1].sum(), x)  # one output unused: its grad is None
+    torch.testing.assert_close(only_var, torch.autograd.grad(want_var.sum(), x)[0])
 
 
 def test_zero_head_starts_every_task_at_uniform_predictions_and_never_trains_the_stored_head():
