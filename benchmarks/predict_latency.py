@@ -146,8 +146,8 @@ def main() -> None:
     command += "".join(f" --batch {b}" for b in batches) + f" --budget {args.budget} --threads {args.threads}"
     command += " --mixed" if args.mixed else ""
     notes = [
-        "- The machine is shared: a training job runs on its other core, so absolute times drift; the paired "
-        "ratios are the figures to compare.",
+        "- The machine is shared (a cloud VM), so absolute times drift between runs; the paired ratios are the "
+        "figures to compare.",
     ]
     text = "\n".join([*header, *rows, "", *notes, "", f"command: `{command}`"])
     report(text, args.out)

@@ -56,7 +56,7 @@ class Conv4(nn.Sequential):
         # Channels-last: on CPU, oneDNN's convolutions and above all max-pooling run several times faster on it
         # than on NCHW at few-shot sizes (a 2x2 max-pool of 75x64x28x28: 6.3 vs 31 ms), in training too once
         # the first convolution answers channels-last: benchmarks/conv4_layout.py measured a 75-query predict
-        # at 0.47x and meta-updates at 0.73-0.80x the NCHW time (Intel Xeon, 1 thread).
+        # at 0.43x and meta-updates at 0.69-0.84x the NCHW time (Intel Xeon, 1 thread).
         if x.dim() != 4:
             return super().forward(x)
         x = as_channels_last(x)
