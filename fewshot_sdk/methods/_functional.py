@@ -236,10 +236,12 @@ def inner_loop(
             if last:
                 break
         else:
-            values = sgd_step(values, grads, rates)
             loss = None
-            if order == "none":
-                values = [v.detach().requires_grad_() for v in values]
+            if order == "none":  # no graph through the step: the values restart as leaves
+                with torch.no_grad():
+                    values = [v.requires_grad_() for v in sgd_step(values, grads, rates)]
+            else:
+                values = sgd_step(values, grads, rates)
     adapted = dict(zip(names, values, strict=True))
     if stats is not None:
         if recorded is None:
@@ -280,7 +282,8 @@ def backtracked_step(
     scale = 1.0
     for _ in range(MAX_HALVINGS + 1):
         scaled = rates * scale if isinstance(rates, (int, float)) else [r * scale for r in rates]
-        candidate = [v.detach().requires_grad_(need_grad) for v in sgd_step(values, grads, scaled)]
+        with torch.no_grad():  # the candidate starts a graph of its own (fresh leaves)
+            candidate = [v.requires_grad_(need_grad) for v in sgd_step(values, grads, scaled)]
         recorded: dict[str, Tensor] | None = {} if stats else None
         with torch.set_grad_enabled(need_grad):
             params = dict(zip(names, candidate, strict=True))
