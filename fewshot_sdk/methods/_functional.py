@@ -146,18 +146,45 @@ def shadow_module(module: nn.Module) -> nn.Module:
     return clone
 
 
-def call(module: nn.Module, tensors: Params, x: Tensor, stats: dict[str, Tensor] | None = None) -> Tensor:
+def call(
+    module: nn.Module,
+    tensors: Params,
+    x: Tensor,
+    stats: dict[str, Tensor] | None = None,
+    shadow: nn.Module | None = None,
+) -> Tensor:
     """``module(x)`` with ``tensors`` standing in for its parameters/buffers of the same names.
 
     With ``stats``, every :class:`TaskBatchNorm` that normalises by its batch writes the
     batch's mean and variance there (how a task keeps its support statistics).
+
+    ``shadow``: a :func:`shadow_module` of ``module`` to swap the tensors on, for callers that make
+    several calls in turn on one thread (an adaptation's steps); by default a fresh one per call.
     """
-    shadow = shadow_module(module)
-    if stats is not None:
-        for child in shadow.modules():
-            if isinstance(child, TaskBatchNorm):
-                child.recorder = stats
-    return functional_call(shadow, tensors, (x,))
+    shadow = shadow_module(module) if shadow is None else shadow
+    recorders = [child for child in shadow.modules() if isinstance(child, TaskBatchNorm)] if stats is not None else []
+    for child in recorders:
+        child.recorder = stats
+    try:
+        return functional_call(shadow, tensors, (x,), tie_weights=has_tied_tensors(module))
+    finally:
+        for child in recorders:
+            child.recorder = None
+
+
+def has_tied_tensors(module: nn.Module) -> bool:
+    """Whether one tensor is registered under two names in ``module`` (tied weights), cached on the module.
+
+    ``functional_call`` then must substitute the tensor under both names; it checks for that on every
+    call unless told there is none (0.1 ms a call, 0.65 ms of a 27 ms five-step MAML adaptation). A
+    network's structure is fixed once built, so the answer is computed once.
+    """
+    tied = module.__dict__.get("_fewshot_tied_tensors")
+    if tied is None:
+        named = [*module.named_parameters(remove_duplicate=False), *module.named_buffers(remove_duplicate=False)]
+        tied = len({id(tensor) for _, tensor in named}) < len(named)
+        module.__dict__["_fewshot_tied_tensors"] = tied
+    return tied
 
 
 class SupportLoss(Protocol):

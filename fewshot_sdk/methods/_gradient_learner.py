@@ -115,8 +115,10 @@ class GradientLearner(Learner):
         return F.cross_entropy(outputs, targets)
 
     def support_loss_fn(self, x: Tensor, y: Tensor) -> SupportLoss:
+        shadow = shadow_module(self)  # one per adaptation, whose steps call it in turn on one thread
+
         def support_loss(params: Params, stats: dict[str, Tensor] | None = None) -> Tensor:
-            return self.task_loss(call(self, params, x, stats=stats), y)
+            return self.task_loss(call(self, params, x, stats=stats, shadow=shadow), y)
 
         return support_loss
 

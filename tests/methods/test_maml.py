@@ -7,7 +7,7 @@ from torch.func import functional_call
 import fewshot_sdk as fs
 from fewshot_sdk.data.episodes import Episode
 from fewshot_sdk.errors import InputError
-from fewshot_sdk.methods._functional import TaskBatchNorm, batch_statistics, call
+from fewshot_sdk.methods._functional import TaskBatchNorm, batch_statistics, call, has_tied_tensors
 from fewshot_sdk.train.loop import TrainConfig
 
 ALPHA = 0.3
@@ -286,6 +286,18 @@ def test_recorded_batch_statistics_and_their_gradients_match_var_mean_in_float64
     assert torch.autograd.gradgradcheck(batch_statistics, (x,))
     (only_var,) = torch.autograd.grad(batch_statistics(x)[1].sum(), x)  # one output unused: its grad is None
     torch.testing.assert_close(only_var, torch.autograd.grad(want_var.sum(), x)[0])
+
+
+def test_call_substitutes_a_tied_weight_under_both_its_names():
+    # call() tells functional_call to skip its per-call tied-weight check when a network has none; a network
+    # with a tied weight must still see the substituted tensor wherever the weight is used.
+    tied = torch.nn.Sequential(torch.nn.Linear(3, 3, bias=False), torch.nn.Linear(3, 3, bias=False))
+    tied[1].weight = tied[0].weight
+    plain = torch.nn.Sequential(torch.nn.Linear(3, 3, bias=False), torch.nn.Linear(3, 3, bias=False))
+    x, swapped = torch.randn(2, 3), torch.randn(3, 3)
+    torch.testing.assert_close(call(tied, {"0.weight": swapped}, x), x @ swapped.T @ swapped.T)
+    torch.testing.assert_close(call(plain, {"0.weight": swapped}, x), x @ swapped.T @ plain[1].weight.T)
+    assert has_tied_tensors(tied) and not has_tied_tensors(plain)
 
 
 def test_zero_head_starts_every_task_at_uniform_predictions_and_never_trains_the_stored_head():
