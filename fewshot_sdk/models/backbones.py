@@ -56,14 +56,15 @@ class Conv4(nn.Sequential):
         # Channels-last: on CPU, oneDNN's convolutions and above all max-pooling run several times faster on it
         # than on NCHW at few-shot sizes (a 2x2 max-pool of 75x64x28x28: 6.3 vs 31 ms), in training too once
         # the first convolution answers channels-last: benchmarks/conv4_layout.py measured a 75-query predict
-        # at 0.43x and meta-updates at 0.69-0.84x the NCHW time (Intel Xeon, 1 thread).
+        # at 0.42x and meta-updates at 0.71-0.80x the NCHW time (Intel Xeon, 1 thread).
         if x.dim() != 4:
             return super().forward(x)
         x = as_channels_last(x)
         for block in self:
+            convolution, *rest = block  # (block[1:] would build a new Sequential: 17 us a block, every call)
             # a no-op once the first convolution has answered channels-last
-            x = block[0](x).contiguous(memory_format=torch.channels_last)
-            for layer in block[1:]:
+            x = convolution(x).contiguous(memory_format=torch.channels_last)
+            for layer in rest:
                 x = layer(x)
         return x
 
