@@ -35,6 +35,7 @@ from fewshot_sdk.checkpoint import (
 from fewshot_sdk.config import StrictModel
 from fewshot_sdk.domain import check_images
 from fewshot_sdk.errors import CheckpointError, InputError
+from fewshot_sdk.finite import all_finite
 from fewshot_sdk.methods._task_layout import merge as merge_states
 from fewshot_sdk.methods._task_layout import select as select_classes
 from fewshot_sdk.predict_options import check_batch_size, check_reject, resolve_threshold
@@ -133,7 +134,7 @@ class AdaptedModel:
         if self.task == "regression":
             if not isinstance(query, torch.Tensor) or not query.is_floating_point() or len(query) == 0:
                 raise InputError("a regression task predicts on a non-empty floating-point tensor of inputs")
-            if not torch.isfinite(query).all():
+            if not all_finite(query):
                 raise InputError("query contains NaN or infinite values")
             return query.float()
         form = query_form(query)

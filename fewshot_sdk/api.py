@@ -20,6 +20,7 @@ from PIL import Image
 from fewshot_sdk.data.folders import list_class_images, scan_class_folders
 from fewshot_sdk.data.images import ImageLike, Preprocessor
 from fewshot_sdk.errors import InputError
+from fewshot_sdk.finite import all_finite
 
 TaskKind = Literal["classification", "regression"]
 SupportItem = ImageLike | torch.Tensor
@@ -101,10 +102,10 @@ class SupportSet:
             raise InputError(f"x has {len(x)} examples but y has {len(y)} labels")
         if len(x) == 0:
             raise InputError("the support set is empty")
-        if x.is_floating_point() and not torch.isfinite(x).all():
+        if not all_finite(x):
             raise InputError("support tensor x contains NaN or infinite values")
         if task == "regression":
-            if not y.is_floating_point() or not torch.isfinite(y).all():
+            if not y.is_floating_point() or not all_finite(y):
                 raise InputError("regression targets y must be finite floating-point values")
             return cls(("value",), tensors=x, targets=y, task="regression")
         if y.is_floating_point() or y.ndim != 1:

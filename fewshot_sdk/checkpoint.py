@@ -26,6 +26,7 @@ from fewshot_sdk.config import (
     describe_validation_error,
 )
 from fewshot_sdk.errors import CheckpointError, InputError
+from fewshot_sdk.finite import all_finite
 from fewshot_sdk.version import __version__
 
 if TYPE_CHECKING:
@@ -170,7 +171,7 @@ def load_state_into(module: nn.Module, tensors: dict[str, torch.Tensor], source:
 
 def non_finite(tensors: dict[str, torch.Tensor]) -> list[str]:
     """The names of the floating-point tensors holding NaN or infinity."""
-    return [name for name, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    return [name for name, t in tensors.items() if not all_finite(t)]
 
 
 def check_finite(tensors: dict[str, torch.Tensor], source: Path) -> None:

@@ -17,6 +17,7 @@ from PIL import Image
 
 from fewshot_sdk.config import PreprocessConfig
 from fewshot_sdk.errors import InputError
+from fewshot_sdk.finite import all_finite
 from fewshot_sdk.imageio import ImageLike, is_image_file, load_image, to_model_pixels
 
 __all__ = ["ImageLike", "Preprocessor", "is_image_file", "load_image"]
@@ -62,6 +63,6 @@ class Preprocessor:
             raise InputError(f"{argument} is an empty batch")
         if not batch.is_floating_point():
             raise InputError(f"{argument} must be a floating-point tensor, got {batch.dtype}")
-        if not torch.isfinite(batch).all():
+        if not all_finite(batch):
             raise InputError(f"{argument} contains NaN or infinite values")
         return batch.float() if batch.dtype != torch.float32 else batch

@@ -37,6 +37,7 @@ from fewshot_sdk.data.images import ImageLike, Preprocessor
 from fewshot_sdk.data.labelled import LabelledImages
 from fewshot_sdk.domain import check_images
 from fewshot_sdk.errors import InputError
+from fewshot_sdk.finite import all_finite
 from fewshot_sdk.methods._open_set import choose_threshold, held_out_scores, max_logit_novelty
 from fewshot_sdk.methods._step_metrics import StepMetrics
 from fewshot_sdk.methods._task_layout import Layout
@@ -332,10 +333,10 @@ def check_support(x: object, y: object, n_way: int, regression: bool = False, mi
         )
     if x.ndim < 2:
         raise InputError(f"support images must be [N, C, H, W]; got shape {tuple(x.shape)}")
-    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+    if not all_finite(x):
         raise InputError("support images contain NaN or infinite values")
     if regression:  # targets [N] or [N, 1]
-        if y.numel() != len(x) or not y.is_floating_point() or not bool(torch.isfinite(y).all()):
+        if y.numel() != len(x) or not y.is_floating_point() or not all_finite(y):
             raise InputError(f"regression targets must be {len(x)} finite floating-point values, one per input")
         return
     if y.ndim != 1 or len(y) != len(x):
