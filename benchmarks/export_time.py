@@ -163,7 +163,7 @@ def main() -> None:
         command += f" --support {args.support}"
     if args.label:
         command += f" --label {shlex.quote(args.label)}"
-    notes.append("- The machine is shared with a training job on its other core.")
+    notes.append("- The machine is a shared cloud VM: absolute times drift between runs.")
     text = "\n".join([*section, *rows, "", *notes, "", f"command: `{command}`"])
     print(text)
     if args.out:
