@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -18,7 +19,7 @@ from distributed_support import (
 )
 from safetensors.torch import load_file
 
-from fewshot_sdk.cli.launch import launch
+from fewshot_sdk.cli.launch import failure_report, launch
 from fewshot_sdk.config import AccuracyResult
 from fewshot_sdk.errors import FewShotError
 from fewshot_sdk.train.evaluate import evaluate_episodes
@@ -56,6 +57,15 @@ def test_a_failing_rank_brings_the_group_down_with_its_error_in_bounded_time():
     with pytest.raises(FewShotError, match="rank 1: the data of rank 1 is unreadable"):
         launch("distributed_support:fail_on_rank_one", {}, 2)
     assert time.perf_counter() - start < 90
+
+
+def test_the_rank_that_wrote_its_error_is_named_even_when_only_a_peer_was_seen_failing(tmp_path):
+    # The raising rank may still be exiting when its peer's failure is noticed; the launcher then stops it.
+    (tmp_path / "rank1.txt").write_text("the data of rank 1 is unreadable\n")
+    peer = SimpleNamespace(timestamp=1.0, exitcode=1)
+    assert failure_report(tmp_path, {0: peer}) == "rank 1: the data of rank 1 is unreadable"
+    (tmp_path / "rank1.txt").unlink()
+    assert failure_report(tmp_path, {0: peer}) == "rank 0 exited with status 1; its output is above"
 
 
 def test_worker_processes_split_the_cores():
