@@ -99,12 +99,11 @@ class _BatchStatistics(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: torch.autograd.function.FunctionCtx, grad_mean: Tensor, grad_var: Tensor) -> Tensor:
-        # d mean / dx = 1/n; d var / dx = 2 (x - mean) / n (the mean's own dependence on x sums to zero)
+        # d mean / dx = 1/n; d var / dx = 2 (x - mean) / n (the mean's own dependence on x sums to zero).
+        # An unused output's gradient arrives as zeros (autograd materialises it), never None.
         x, mean = ctx.saved_tensors
         shape = (1, -1) + (1,) * (x.ndim - 2)
         count = x.numel() // x.shape[1]
-        grad_var = grad_var if grad_var is not None else torch.zeros_like(mean)
-        grad_mean = grad_mean if grad_mean is not None else torch.zeros_like(mean)
         centred = x - mean.view(shape)
         return torch.addcmul((grad_mean / count).view(shape), centred, (2 * grad_var / count).view(shape))
 
