@@ -13,7 +13,8 @@ core measured does 1.8x the FLOPs per second of torch's MKL.
 The session stands in for the torch network only where the two compute the same function:
 outside autograd, export, tracing and compilation, in eval mode, on CPU float32 batches of the
 traced image size, and while the network still holds the very tensors it was traced with,
-unchanged (the same objects, storage and version counters). Everything else runs in torch:
+unchanged (the same objects, storage and version counters), in the same train/eval modes and with
+no forward hook added (:class:`~fewshot_sdk.models.snapshot.WeightsSnapshot`). Everything else runs in torch:
 training, a MAML-style ``functional_call`` with adapted weights, a learner moved to CUDA,
 weights loaded or stepped after the trace (``run_in_onnxruntime`` again traces the new ones).
 The check costs 0.07 ms per call for the photo network, against 5 ms for embedding one photo.
@@ -33,6 +34,7 @@ import torch
 from torch import nn
 
 from fewshot_sdk.export.onnx import TRACE_BATCH, ExportError, trace_to_onnx
+from fewshot_sdk.models.snapshot import WeightsSnapshot
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -50,7 +52,7 @@ class OnnxBackbone:
         import onnxruntime
 
         self.input_shape = tuple(input_shape)
-        self._traced_from = _Snapshot(body)  # before the copy, so any later change to body shows
+        self._traced_from = WeightsSnapshot(body)  # before the copy, so any later change to body shows
         network = copy.deepcopy(body).eval().requires_grad_(False)  # never switch the caller's mode
         generator = torch.Generator().manual_seed(0)
         example = torch.randn(TRACE_BATCH, *input_shape, generator=generator)
@@ -82,40 +84,3 @@ class OnnxBackbone:
     def __deepcopy__(self, memo: dict) -> None:
         """A copied network holds other tensors than the traced ones: the copy runs torch (no engine)."""
         return None
-
-
-class _Snapshot:
-    """What a trace baked in: the network's submodules, parameters and buffers, with their storage and versions.
-
-    The objects are held (so none can be freed and another take its place at the same address). A
-    module, parameter or buffer swapped in (``functional_call``, an assignment) or added, or a
-    tensor written in place (an optimizer step, ``load_state_dict``, batch norm's running
-    statistics in training mode) no longer matches. The member dictionaries are listed once here and
-    read directly on each call: for EfficientNet-Lite0 that takes 0.07 ms, where collecting
-    ``parameters()`` and ``buffers()`` again took 0.43 ms (the graph's batch of one: 5 ms).
-    """
-
-    def __init__(self, body: nn.Module) -> None:
-        self.body = body
-        self.sizes: list[tuple[dict, int]] = []
-        self.entries: list[tuple[dict, str, object]] = []
-        self.tensors: list[tuple[torch.Tensor, int, int]] = []
-        for module in body.modules():
-            for members in (module._modules, module._parameters, module._buffers):
-                self.sizes.append((members, len(members)))
-                self.entries += [(members, name, value) for name, value in members.items()]
-                self.tensors += [(t, t.data_ptr(), t._version) for t in members.values() if isinstance(t, torch.Tensor)]
-
-    def matches(self, body: nn.Module) -> bool:
-        if body is not self.body:
-            return False
-        for members, size in self.sizes:
-            if len(members) != size:
-                return False
-        for members, name, value in self.entries:
-            if members.get(name) is not value:
-                return False
-        for tensor, ptr, version in self.tensors:
-            if tensor._version != version or tensor.data_ptr() != ptr:
-                return False
-        return True
