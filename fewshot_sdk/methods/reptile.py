@@ -126,5 +126,6 @@ class Reptile(GradientLearner):
     def outer_update(self, optimizer: torch.optim.Optimizer | None) -> None:
         """theta <- theta + epsilon * mean_i (W_i - theta): the shared SGD kernel on .grad, in place."""
         theta = list(self.network_params().values())
-        sgd_step_([p.data for p in theta], [p.grad for p in theta], self.epsilon())
+        with torch.no_grad():  # on the parameters themselves, not .data: their version counters must move
+            sgd_step_(theta, [p.grad for p in theta], self.epsilon())
         self.meta_iteration += 1

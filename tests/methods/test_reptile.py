@@ -59,6 +59,15 @@ def test_batched_outer_update_moves_theta_by_epsilon_times_the_mean_of_w_minus_t
         torch.testing.assert_close(p.detach(), b)
 
 
+def test_the_outer_update_moves_the_parameters_version_counters():
+    # An inference engine built from the weights (the onnxruntime graph, a batch-norm-folded copy) sees a change
+    # only through them: an update written through .data would leave it answering with the old weights.
+    learner = mlp_reptile(inner_optimizer="sgd", inner_lr=0.1, inner_steps=1, outer_lr=0.5).train()
+    versions = [p._version for p in learner.parameters()]
+    learner.train_step([episode(1)], torch.optim.SGD(learner.parameters(), lr=0.0))
+    assert all(p._version > v for p, v in zip(learner.parameters(), versions, strict=True))
+
+
 def test_inner_adam_matches_torch_adam():
     torch.manual_seed(1)
     w = torch.randn(5, dtype=torch.float64)
