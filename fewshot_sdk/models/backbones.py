@@ -22,6 +22,7 @@ from torch import nn
 from fewshot_sdk.config import BackboneConfig, PreprocessConfig
 from fewshot_sdk.errors import InputError
 from fewshot_sdk.models.efficientnet_lite import EfficientNetLite0
+from fewshot_sdk.models.folding import FoldedInference, holds_stand_ins
 from fewshot_sdk.progress import report
 
 if TYPE_CHECKING:
@@ -126,6 +127,15 @@ class MLP(nn.Sequential):
         super().__init__(*blocks)
 
 
+def stages_of(body: nn.Module) -> list[nn.Module]:
+    """A network's chain of stages: an ``nn.Sequential``'s children, else the network alone."""
+    return list(body.children()) if isinstance(body, nn.Sequential) else [body]
+
+
+def _tracing() -> bool:
+    return torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting()
+
+
 class Backbone(nn.Module):
     """A feature-map network plus the choice to flatten; knows its own output size."""
 
@@ -156,7 +166,7 @@ class Backbone(nn.Module):
 
     @property
     def stages(self) -> list[nn.Module]:
-        return list(self.body.children()) if isinstance(self.body, nn.Sequential) else [self.body]
+        return stages_of(self.body)
 
     #: The body's graph in onnxruntime, where the user opted in (:meth:`run_in_onnxruntime`).
     inference_engine: OnnxBackbone | None = None
@@ -174,16 +184,38 @@ class Backbone(nn.Module):
 
         self.inference_engine = OnnxBackbone(self.body, self.input_shape, threads)
 
+    #: Whether inference may run a copy of the body with its batch norms folded into their convolutions
+    #: (:mod:`fewshot_sdk.models.folding`). Off where a method builds its own inference network.
+    fold_batchnorm: bool = True
+    _folded: FoldedInference | None = None
+
+    def inference_body(self) -> nn.Module:
+        """The network that answers this call: the body, or its batch-norm-folded copy where that is exact.
+
+        The copy answers inference (no autograd, eval mode, no tracing, compiling or export) while the
+        body still holds the tensors it was folded from, unchanged (:class:`WeightsSnapshot`); it is
+        folded again after the weights change (a training step, ``load_state_dict``, ``.to()``).
+        """
+        body = self.body
+        if not self.fold_batchnorm or torch.is_grad_enabled() or body.training or _tracing():
+            return body
+        folded = self._folded
+        if folded is None or not folded.built_from.matches(body):
+            if holds_stand_ins(body):  # a functional_call's tensors, for this call only: keep the fold for after
+                return body
+            folded = self._folded = FoldedInference(body)
+        return body if folded.network is None else folded.network
+
     def _whole_body(self, x: torch.Tensor) -> torch.Tensor:
         engine = self.inference_engine
         if engine is not None and engine.serves(self.body, x):
             return engine(x)
-        return self.body(x)
+        return self.inference_body()(x)
 
     def _run_body(self, x: torch.Tensor) -> torch.Tensor:
         if self._start_stage == 0:
             return self._whole_body(x)
-        for stage in self.stages[self._start_stage :]:
+        for stage in stages_of(self.inference_body())[self._start_stage :]:
             x = stage(x)
         return x
 
@@ -228,13 +260,16 @@ class Backbone(nn.Module):
                 f"this backbone has {len(self.stages)} stages; cannot run stages {self._start_stage}..{stages - 1}"
             )
         whole = self._start_stage == 0 and stages == len(self.stages)  # the engine's work, where there is one
-        prefix = self._whole_body if whole else nn.Sequential(*self.stages[self._start_stage : stages])
         was_training = self.training
         self.eval()
         device = next((p.device for p in self.parameters()), torch.device("cpu"))
         outputs = []
         try:
             with torch.inference_mode():
+                if whole:
+                    prefix: Callable[[torch.Tensor], torch.Tensor] = self._whole_body
+                else:
+                    prefix = nn.Sequential(*stages_of(self.inference_body())[self._start_stage : stages])
                 for start in range(0, len(images), batch_size):
                     outputs.append(prefix(images[start : start + batch_size].to(device)).cpu())
                     if on_batch is not None:

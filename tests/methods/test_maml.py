@@ -133,6 +133,27 @@ def test_the_baked_network_shares_nothing_the_learner_changes():
     assert all(not p.requires_grad for p in network.parameters())
 
 
+def test_the_baked_network_folds_the_support_statistics_into_its_convolutions():
+    # Predict and export run it: with the support statistics fixed, each batch norm is an affine map per channel
+    # that the convolution before it absorbs. float64 against the functional network with the statistics given.
+    torch.manual_seed(6)
+    learner = fs.create("maml", backbone={"hidden": 8}, n_way=3).double().eval()
+    x, y = torch.randn(3, 1, 28, 28, dtype=torch.float64), torch.arange(3)
+    queries = torch.randn(4, 1, 28, 28, dtype=torch.float64)
+    state = learner.adapt_tensors(x, y, 3)
+    network = learner.export_module(state)
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in network.modules())
+    with torch.no_grad():
+        expected = call(learner, state, queries)
+        torch.testing.assert_close(network(queries), expected, rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(learner.score(state, queries), expected, rtol=1e-10, atol=1e-10)
+    # transductive: each batch is normalised by its own statistics, which nothing can fold
+    learner.config.bn = "transductive"
+    state = learner.adapt_tensors(x, y, 3)
+    frozen = [m for m in learner.export_module(state).modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert len(frozen) == 4 and all(m.running_mean is None for m in frozen)
+
+
 def test_fewer_classes_slice_the_head_and_more_are_refused():
     learner = fs.create("maml", backbone={"hidden": 8}, n_way=5)
     x = torch.randn(3, 1, 28, 28)

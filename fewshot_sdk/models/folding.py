@@ -1,0 +1,113 @@
+"""Batch norm folded into the convolution before it, for inference.
+
+In eval mode a batch norm with fixed statistics (a network's running averages, a MAML task's
+support statistics) is a per-channel affine map, ``(x - mean) * gamma / sqrt(var + eps) + beta``.
+Right after a convolution it folds into that convolution's weights and bias, and the network runs
+one pass over each activation fewer. On CPU that is worth more than the pass: each removed pass is
+one activation-sized tensor fewer to allocate, and glibc gives large freed blocks back to the
+kernel, which zero-fills them again on the next call. Measured on an Intel Xeon core: a 75-query
+predict of a MAML task (Conv4, 28x28) 17.4 -> 9.7 ms, EfficientNet-Lite0 at 192x192 on 16 photos
+228 -> 143 ms (``benchmarks/batchnorm_folding.py``).
+
+Folding is exact in real arithmetic; in float32 the folded weights (computed in float64, rounded
+once) move outputs by about 1e-6 of their scale. Only pairs that are certainly a convolution
+feeding a batch norm are folded: adjacent children of a plain ``nn.Sequential`` (a subclass may
+run its children in another order), a batch norm in eval mode with statistics of its own.
+"""
+
+from __future__ import annotations
+
+import copy
+from itertools import pairwise
+
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from fewshot_sdk.models.snapshot import WeightsSnapshot, has_forward_hooks
+
+CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def foldable_pairs(network: nn.Module) -> list[tuple[nn.Sequential, str, str]]:
+    """(container, convolution's name, batch norm's name) for every pair :func:`fold_batchnorm_` folds."""
+    pairs = []
+    for container in network.modules():
+        if type(container) is not nn.Sequential:
+            continue
+        names = list(container._modules)
+        for first, second in pairwise(names):
+            convolution, norm = container._modules[first], container._modules[second]
+            if isinstance(convolution, CONVOLUTIONS) and _folds_into(norm, convolution):
+                pairs.append((container, first, second))
+    return pairs
+
+
+def _folds_into(norm: nn.Module | None, convolution: nn.Module) -> bool:
+    return (
+        isinstance(norm, _BatchNorm)
+        and not norm.training
+        and norm.running_mean is not None
+        and norm.running_var is not None
+        and norm.num_features == convolution.out_channels
+    )
+
+
+def fold_batchnorm_(network: nn.Module) -> int:
+    """Fold every foldable batch norm of ``network`` into its convolution, in place; how many were folded.
+
+    Each folded convolution gets new weight and bias parameters (without gradients) and its batch
+    norm becomes an ``nn.Identity``: call it on a network of your own (a copy), never on a learner's.
+    """
+    pairs = foldable_pairs(network)
+    with torch.no_grad():
+        for container, first, second in pairs:
+            convolution, norm = container._modules[first], container._modules[second]
+            weight = convolution.weight
+            scale = torch.rsqrt(norm.running_var.double() + norm.eps)
+            shift = -norm.running_mean.double() * scale
+            if norm.affine:
+                scale = scale * norm.weight.double()
+                shift = shift * norm.weight.double() + norm.bias.double()
+            bias = shift if convolution.bias is None else convolution.bias.double() * scale + shift
+            folded = weight.double() * scale.view(-1, *(1,) * (weight.ndim - 1))
+            convolution.weight = nn.Parameter(folded.to(weight.dtype), requires_grad=False)
+            convolution.bias = nn.Parameter(bias.to(weight.dtype), requires_grad=False)
+            container._modules[second] = nn.Identity()
+    return len(pairs)
+
+
+def holds_stand_ins(network: nn.Module) -> bool:
+    """Whether ``network`` runs with tensors swapped in for its parameters (``torch.func.functional_call``).
+
+    Such a call is answered by the network as it is: folding its temporary weights would cost a copy of
+    the network per call, and a copy cannot even be made of tensors that carry autograd history.
+    """
+    for module in network.modules():
+        for tensor in module._parameters.values():
+            if tensor is not None and not (isinstance(tensor, nn.Parameter) and tensor.is_leaf):
+                return True
+        for tensor in module._buffers.values():
+            if tensor is not None and not tensor.is_leaf:
+                return True
+    return False
+
+
+class FoldedInference:
+    """A batch-norm-folded copy of a network, and what it was folded from (it answers only while that holds).
+
+    ``network`` is None where there is nothing to fold, or where a forward hook is registered under
+    the network: a hook must see the network's own modules run.
+    """
+
+    def __init__(self, body: nn.Module) -> None:
+        self.built_from = WeightsSnapshot(body)
+        self.network: nn.Module | None = None
+        if not has_forward_hooks(body) and foldable_pairs(body):
+            network = copy.deepcopy(body).requires_grad_(False)
+            fold_batchnorm_(network)
+            self.network = network
+
+    def __deepcopy__(self, memo: dict) -> None:
+        """A copied network holds other tensors than the folded ones: the copy folds its own when it infers."""
+        return None
