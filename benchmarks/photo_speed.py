@@ -14,18 +14,19 @@ forward run first made later 192x192 ones 2x faster):
   the embedding's FLOPs per second over the best of them.
 - **Engines** at that resolution on ``--threads`` (default 1), for the same bundled
   ``protonet-photos`` backbone: torch eager in NCHW (the weights and input in the default
-  layout, the network's own conversion bypassed), torch eager channels-last (what the SDK runs),
-  ``torch.compile`` of the channels-last network (compile time reported apart), and onnxruntime on
+  layout, the network's own conversion bypassed), torch eager channels-last with batch norm
+  unfolded (the network as trained) and folded into the convolutions (what the SDK's inference
+  runs, :mod:`fewshot_sdk.models.folding`), ``torch.compile`` of the channels-last network
+  (compile time reported apart), and onnxruntime on
   the backbone's network as ``runtime="onnxruntime"`` runs it (:class:`OnnxBackbone`: embedding
   only, traced by the SDK's exporter, which folds batch norm into the convolutions; onnxruntime's
   default optimisations then fuse ReLU6 and the residual additions into them and run them in its
   blocked NCHWc layout; ``--threads`` intra-op threads). Every engine's
-  output is checked against torch eager first. Batch 16 (the SDK's inference chunk: how
-  ``adapt`` embeds a large support set) and batch 1 (one query). Timings are paired and
+  output is checked against torch eager first. Batch 16 and batch 1 (one query). Timings are paired and
   interleaved (:func:`timing.interleaved_groups`: torch paths round by round, onnxruntime in
   its own group, the groups taking turns), after warm-up; medians.
-- **The allocator**: the SDK's torch path on 32 photos by ``Backbone.inference_chunk`` (4 or 16
-  photos through the network at a time), with glibc's default malloc and with two malloc
+- **The allocator**: the SDK's torch path on 32 photos by ``Backbone.inference_chunk`` (4, the
+  SDK's, or 16 photos through the network at a time), with glibc's default malloc and with two malloc
   environment variables that keep freed memory in the process, each in fresh processes, with the
   fresh pages (minor page faults) each image costs: memory malloc gave back to the kernel and
   takes again, zero-filled, on the next call.
@@ -75,7 +76,8 @@ BATCHES = (16, 1)
 CHUNKS = (4, 16)
 #: glibc malloc settings that keep freed activations in the process (read from the environment at start).
 MALLOC_TUNED = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(2**30)}
-CHANNELS_LAST = "torch eager, channels-last (the SDK's layout)"
+CHANNELS_LAST = "torch eager, channels-last (the SDK's layout), batch norm unfolded"
+FOLDED = "torch eager, channels-last, batch norm folded (the SDK's inference)"
 
 
 # ----------------------------------------------------------------- the floor
@@ -195,6 +197,9 @@ def engines(size: int, threads: int, rounds: int, clock: Callable[[], float]) ->
     engine = OnnxBackbone(backbone.body, backbone.input_shape, threads)  # what runtime="onnxruntime" runs
     notes["export_s"] = clock() - start
     nchw = nchw_copy(backbone)
+    with torch.inference_mode():
+        folded = backbone.inference_body()  # what the backbone's inference calls run (models/folding.py)
+    assert folded is not backbone.body
     compiled_body, notes["compile_error"] = compiled(backbone)
     rows = []
     for batch in BATCHES:
@@ -204,6 +209,7 @@ def engines(size: int, threads: int, rounds: int, clock: Callable[[], float]) ->
         torch_paths: dict[str, Callable[[], object]] = {
             "torch eager, NCHW": lambda x=x: nchw(x),
             CHANNELS_LAST: lambda x=x: backbone.body(x),  # the whole batch at once, as the other engines
+            FOLDED: lambda x=x: folded(x),
         }
         if compiled_body is not None:
             start = time.perf_counter()
@@ -218,6 +224,7 @@ def engines(size: int, threads: int, rounds: int, clock: Callable[[], float]) ->
                 compiled_body = None
         with torch.inference_mode():
             torch.testing.assert_close(nchw(x), expected, atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(backbone.body(x), expected, atol=1e-4, rtol=1e-4)
         with torch.inference_mode():
             notes[f"ort_max_diff_batch{batch}"] = float((engine(x) - expected).abs().max())
         assert notes[f"ort_max_diff_batch{batch}"] < 1e-3, notes
@@ -334,7 +341,8 @@ def allocator_lines(args: argparse.Namespace, processes: int = 3) -> list[str]:
     lines = [
         f"## The SDK's torch path and the allocator: 32 photos through `learner.backbone(x)`, {args.threads} thread(s)",
         "",
-        "`Backbone.inference_chunk` photos go through the network at a time (the SDK's: 16). Fresh pages: minor "
+        "`Backbone.inference_chunk` photos go through the network at a time (the SDK's: 4, the most whose largest "
+        "layer output fits `INFERENCE_CHUNK_BYTES`). Fresh pages: minor "
         "page faults per image, memory glibc's malloc handed back to the kernel and takes again, zero-filled by "
         "the kernel, on the next call. The two malloc variables keep that memory in the process; glibc reads them "
         f"when a process starts. Each cell: the median over {processes} fresh processes (each the median of 4 "

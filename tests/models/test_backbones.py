@@ -45,3 +45,20 @@ def test_conv4_inference_runs_channels_last_without_changing_a_number(channels):
     viewed = as_channels_last(images)
     assert torch.equal(viewed, images) and viewed.is_contiguous(memory_format=torch.channels_last)
     assert network[0][0](viewed).is_contiguous(memory_format=torch.channels_last)
+
+
+def test_inference_chunks_keep_the_largest_layer_output_within_the_budget():
+    # Past glibc's mmap threshold every call's activations come fresh from the kernel (page faults), so chunks
+    # are sized by the largest layer output of one input, measured on the probe forward.
+    from fewshot_sdk.models.backbones import INFERENCE_CHUNK_BYTES, Backbone
+
+    body = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.MaxPool2d(2))
+    backbone = Backbone(body, (1, 10, 10), flatten=True)
+    assert backbone.inference_chunk == INFERENCE_CHUNK_BYTES // (8 * 10 * 10 * 4)
+    assert not any(m._forward_hooks for m in body.modules())
+    conv4 = build_backbone(BackboneConfig(), PreprocessConfig(image_size=28))
+    assert conv4.inference_chunk == INFERENCE_CHUNK_BYTES // (64 * 28 * 28 * 4)
+    conv4.inference_chunk = 3
+    batches: list[int] = []
+    conv4.stage_outputs(torch.zeros(7, 1, 28, 28), 2, on_batch=batches.append)
+    assert batches == [3, 6, 7]
