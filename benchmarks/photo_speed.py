@@ -316,7 +316,8 @@ def embed_figures(
         learner = fs.create("protonet", backbone="efficientnet-lite0", image_size=size, resize_shorter=shorter)
     else:
         learner = fs.load("protonet-photos")
-    learner.backbone.inference_chunk = chunk
+    if chunk:  # else the SDK's own, sized by INFERENCE_CHUNK_BYTES
+        learner.backbone.inference_chunk = chunk
     x = torch.randn(images, 3, *learner.preprocess_config.image_size, generator=torch.Generator().manual_seed(5))
     seconds, pages = [], []
     with torch.inference_mode():
@@ -326,7 +327,7 @@ def embed_figures(
             if index >= 2:
                 seconds.append((clock() - start) / images)
                 pages.append((minor_faults() - before) / images)
-    return [statistics.median(seconds), statistics.median(pages)]
+    return [statistics.median(seconds), statistics.median(pages), learner.backbone.inference_chunk]
 
 
 def allocator_lines(args: argparse.Namespace, processes: int = 3) -> list[str]:
@@ -363,19 +364,23 @@ def sweep_lines(args: argparse.Namespace, processes: int = 3) -> list[str]:
     runs: dict[int, list[list[float]]] = {size: [] for size, _ in RESOLUTIONS}
     for repeat in range(processes):
         for size in list(runs) if repeat % 2 == 0 else list(runs)[::-1]:
-            runs[size].append(in_fresh_process("embed", args, 0.0, ["--chunk", "16", "--size", str(size)]))
+            runs[size].append(in_fresh_process("embed", args, 0.0, ["--chunk", "0", "--size", str(size)]))
     lines = [
         "## By resolution (the SDK's torch path, ImageNet weights, glibc's default malloc)",
         "",
-        f"32 photos through `learner.backbone(x)`; the median over {processes} fresh processes each.",
+        f"32 photos through `learner.backbone(x)` in the SDK's chunks; the median over {processes} fresh processes "
+        "each.",
         "",
-        "| resolution | threads | images/s | ms/image | fresh pages per image |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        "| resolution | threads | chunk | images/s | ms/image | fresh pages per image |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for size, figures in runs.items():
         per_image = statistics.median(f[0] for f in figures)
         pages = statistics.median(f[1] for f in figures)
-        lines.append(f"| {size}x{size} | {args.threads} | {1 / per_image:.1f} | {1e3 * per_image:.1f} | {pages:.0f} |")
+        chunk = figures[0][2]
+        lines.append(
+            f"| {size}x{size} | {args.threads} | {chunk} | {1 / per_image:.1f} | {1e3 * per_image:.1f} | {pages:.0f} |"
+        )
     return [*lines, ""]
 
 

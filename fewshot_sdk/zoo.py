@@ -49,7 +49,7 @@ def load(
     ``backbone`` is needed only for checkpoints trained with a custom ``nn.Module``.
     ``runtime="onnxruntime"``: the backbone's inference (the support set's embedding in ``adapt``,
     the queries' in ``predict``) runs in onnxruntime on the CPU, traced and checked here once
-    (about a second for the photo network, whose embedding it makes 2.5-3x faster on one core);
+    (about half a second for the photo network, whose embedding it makes 1.3-1.5x faster on one core);
     gradients and training run torch (:meth:`Backbone.run_in_onnxruntime`). ``threads``:
     onnxruntime's intra-op threads (0: its default).
     """

@@ -498,7 +498,7 @@ def evaluate(
         str,
         typer.Option(
             help="torch, or onnxruntime: embed the images with the backbone traced into onnxruntime (CPU; "
-            "2.5-3x faster for the photo model on one core)."
+            "1.3-1.5x faster for the photo model on one core)."
         ),
     ] = "torch",
 ) -> None:

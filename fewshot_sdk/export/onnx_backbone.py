@@ -4,11 +4,10 @@
 the backbone's network once into an ONNX graph and answers its inference calls from an
 onnxruntime session: the embedding of the support set in ``adapt``, of the queries in
 ``predict``, and of every image in ``fewshot evaluate``'s embed-once pass
-(``Backbone.stage_outputs``). On one core, EfficientNet-Lite0 at 192x192 embeds 2.5-3x faster
-there than in torch eager (``benchmarks/results/photo_speed_cpu.md``): the traced graph has batch
-norm folded into the convolutions, and onnxruntime fuses ReLU6 and the residual additions into
-them and runs them in its blocked NCHWc layout on its own sgemm (MLAS), which on the AMD EPYC
-core measured does 1.8x the FLOPs per second of torch's MKL.
+(``Backbone.stage_outputs``). On one core, EfficientNet-Lite0 at 192x192 embeds 1.3-1.5x faster
+there than in torch eager with batch norm folded, as the SDK runs it (2-3x faster than unfolded;
+``benchmarks/results/photo_speed_cpu.md``): onnxruntime fuses ReLU6 and the residual additions
+into the convolutions too and runs them in its blocked NCHWc layout on its own sgemm (MLAS).
 
 The session stands in for the torch network only where the two compute the same function:
 outside autograd, export, tracing and compilation, in eval mode, on CPU float32 batches of the

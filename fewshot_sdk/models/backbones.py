@@ -192,9 +192,9 @@ class Backbone(nn.Module):
     inference_engine: OnnxBackbone | None = None
 
     def run_in_onnxruntime(self, threads: int = 0) -> None:
-        """Answer this network's inference calls from onnxruntime from now on (the photo network: 2.5-3x faster).
+        """Answer this network's inference calls from onnxruntime from now on (the photo network: 1.3-1.5x faster).
 
-        Traces the body once (about a second for EfficientNet-Lite0) and checks the graph against
+        Traces the body once (about half a second for EfficientNet-Lite0) and checks the graph against
         torch; then every call that computes the same function (inference on CPU float32 batches of
         the preprocessing size, weights unchanged since the trace) runs the graph, and every other
         call, training included, runs torch: :mod:`fewshot_sdk.export.onnx_backbone`. ``threads``:
