@@ -22,6 +22,7 @@ from typing import Literal, Protocol
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 from torch.func import functional_call
 
 from fewshot_sdk.errors import AdaptationError
@@ -66,13 +67,8 @@ class TaskBatchNorm(nn.Module):
             # given statistics as constants (a task's predict): one fused op instead of four elementwise passes
             return F.batch_norm(x, mean, var, self.weight, self.bias, False, 0.0, self.eps)
         # Meta-training: the support statistics are part of the meta-gradient, which F.batch_norm does not
-        # give for its running statistics. Folded into per-channel scale and shift, the normalisation is one
-        # pass over x that saves only x for backward (x - mean, then * scale, then + bias saved two more
-        # activation-sized tensors per layer).
-        shape = (1, -1) + (1,) * (x.ndim - 2)
-        scale = self.weight * torch.rsqrt(var + self.eps)
-        shift = self.bias - mean * scale
-        return torch.addcmul(shift.view(shape), x, scale.view(shape))
+        # give for its running statistics.
+        return _GivenStatistics.apply(x, mean, var, self.weight, self.bias, self.eps)
 
 
 def batch_statistics(x: Tensor) -> tuple[Tensor, Tensor]:
@@ -106,6 +102,41 @@ class _BatchStatistics(torch.autograd.Function):
         count = x.numel() // x.shape[1]
         centred = x - mean.view(shape)
         return torch.addcmul((grad_mean / count).view(shape), centred, (2 * grad_var / count).view(shape))
+
+
+class _GivenStatistics(torch.autograd.Function):
+    """Batch norm by given statistics, differentiable in them too, on batch norm's own fused kernels.
+
+    The forward is ``F.batch_norm`` in eval mode; the backward is its fused ``native_batch_norm_backward``
+    (one pass for the input's gradient, one reduction for the weight's and bias's), from which the
+    statistics' gradients follow per channel: with ``y = (x - mean) * invstd * w + b``,
+    ``dL/dmean = -w * invstd * sum(g)`` and ``dL/dvar = -w * invstd**2 / 2 * sum(g * (x - mean) * invstd)``.
+    The same normalisation as per-channel scale and shift (``addcmul``) cost separate activation-sized
+    products in its backward. Meta-training differentiates it once (the inner loop's second order runs
+    through the support forward, which normalises by its batch), so its backward is not differentiable.
+    """
+
+    @staticmethod
+    def forward(x: Tensor, mean: Tensor, var: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
+        return F.batch_norm(x, mean, var, weight, bias, False, 0.0, eps)
+
+    @staticmethod
+    def setup_context(ctx: torch.autograd.function.FunctionCtx, inputs: tuple, output: Tensor) -> None:
+        x, mean, var, weight, _, eps = inputs
+        ctx.save_for_backward(x, mean, var, weight)
+        ctx.eps = eps
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> tuple:
+        x, mean, var, weight = ctx.saved_tensors
+        grad_x, grad_weight, grad_bias = torch.ops.aten.native_batch_norm_backward(
+            grad, x, weight, mean, var, None, None, False, ctx.eps, [ctx.needs_input_grad[0], True, True]
+        )
+        invstd = torch.rsqrt(var + ctx.eps)
+        grad_mean = -weight * invstd * grad_bias
+        grad_var = -0.5 * weight * invstd.square() * grad_weight
+        return grad_x, grad_mean, grad_var, grad_weight, grad_bias, None
 
 
 def use_task_batchnorm(module: nn.Module, prefix: str = "") -> nn.Module:

@@ -309,6 +309,33 @@ def test_recorded_batch_statistics_and_their_gradients_match_var_mean_in_float64
     torch.testing.assert_close(only_var, torch.autograd.grad(want_var.sum(), x)[0])
 
 
+@pytest.mark.parametrize(
+    ("shape", "channels_last"), [((7, 4, 3, 5), False), ((7, 4, 3, 5), True), ((6, 3), False), ((2, 5, 9), False)]
+)
+def test_normalising_by_given_statistics_has_their_gradients_in_float64(shape, channels_last):
+    # Meta-training normalises the queries by the support statistics under theta', which carry the meta-gradient:
+    # batch norm's fused backward gives the input's, weight's and bias's gradients, the statistics' follow.
+    torch.manual_seed(8)
+    norm = TaskBatchNorm(shape[1]).double()
+    with torch.no_grad():
+        norm.weight.normal_()
+        norm.bias.normal_()
+    x = torch.randn(shape, dtype=torch.float64) * 2 + 1
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    mean = torch.randn(shape[1], dtype=torch.float64, requires_grad=True)
+    var = (torch.rand(shape[1], dtype=torch.float64) + 0.3).requires_grad_()
+    view = (1, -1) + (1,) * (len(shape) - 2)
+    expected = (x - mean.view(view)) / torch.sqrt(var.view(view) + norm.eps) * norm.weight.view(view)
+    expected = expected + norm.bias.view(view)
+    torch.testing.assert_close(norm.normalise(x, mean, var), expected)
+    assert torch.autograd.gradcheck(norm.normalise, (x, mean, var))
+    inputs = (x, mean, var, norm.weight, norm.bias)
+    want = torch.autograd.grad(expected.square().sum(), inputs)
+    torch.testing.assert_close(torch.autograd.grad(norm.normalise(x, mean, var).square().sum(), inputs), want)
+
+
 def test_call_substitutes_a_tied_weight_under_both_its_names():
     # call() tells functional_call to skip its per-call tied-weight check when a network has none; a network
     # with a tied weight must still see the substituted tensor wherever the weight is used.
