@@ -31,6 +31,7 @@ _PUBLIC = {
     "available": "fewshot_sdk.zoo",
     "create": "fewshot_sdk.zoo",
     "load": "fewshot_sdk.zoo",
+    "keep_freed_memory": "fewshot_sdk.allocator",
 }
 
 __all__ = [
@@ -46,12 +47,14 @@ __all__ = [
     "__version__",
     "available",
     "create",
+    "keep_freed_memory",
     "load",
     "load_task",
 ]
 
 if TYPE_CHECKING:
     from fewshot_sdk.adapted import AdaptedModel
+    from fewshot_sdk.allocator import keep_freed_memory
     from fewshot_sdk.api import Prediction, SupportSet
     from fewshot_sdk.domain import DomainWarning
     from fewshot_sdk.errors import AdaptationError, CheckpointError, FewShotError, InputError

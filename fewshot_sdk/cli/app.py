@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from fewshot_sdk.allocator import keep_freed_memory
 from fewshot_sdk.cli.errors import clean_errors, fail
 from fewshot_sdk.cli.progress import embedding_progress, progress_bar
 from fewshot_sdk.cli.sources import expand_queries, support_from_options
@@ -680,4 +681,5 @@ def export(
 
 
 def main() -> None:
+    keep_freed_memory()  # this process is ours: keep freed memory for the next call (fewshot_sdk/allocator.py)
     app()
