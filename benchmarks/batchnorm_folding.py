@@ -8,8 +8,8 @@ Four workloads, each a pair of paths on the same weights in this one process:
 - ``protonet-photos``: the backbone's embedding of 16 photos at 192x192, folded or not (what
   ``adapt`` and ``predict`` run per chunk of 16).
 
-The two paths take turns in blocks of calls (:func:`timing.interleaved_groups`: 8 blocks, 5
-warm-up calls each), so that each is timed in its own steady state, as a user calling one network
+The two paths take turns in blocks of calls (:func:`timing.own_blocks`: 8 blocks, 5 warm-up
+calls each), so that each is timed in its own steady state, as a user calling one network
 over and over runs it, while drift in machine load spreads over both. The time of a large forward
 depends on the heap the previous call left: alternating the two call by call put the folded
 network on the heap the unfolded one had just shaped, and it ran 1.5x slower there than after
@@ -37,7 +37,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from maml_adapt import five_way, glyph_task
-from timing import device_name, interleaved_groups, interleaved_seconds, report
+from timing import device_name, interleaved_seconds, own_blocks, report
 
 import fewshot_sdk as fs
 import fewshot_sdk.methods._gradient_learner as gradient_learner
@@ -119,7 +119,7 @@ def measure(name: str, pair: Pair, rounds: int) -> str:
         for _ in range(5):
             fn()
         faults[label] = (minor_faults() - before) / 5
-    blocks = interleaved_groups([{"folded": folded}, {"unfolded": unfolded}], rounds, blocks=8)
+    blocks = own_blocks({"folded": folded, "unfolded": unfolded}, rounds, blocks=8)
     ms = {label: 1e3 * statistics.median(times) for label, times in blocks.items()}
     alternating = interleaved_seconds({"folded": folded, "unfolded": unfolded}, rounds, warmup=3)
     call_by_call = {label: 1e3 * statistics.median(times) for label, times in alternating.items()}

@@ -39,7 +39,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from timing import device_name, interleaved_groups, report
+from timing import device_name, own_blocks, report
 
 import fewshot_sdk as fs
 from fewshot_sdk.data.episodes import Episode
@@ -191,7 +191,7 @@ def paired_meta_iterations(
     The loop runs twice: on the SDK's Conv4 (``l2l-style``: the same network, so the ratio is the
     inner-loop implementation's alone) and on :class:`PlainConv4` (``l2l-style-plain``: the NCHW
     network a learn2learn user holds). The paths take turns in blocks of meta-iterations
-    (:func:`timing.interleaved_groups`, 4 blocks, 5 warm-up iterations each), so that a change in
+    (:func:`timing.own_blocks`: 4 blocks, 5 warm-up iterations each), so that a change in
     machine load hits all alike while each is timed on the heap its own iterations leave: a
     meta-iteration allocates and frees a few hundred MiB of graph, and alternating paths call by call
     timed each on the heap another had shaped (measured: the same path 1.11x or 1.01x learn2learn's
@@ -242,7 +242,7 @@ def paired_meta_iterations(
         "l2l-style": saved_graph_mib(lambda: baseline_loss(model)),
         "l2l-style-plain": saved_graph_mib(lambda: baseline_loss(plain_copy(model))),
     }
-    return interleaved_groups([{name: run} for name, run in paths.items()], rounds, blocks=4), memory
+    return own_blocks(paths, rounds), memory
 
 
 def paired_table(times: dict[str, list[float]], memory: dict[str, float]) -> list[str]:

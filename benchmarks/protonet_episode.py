@@ -16,7 +16,7 @@ depend on them) at 5-way 5-shot, 20-way 5-shot and 100-way 1-shot, 15 queries a 
 
 easyfsl scores by the euclidean distance, the SDK by its square (Snell et al.): the probabilities
 differ but the predicted classes do not, which is checked before timing. Each path runs in its own
-blocks of calls (:func:`timing.interleaved_groups`), the blocks alternating.
+blocks of calls, the blocks alternating (:func:`timing.own_blocks`).
 
     OMP_NUM_THREADS=1 python benchmarks/protonet_episode.py [--rounds 40]
         [--out benchmarks/results/protonet_episode_cpu.md]
@@ -35,7 +35,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from inner_loop import plain_copy
-from timing import device_name, interleaved_groups, report
+from timing import device_name, own_blocks, report
 
 import fewshot_sdk as fs
 
@@ -106,7 +106,7 @@ def main() -> None:
         runs = paths(learner, n_way, k_shot)
         answers = {name: run().argmax(-1) for name, run in runs.items()}
         assert all(torch.equal(a, answers["sdk"]) for a in answers.values()), "the paths predict different classes"
-        samples = interleaved_groups([{name: run} for name, run in runs.items()], args.rounds, blocks=4)
+        samples = own_blocks(runs, args.rounds)
         ms = {name: 1e3 * statistics.median(times) for name, times in samples.items()}
         line = (
             f"| {n_way}-way {k_shot}-shot | {ms['sdk']:.2f} | {ms['easyfsl-style']:.2f} | "

@@ -77,6 +77,23 @@ def interleaved_groups(
     return samples
 
 
+def own_blocks(
+    paths: Mapping[str, Callable[[], object]],
+    rounds: int,
+    blocks: int = 4,
+    clock: Callable[[], float] = time.perf_counter,
+) -> dict[str, list[float]]:
+    """:func:`interleaved_groups` with each path a group of its own: ``rounds`` calls of each, in alternating blocks.
+
+    For calls that allocate and free tens of MiB or more: their time depends on the heap the previous
+    call left, so each path is timed after its own calls, as a user repeating it runs it, while the
+    blocks spread drift in machine load over all. Alternating call by call once timed a folded network
+    at 1.5x its own steady-state time, on the heap the unfolded one had shaped
+    (``batchnorm_folding.py``).
+    """
+    return interleaved_groups([{name: fn} for name, fn in paths.items()], rounds, blocks, clock)
+
+
 def paired_ratio(samples: Mapping[str, list[float]], numerator: str, denominator: str) -> float:
     """The median over rounds of ``numerator``'s time over ``denominator``'s in the same round."""
     return statistics.median(a / b for a, b in zip(samples[numerator], samples[denominator], strict=True))
