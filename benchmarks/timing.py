@@ -88,7 +88,7 @@ def own_blocks(
     For calls that allocate and free tens of MiB or more: their time depends on the heap the previous
     call left, so each path is timed after its own calls, as a user repeating it runs it, while the
     blocks spread drift in machine load over all. Alternating call by call once timed a folded network
-    at 1.5x its own steady-state time, on the heap the unfolded one had shaped
+    at 1.5x its own steady-state time (14.8 against 9.6 ms), on the heap the unfolded one had shaped
     (``batchnorm_folding.py``).
     """
     return interleaved_groups([{name: fn} for name, fn in paths.items()], rounds, blocks, clock)
