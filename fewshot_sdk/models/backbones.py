@@ -313,7 +313,14 @@ class Backbone(nn.Module):
 
 
 class WrappedBackbone(Backbone):
-    """Any feature extractor: its output is flattened to one vector per input."""
+    """Any feature extractor: its output is flattened to one vector per input.
+
+    Batch norm is not folded here unless asked (``fold_batchnorm = True``): folding assumes that an
+    ``nn.Sequential`` runs its children in order, and a module of the user's may call them one by one,
+    feeding a batch norm something other than the convolution before it.
+    """
+
+    fold_batchnorm = False
 
     def __init__(self, module: nn.Module, input_shape: tuple[int, int, int]) -> None:
         super().__init__(module, input_shape, flatten=True)

@@ -173,3 +173,24 @@ def test_nothing_to_fold_leaves_the_body_answering(hooked):
         body = with_statistics(nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2))).eval()
         body[0].register_forward_pre_hook(lambda *_: None)
     assert FoldedInference(body).network is None
+
+
+def test_a_users_module_is_folded_only_when_asked():
+    # A module of the user's may call its Sequentials' children one at a time: here the batch norm normalises the
+    # convolution's output plus a skip, which folding into the convolution would silently get wrong.
+    class Skips(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.pair = nn.Sequential(nn.Conv2d(1, 1, 3, padding=1), nn.BatchNorm2d(1))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.pair[1](self.pair[0](x) + x)
+
+    module = with_statistics(Skips()).eval()
+    backbone = build_backbone(BackboneConfig(name="custom"), PreprocessConfig(image_size=8), module).eval()
+    x = torch.randn(3, 1, 8, 8)
+    with torch.no_grad():
+        assert backbone.inference_body() is module
+        torch.testing.assert_close(backbone(x), module(x).flatten(1))
+        backbone.fold_batchnorm = True  # the user says its Sequentials run whole: folded (and here, wrong)
+        assert backbone.inference_body() is not module
