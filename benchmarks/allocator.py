@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -25,7 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from inner_loop import N_WAY, make_episode
-from timing import device_name, report
+from timing import device_name, minor_faults, report
 
 import fewshot_sdk as fs
 
@@ -45,11 +44,11 @@ def one_process(method: str, tasks: int, iterations: int, keep: bool) -> list[fl
     episodes = [make_episode(i) for i in range(tasks)]
     seconds, faults = [], []
     for index in range(2 + iterations):
-        before, start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()
+        before, start = minor_faults(), time.perf_counter()
         learner.train_step(episodes, optimizer)
         if index >= 2:
             seconds.append(time.perf_counter() - start)
-            faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+            faults.append(minor_faults() - before)
     return [statistics.median(seconds), statistics.median(faults)]
 
 

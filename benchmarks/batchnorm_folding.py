@@ -26,7 +26,6 @@ zero-filled), and the largest difference between the two paths' outputs.
 from __future__ import annotations
 
 import argparse
-import resource
 import statistics
 import sys
 from collections.abc import Callable
@@ -37,7 +36,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from maml_adapt import five_way, glyph_task
-from timing import device_name, interleaved_seconds, own_blocks, report
+from timing import device_name, interleaved_seconds, minor_faults, own_blocks, report
 
 import fewshot_sdk as fs
 import fewshot_sdk.methods._gradient_learner as gradient_learner
@@ -45,10 +44,6 @@ from fewshot_sdk.models.backbones import Backbone
 
 STEPS = 5
 Pair = tuple[Callable[[], torch.Tensor], Callable[[], torch.Tensor]]
-
-
-def minor_faults() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def toggled(backbone: Backbone, fold: bool, run: Callable[[], torch.Tensor]) -> Callable[[], torch.Tensor]:

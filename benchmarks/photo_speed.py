@@ -50,7 +50,6 @@ import argparse
 import copy
 import json
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -64,7 +63,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from timing import device_name, interleaved_groups
+from timing import device_name, interleaved_groups, minor_faults
 from timing import report as print_and_write
 
 import fewshot_sdk as fs
@@ -296,11 +295,6 @@ def adapt_lines(args: argparse.Namespace, processes: int = 3) -> list[str]:
         f"adapted tasks' probabilities on 5 queries: {float(difference):.1e}.",
         "",
     ]
-
-
-def minor_faults() -> int:
-    """Pages this process has touched for the first time so far (each one zero-filled by the kernel)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def embed_figures(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import platform
 import random
+import resource
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -97,6 +98,11 @@ def own_blocks(
 def paired_ratio(samples: Mapping[str, list[float]], numerator: str, denominator: str) -> float:
     """The median over rounds of ``numerator``'s time over ``denominator``'s in the same round."""
     return statistics.median(a / b for a, b in zip(samples[numerator], samples[denominator], strict=True))
+
+
+def minor_faults() -> int:
+    """Pages this process has touched for the first time so far (each one zero-filled by the kernel)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def device_name() -> str:
