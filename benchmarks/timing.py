@@ -90,7 +90,7 @@ def own_blocks(
     call left, so each path is timed after its own calls, as a user repeating it runs it, while the
     blocks spread drift in machine load over all. Alternating call by call once timed a folded network
     at 1.5x its own steady-state time (14.8 against 9.6 ms), on the heap the unfolded one had shaped
-    (``batchnorm_folding.py``).
+    (``results/batchnorm_folding_cpu.md``, "call by call").
     """
     return interleaved_groups([{name: fn} for name, fn in paths.items()], rounds, blocks, clock)
 
