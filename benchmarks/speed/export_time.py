@@ -15,7 +15,7 @@ a photo model, Omniglot characters otherwise). A results file holds sections, ea
 script with its command, its ``--label`` and the commit it measured: ``--append`` adds a section to
 ``--out`` (how a before/after pair is kept), without it ``--out`` is rewritten.
 
-    OMP_NUM_THREADS=1 python benchmarks/export_time.py [--model protonet-omniglot --model maml-omniglot] \
+    OMP_NUM_THREADS=1 python benchmarks/speed/export_time.py [--model protonet-omniglot --model maml-omniglot] \\
         [--repeats 3] [--out benchmarks/results/export_time_cpu.md [--append] [--label after]]
 """
 
@@ -35,7 +35,7 @@ import sys  # noqa: E402
 import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 EXPORTERS = ("default", "torch.export")
 PHASES = (
     "prepare",
@@ -157,7 +157,7 @@ def main() -> None:
         + " |",
         "| --- | --- | --- | --- | ---: | ---: |" + " ---: |" * len(PHASES),
     ]
-    command = "OMP_NUM_THREADS=1 python benchmarks/export_time.py " + " ".join(f"--model {m}" for m in models)
+    command = "OMP_NUM_THREADS=1 python benchmarks/speed/export_time.py " + " ".join(f"--model {m}" for m in models)
     command += "".join(f" --exporter {c}" for c in choices) + f" --repeats {args.repeats}"
     if args.support:
         command += f" --support {args.support}"
@@ -176,7 +176,7 @@ TITLE = (
     "`exporter choice` default: the TorchScript tracer, then torch.export where the trace is refused; "
     "`torch.export`: the dynamo exporter alone (every export before the tracer was added). `written by`: the "
     "exporter recorded in the file. A phase shows — when it did not run. Each section is one run of "
-    "`benchmarks/export_time.py`, with its command and the commit it measured.\n\n"
+    "`benchmarks/speed/export_time.py`, with its command and the commit it measured.\n\n"
 )
 
 

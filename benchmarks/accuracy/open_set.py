@@ -10,9 +10,9 @@ classes outside the support (5 each), 600 seeded episodes of the dataset's test 
   in-support queries wrongly rejected, outside queries wrongly accepted, and open-set
   accuracy (in-support right and accepted, outside rejected, over all 100 queries).
 
-    python benchmarks/open_set.py --model protonet-photos --data ../shared/data/caltech101 \\
+    python benchmarks/accuracy/open_set.py --model protonet-photos --data ../shared/data/caltech101 \\
         --out benchmarks/results/open_set_protonet-photos.md
-    python benchmarks/open_set.py --model protonet-omniglot --data ../shared/data/omniglot \\
+    python benchmarks/accuracy/open_set.py --model protonet-omniglot --data ../shared/data/omniglot \\
         --out benchmarks/results/open_set_protonet-omniglot.md
 """
 
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "speed"))  # the shared timing.py
 from timing import device_name, report
 
 import fewshot_sdk as fs
@@ -59,7 +59,7 @@ def main() -> None:
     with torch.inference_mode(False):
         figures = evaluate_open_set(learner, held_out, args.n_way, args.k_shot, episodes=args.episodes)
     seconds = time.perf_counter() - start
-    command = " ".join(["python benchmarks/open_set.py", *sys.argv[1:]])
+    command = " ".join(["python benchmarks/accuracy/open_set.py", *sys.argv[1:]])
     lines = [
         f"# Open-set episodes: `{args.model}` on {args.data.name} {args.split} classes",
         "",

@@ -8,7 +8,7 @@ seconds. Episodes are Omniglot's (the minimal background splits, 28x28), the
 settings those of the bundled models: ProtoNet 60-way 1-shot 5 queries, MAML
 20-way 1-shot 5 queries with one second-order inner step.
 
-    python benchmarks/distributed.py --data ../shared/data/omniglot --out benchmarks/results/distributed_cpu.md
+    python benchmarks/speed/distributed.py --data ../shared/data/omniglot --out benchmarks/results/distributed_cpu.md
 
 The floor a second process can lift is the first's idle share: on a CPU the two
 threads of one process already share each convolution, so N processes can only win
@@ -130,10 +130,10 @@ def main() -> None:
         ]
     )
     report = (
-        "# Meta-training throughput: one process vs several (`benchmarks/distributed.py`)\n\n"
+        "# Meta-training throughput: one process vs several (`benchmarks/speed/distributed.py`)\n\n"
         f"Device: {device_name()}, {cores} cores; meta-batch {args.meta_batch}, {args.updates} timed "
         f"meta-updates after {args.warmup} warm-up, best of {args.rounds} interleaved rounds.\n\n"
-        f"Command: `python benchmarks/distributed.py --meta-batch {args.meta_batch} --updates {args.updates} "
+        f"Command: `python benchmarks/speed/distributed.py --meta-batch {args.meta_batch} --updates {args.updates} "
         f"--processes {args.processes} --rounds {args.rounds}`\n\n{table}\n"
     )
     print(report)

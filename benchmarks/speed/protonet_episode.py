@@ -18,7 +18,7 @@ easyfsl scores by the euclidean distance, the SDK by its square (Snell et al.): 
 differ but the predicted classes do not, which is checked before timing. Each path runs in its own
 blocks of calls, the blocks alternating (:func:`timing.own_blocks`).
 
-    OMP_NUM_THREADS=1 python benchmarks/protonet_episode.py [--rounds 40]
+    OMP_NUM_THREADS=1 python benchmarks/speed/protonet_episode.py [--rounds 40]
         [--out benchmarks/results/protonet_episode_cpu.md]
 """
 
@@ -115,7 +115,7 @@ def main() -> None:
         )
         print(line, flush=True)
         lines.append(line)
-    lines += ["", f"command: `OMP_NUM_THREADS=1 python benchmarks/protonet_episode.py --rounds {args.rounds}`"]
+    lines += ["", f"command: `OMP_NUM_THREADS=1 python benchmarks/speed/protonet_episode.py --rounds {args.rounds}`"]
     report("\n".join(lines), args.out)
 
 

@@ -14,7 +14,7 @@ graph), then for each step replace the clone's parameters in place by
 ``p - lr * grad`` (``update_module``). Ours is ``torch.func.functional_call`` over
 a dict of tensors (``fewshot_sdk.methods._functional.inner_loop``).
 
-    python benchmarks/inner_loop.py --out benchmarks/results/inner_loop_cpu.md
+    python benchmarks/speed/inner_loop.py --out benchmarks/results/inner_loop_cpu.md
 
 Each configuration runs in its own subprocess so that ``ru_maxrss`` is its own peak.
 """
@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from timing import device_name, own_blocks, report
 
@@ -288,7 +288,7 @@ def main() -> None:
             "",
             *paired_table(times, memory),
             "",
-            f"command: `python benchmarks/inner_loop.py --paired {args.paired} --tasks {args.tasks} --steps "
+            f"command: `python benchmarks/speed/inner_loop.py --paired {args.paired} --tasks {args.tasks} --steps "
             f"{args.steps} --rounds {args.rounds}`",
         ]
         report("\n".join(lines), args.out)
@@ -312,7 +312,8 @@ def main() -> None:
     lines = [
         "# Inner-loop benchmark (CPU)",
         "",
-        f"`python benchmarks/inner_loop.py --tasks {args.tasks} --repeats {args.repeats} --steps {args.steps}` on "
+        f"`python benchmarks/speed/inner_loop.py --tasks {args.tasks} --repeats {args.repeats} "
+        f"--steps {args.steps}` on "
         f"{platform.processor() or platform.machine()}, torch {torch.__version__}, 1 thread, shared machine.",
         "Conv4 (64 filters), 5-way 1-shot, 15 queries/class. Meta-iteration = inner loop + query loss + backward "
         "+ optimiser step over all tasks (a loop over tasks: Conv4 has batch norm, which our vmap path does not "

@@ -3,8 +3,8 @@
 Every figure in a table is read from a checkpoint's ``config.json`` (written there by
 ``fewshot evaluate --record``), so the table cannot drift from what was measured.
 
-    python benchmarks/collect_results.py --protocol full      # evaluation alphabets (the papers' protocol)
-    python benchmarks/collect_results.py --protocol minimal   # the minimal splits' held-out characters
+    python benchmarks/accuracy/collect_results.py --protocol full      # evaluation alphabets (the papers' protocol)
+    python benchmarks/accuracy/collect_results.py --protocol minimal   # the minimal splits' held-out characters
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ a 0.1 ms onnxruntime call after a torch forward), which a deployment using one e
 pays. ``--mixed`` interleaves all five paths instead. torch and onnxruntime get the same
 number of threads.
 
-    OMP_NUM_THREADS=1 python benchmarks/predict_latency.py [--model protonet-omniglot] [--batch 1 --batch 64] \
+    OMP_NUM_THREADS=1 python benchmarks/speed/predict_latency.py [--model protonet-omniglot] [--batch 1 --batch 64] \\
         [--threads 1] [--out benchmarks/results/predict_latency_cpu.md]
 """
 
@@ -43,7 +43,7 @@ from timing import device_name, interleaved_groups, interleaved_seconds, paired_
 import fewshot_sdk as fs
 from fewshot_sdk.export.onnx import ExportedTask
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BATCHES = (1, 64)
 PATHS = ("SDK torch", "eager module", "eager score", "SDK onnxruntime", "raw onnxruntime")
 
@@ -134,7 +134,7 @@ def main() -> None:
             else "torch paths interleaved with each other, onnxruntime paths with each other, the two groups "
             "taking turns in blocks. "
         )
-        + "The paths are defined in `benchmarks/predict_latency.py`'s docstring.\n",
+        + "The paths are defined in `benchmarks/speed/predict_latency.py`'s docstring.\n",
         "| model | batch | " + " | ".join(PATHS) + " | SDK torch / eager module | SDK torch / eager score "
         "| SDK onnxruntime / raw | SDK torch / SDK onnxruntime | max abs Δprobs torch vs onnxruntime |",
         "| --- | ---: |" + " ---: |" * (len(PATHS) + 5),
@@ -142,7 +142,7 @@ def main() -> None:
     rows = []
     for model in models:
         rows.extend(measure(model, args.threads, args.budget, REPO / args.support, batches, args.mixed))
-    command = "OMP_NUM_THREADS=1 python benchmarks/predict_latency.py " + " ".join(f"--model {m}" for m in models)
+    command = "OMP_NUM_THREADS=1 python benchmarks/speed/predict_latency.py " + " ".join(f"--model {m}" for m in models)
     command += "".join(f" --batch {b}" for b in batches) + f" --budget {args.budget} --threads {args.threads}"
     command += " --mixed" if args.mixed else ""
     notes = [

@@ -5,7 +5,7 @@ average prototypes, score and softmax. The API side goes through
 ``SupportSet.from_tensors`` -> ``adapt`` -> ``predict`` (validation, NaN checks,
 Prediction). Target: the API adds <= 10%.
 
-    python benchmarks/api_overhead.py [--repeats 300] [--out benchmarks/results/api_overhead_cpu.md]
+    python benchmarks/speed/api_overhead.py [--repeats 300] [--out benchmarks/results/api_overhead_cpu.md]
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def main() -> None:
         f"| `SupportSet.from_tensors` + `adapt` + `predict` | {1e3 * api_s:.3f} |",
         f"| API overhead | {100 * overhead:+.1f}% |",
         "",
-        "command: `python benchmarks/api_overhead.py`",
+        "command: `python benchmarks/speed/api_overhead.py`",
     ]
     text = "\n".join(lines)
     report(text, args.out)

@@ -11,17 +11,20 @@ Episodes here are drawn from the test set: the 20 evaluation alphabets for a fol
 full Omniglot, else the held-out *test* characters of the checkpoint's own split. Each step's
 prediction is the argmax over the episode's 5 label slots.
 
-    python benchmarks/mann_instance_accuracy.py --model fewshot_sdk/models/zoo/mann-omniglot \
+    python benchmarks/accuracy/mann_instance_accuracy.py --model fewshot_sdk/models/zoo/mann-omniglot \\
         --data ../shared/data/omniglot --episodes 500 --out benchmarks/results/mann_instance_accuracy.md
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "speed"))  # the shared timing.py
 from timing import report
 
 import fewshot_sdk as fs
@@ -110,7 +113,7 @@ def main() -> None:
     )
     lines += [
         "",
-        "Command: `python benchmarks/mann_instance_accuracy.py "
+        "Command: `python benchmarks/accuracy/mann_instance_accuracy.py "
         + " ".join(f"--{name.replace('_', '-')} {value}" for name, value in vars(args).items() if value is not None)
         + "`",
         "",

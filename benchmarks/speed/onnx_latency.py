@@ -9,7 +9,7 @@ checks). Both are given the same number of CPU threads; the two measurements are
 interleaved so that drift in machine load hits both alike. On a machine with a
 usable GPU the CUDA rows are added (torch on CUDA, onnxruntime's CUDA provider).
 
-    python benchmarks/onnx_latency.py [--model protonet-omniglot] [--threads 1] \
+    python benchmarks/speed/onnx_latency.py [--model protonet-omniglot] [--threads 1] \\
         [--support examples/support] [--batch 1 --batch 32] [--out benchmarks/results/onnx_latency_cpu.md]
 """
 
@@ -30,7 +30,7 @@ from timing import device_name, median_seconds, report
 import fewshot_sdk as fs
 from fewshot_sdk.export.runtime import OnnxClassifier, cuda_usable
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BATCHES = (1, 32, 256)
 
 
@@ -110,7 +110,7 @@ def main() -> None:
         notes.append(f"- {model}: export took {info['export_s']:.1f} s; the .onnx file is {info['size_kb']:.0f} KiB.")
     if not (torch.cuda.is_available() and cuda_usable()):
         notes.append("- No usable CUDA device on this machine: GPU rows not measured.")
-    command = "python benchmarks/onnx_latency.py " + " ".join(f"--model {m}" for m in models)
+    command = "python benchmarks/speed/onnx_latency.py " + " ".join(f"--model {m}" for m in models)
     command += f" --support {args.support} --budget {args.budget}"
     command += "".join(f" --batch {b}" for b in batches)
     text = "\n".join([*header, *rows, "", *notes, "", f"command: `{command} --threads {args.threads}`"])

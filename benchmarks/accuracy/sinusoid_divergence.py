@@ -5,7 +5,7 @@ loss 0.12 -> 4.3 -> 4e10), and one divergent task makes the mean MSE infinite. T
 the paper's (amplitude U[0.1, 5], phase U[0, pi], x U[-5, 5]), 5 support and 10 query
 points each, seeded, through the public ``adapt``/``predict`` path.
 
-    python benchmarks/sinusoid_divergence.py --tasks 300 --steps 10
+    python benchmarks/accuracy/sinusoid_divergence.py --tasks 300 --steps 10
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ process, interleaved round by round, so a drift in machine load hits all alike:
   (``torch.func.grad_and_value`` of the loss) through ``torch.compile``; its compile time is
   reported apart.
 
-    python benchmarks/maml_adapt.py [--rounds 7 --repeats 30] [--out benchmarks/results/maml_adapt_cpu.md]
+    python benchmarks/speed/maml_adapt.py [--rounds 7 --repeats 30] [--out benchmarks/results/maml_adapt_cpu.md]
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds; the median of round medians")
     parser.add_argument("--repeats", type=int, default=30, help="timed runs per implementation per round")
-    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/omniglot")
+    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[3] / "shared/data/omniglot")
     parser.add_argument("--compile", action="store_true", help="also time the bare loop under torch.compile")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -176,7 +176,9 @@ def main() -> None:
         lines.append(f"| {name} | {1e3 * seconds:.2f} | {seconds / base:.2f}x | {ratios} |")
     flags = " --compile" if args.compile else ""
     lines += ["", *([compile_note, ""] if compile_note else [])]
-    lines += [f"command: `python benchmarks/maml_adapt.py --rounds {args.rounds} --repeats {args.repeats}{flags}`"]
+    lines += [
+        f"command: `python benchmarks/speed/maml_adapt.py --rounds {args.rounds} --repeats {args.repeats}{flags}`"
+    ]
     text = "\n".join(lines)
     report(text, args.out)
 

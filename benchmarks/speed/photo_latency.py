@@ -6,7 +6,7 @@ this script splits one process's time into its parts: importing torch, importing
 and loading the bundled photo model, adapting (decode + embed 25 photos), predicting one
 photo; then the same adapt / predict again, warm.
 
-    python benchmarks/photo_latency.py
+    python benchmarks/speed/photo_latency.py
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def main() -> None:

@@ -4,8 +4,8 @@ For every case it prints the roofline floor, ``max(bytes / bandwidth, FLOPs / pe
 using the named peak constants of the device, and each implementation's median time
 and achieved fraction of that floor (floor / time; 100% = at the hardware limit).
 
-    python benchmarks/kernels.py            # GPU: full sizes, Triton column autotuned
-    python benchmarks/kernels.py --quick    # CPU: smaller sizes, torch columns only (< 2 min)
+    python benchmarks/speed/kernels.py            # GPU: full sizes, Triton column autotuned
+    python benchmarks/speed/kernels.py --quick    # CPU: smaller sizes, torch columns only (< 2 min)
 
 Timing: warm-up calls (which also trigger autotuning / compilation), then the median
 of repeated calls, with ``torch.cuda.Event`` on GPU and ``time.perf_counter`` on CPU.
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a checkout without installing
 
 from fewshot_sdk.kernels import pairwise_softmax, reference, sgd_step_
 

@@ -37,7 +37,7 @@ forward run first made later 192x192 ones 2x faster):
 - **By resolution** (``--sweep``): images/s of the SDK's torch path at 224, 192 and 160 pixels
   (ImageNet weights), each in fresh processes.
 
-    OMP_NUM_THREADS=1 python benchmarks/photo_speed.py [--rounds 10] [--sweep] [--clock cpu|wall] \
+    OMP_NUM_THREADS=1 python benchmarks/speed/photo_speed.py [--rounds 10] [--sweep] [--clock cpu|wall] \\
         [--out benchmarks/results/photo_speed_cpu.md]
 
 ``--clock cpu`` (the default, one thread only) times the process's CPU seconds, which other jobs
@@ -501,7 +501,7 @@ def report(args: argparse.Namespace, clock: Callable[[], float]) -> None:
             lines += PARTS_OF_PROCESSES[part](args)
         else:
             lines += in_fresh_process(part, args, peak)
-    command = f"OMP_NUM_THREADS={args.threads} python benchmarks/photo_speed.py"
+    command = f"OMP_NUM_THREADS={args.threads} python benchmarks/speed/photo_speed.py"
     command += f" --threads {args.threads} --rounds {args.rounds}" + (" --sweep" if args.sweep else "")
     command += f" --adapt-images {args.adapt_images} --adapt-rounds {args.adapt_rounds} --clock {args.clock}"
     lines.append(f"command: `{command}`")

@@ -10,7 +10,8 @@ seeded episodes as ``fewshot evaluate`` (600 episodes, 15 queries per class, mea
 ``--variants`` also compares preprocessing choices (resolution, TF-Lite vs ImageNet
 normalisation, crop vs stretch) with L2 prototypes, to pick the photo preprocessing.
 
-    python benchmarks/photo_features.py --data ../shared/data/caltech101 --out benchmarks/results/photo_features.md
+    python benchmarks/accuracy/photo_features.py --data ../shared/data/caltech101 \\
+        --out benchmarks/results/photo_features_cpu.md
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "speed"))  # the shared timing.py
 from timing import device_name
 
 import fewshot_sdk as fs
@@ -71,7 +72,7 @@ def main() -> None:
     lines = [
         "# Caltech-101 test classes: frozen features",
         "",
-        f"`python benchmarks/photo_features.py --data {args.data} --episodes {args.episodes}"
+        f"`python benchmarks/accuracy/photo_features.py --data {args.data} --episodes {args.episodes}"
         + (" --variants" if args.variants else "")
         + "`",
         "",
