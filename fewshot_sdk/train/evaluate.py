@@ -79,8 +79,12 @@ def evaluate_episodes(
     draws every episode (so each stays in step with the seeded sampler), scores episode
     i when i % world_size is its rank, and the per-episode accuracies are gathered in
     episode order, so the mean and CI equal the single-process figures exactly.
+
+    A frozen learner (``fs.load``'s) adapts and scores on its inference twin, so the episodes
+    run on the twin: the embed-once pass must feed the very backbone that scores.
     """
     ranks = ranks or Ranks()
+    learner = learner.frozen_or_self()
     was_training = learner.training
     learner.eval()
     scored: list[tuple[int, float]] = []
@@ -196,7 +200,9 @@ def evaluate_open_set(
 
     Each episode draws ``n_way + outside_classes`` distinct classes: the first ``n_way`` are
     the support, the others supply ``outside_queries`` queries each from no support class.
+    A frozen learner's episodes run on its inference twin, as in :func:`evaluate_episodes`.
     """
+    learner = learner.frozen_or_self()
     was_training = learner.training
     learner.eval()
     scored: list[OpenSetEpisode] = []
