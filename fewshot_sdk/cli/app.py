@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import json
 import math
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -20,9 +21,6 @@ from fewshot_sdk.allocator import keep_freed_memory
 from fewshot_sdk.cli.errors import clean_errors, fail
 from fewshot_sdk.cli.progress import embedding_progress, progress_bar
 from fewshot_sdk.cli.sources import expand_queries, support_from_options
-
-if TYPE_CHECKING:
-    from fewshot_sdk.methods.base import Learner
 
 #: The bundled photo model; handwriting models (``protonet-omniglot``, ...) are named with --model.
 DEFAULT_MODEL = "protonet-photos"
@@ -95,7 +93,7 @@ def classify(
         answers = Answers(classifier.class_names, answer.class_names, answer.probs, answer.novelty, answer.threshold)
     else:
         import fewshot_sdk as fs
-        from fewshot_sdk.domain import name_learner
+        from fewshot_sdk.task.domain import name_learner
 
         if not support:
             fail("give the support images with --support (a folder per class, or one folder of class folders)")
@@ -122,8 +120,8 @@ def classify_with_task(
 ) -> None:
     """``classify --task``: a saved task, grown or shrunk by class, saved again, and/or classifying queries."""
     import fewshot_sdk as fs
-    from fewshot_sdk.adapted import TASK_FILE, TASK_WEIGHTS
     from fewshot_sdk.checkpoint import prepare_output_folder
+    from fewshot_sdk.task.adapted import TASK_FILE, TASK_WEIGHTS
 
     if task_folder is None:
         fail("--add-support, --remove-class and --save-task change a saved task: give it with --task")
@@ -169,7 +167,7 @@ def one_line_warnings() -> Iterator[None]:
     warnings are always shown (Python's once-per-location registry would hide a repeat run
     in the same process).
     """
-    from fewshot_sdk.domain import DomainWarning
+    from fewshot_sdk.task.domain import DomainWarning
 
     with warnings.catch_warnings():
         default = warnings.showwarning
@@ -244,6 +242,30 @@ def print_predictions(queries: list[Path], answers: Answers, top_k: int, as_json
         typer.echo(f"{row['query']}: {ranked}")
 
 
+def config_default(model: str, name: str) -> Callable[[], Any]:
+    """An option's default: field ``name`` of the config model ``"module:Class"``, so the CLI never has its own.
+
+    Read when the option is left out, not when this module is imported: the config models'
+    modules import torch, which ``fewshot --help`` must not (``--help`` shows "(dynamic)").
+    """
+
+    def default() -> Any:
+        module, _, cls = model.partition(":")
+        return getattr(importlib.import_module(module), cls).model_fields[name].default
+
+    return default
+
+
+def training(name: str) -> Callable[[], Any]:
+    """``TrainConfig``'s default for ``name``: what ``fewshot train`` uses when its option is left out."""
+    return config_default("fewshot_sdk.train.loop:TrainConfig", name)
+
+
+def evaluation(name: str) -> Callable[[], Any]:
+    """``EvaluationConfig``'s default for ``name``: what ``fewshot evaluate`` uses when its option is left out."""
+    return config_default("fewshot_sdk.train.protocols:EvaluationConfig", name)
+
+
 @app.command()
 @clean_errors
 def train(
@@ -261,31 +283,77 @@ def train(
         str | None,
         typer.Option(help="Continue from this bundled model or checkpoint folder instead of random weights."),
     ] = None,
-    episodes: Annotated[int, typer.Option(min=1, help="Meta-updates.")] = 5000,
-    n_way: Annotated[int, typer.Option("--n-way", min=2, help="Classes per training episode.")] = 60,
-    k_shot: Annotated[int, typer.Option("--k-shot", min=1, help="Support examples per class in training.")] = 1,
-    q_queries: Annotated[int, typer.Option("--q-queries", min=1, help="Query examples per class in training.")] = 5,
-    meta_batch: Annotated[int, typer.Option("--meta-batch", min=1, help="Episodes per meta-update.")] = 1,
-    lr: Annotated[float, typer.Option(help="Outer (meta) learning rate, > 0.")] = 1e-3,
+    *,
+    episodes: Annotated[int, typer.Option(min=1, help="Meta-updates.", default_factory=training("episodes"))],
+    n_way: Annotated[
+        int, typer.Option("--n-way", min=2, help="Classes per training episode.", default_factory=training("n_way"))
+    ],
+    k_shot: Annotated[
+        int,
+        typer.Option(
+            "--k-shot", min=1, help="Support examples per class in training.", default_factory=training("k_shot")
+        ),
+    ],
+    q_queries: Annotated[
+        int,
+        typer.Option(
+            "--q-queries", min=1, help="Query examples per class in training.", default_factory=training("q_queries")
+        ),
+    ],
+    meta_batch: Annotated[
+        int,
+        typer.Option("--meta-batch", min=1, help="Episodes per meta-update.", default_factory=training("meta_batch")),
+    ],
+    lr: Annotated[float, typer.Option(help="Outer (meta) learning rate, > 0.", default_factory=training("lr"))],
     lr_decay_every: Annotated[
-        int, typer.Option("--lr-decay-every", min=1, help="Episodes between halvings of the learning rate.")
-    ] = 2000,
-    val_every: Annotated[int, typer.Option("--val-every", min=1, help="Episodes between validations.")] = 500,
+        int,
+        typer.Option(
+            "--lr-decay-every",
+            min=1,
+            help="Episodes between halvings of the learning rate.",
+            default_factory=training("lr_decay_every"),
+        ),
+    ],
+    val_every: Annotated[
+        int,
+        typer.Option("--val-every", min=1, help="Episodes between validations.", default_factory=training("val_every")),
+    ],
     val_episodes: Annotated[
-        int, typer.Option("--val-episodes", min=1, help="Validation episodes (fixed, seeded) per validation.")
-    ] = 200,
-    val_n_way: Annotated[int, typer.Option("--val-n-way", min=2, help="Classes per validation episode.")] = 5,
+        int,
+        typer.Option(
+            "--val-episodes",
+            min=1,
+            help="Validation episodes (fixed, seeded) per validation.",
+            default_factory=training("val_episodes"),
+        ),
+    ],
+    val_n_way: Annotated[
+        int,
+        typer.Option(
+            "--val-n-way", min=2, help="Classes per validation episode.", default_factory=training("val_n_way")
+        ),
+    ],
     val_k_shot: Annotated[
-        int, typer.Option("--val-k-shot", min=1, help="Support examples per class in validation.")
-    ] = 1,
+        int,
+        typer.Option(
+            "--val-k-shot",
+            min=1,
+            help="Support examples per class in validation.",
+            default_factory=training("val_k_shot"),
+        ),
+    ],
     val_within_alphabet: Annotated[
         bool,
         typer.Option(
             "--val-within-alphabet",
             help="Draw each validation episode's classes from one alphabet (Lake's task; class names Alphabet/...).",
+            default_factory=training("val_within_group"),
         ),
-    ] = False,
-    seed: Annotated[int, typer.Option(help="Seed of the episode sampling and initialisation.")] = 0,
+    ],
+    seed: Annotated[
+        int,
+        typer.Option(help="Seed of the episode sampling and initialisation.", default_factory=training("seed")),
+    ],
     split_seed: Annotated[int | None, typer.Option("--split-seed", help="Class split; default 0, or --init's.")] = None,
     backbone: Annotated[
         str | None, typer.Option(help="conv4, resnet12 or efficientnet-lite0 (ImageNet weights, for photos).")
@@ -304,18 +372,23 @@ def train(
             "--frozen-stages",
             min=0,
             help="Keep the first N backbone stages at their starting weights (computed once per image).",
+            default_factory=training("frozen_stages"),
         ),
-    ] = 0,
+    ],
     batchnorm: Annotated[
-        str, typer.Option(help="train, or frozen: keep batch-norm statistics (fine-tuning a pretrained backbone).")
-    ] = "train",
+        str,
+        typer.Option(
+            help="train, or frozen: keep batch-norm statistics (fine-tuning a pretrained backbone).",
+            default_factory=training("batchnorm"),
+        ),
+    ],
     image_size: Annotated[
         int | None, typer.Option("--image-size", min=8, help="Input resolution of a new model (square).")
     ] = None,
     setting: Annotated[
         list[str] | None, typer.Option("--set", help="A method setting as key=value (JSON value), repeatable.")
     ] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.", default_factory=training("device"))],
     overwrite: Annotated[bool, typer.Option(help="Replace an existing checkpoint in --out.")] = False,
     nproc_per_node: Annotated[
         int,
@@ -334,6 +407,7 @@ def train(
     from fewshot_sdk.train import distributed
     from fewshot_sdk.train.loop import TrainConfig, resolve_device, seed_everything
     from fewshot_sdk.train.recipes import train_on_dataset
+    from fewshot_sdk.train.starting import starting_learner
 
     options = dict(locals())  # the parsed options, for the processes --nproc-per-node starts
     resolve_device(device)  # an unknown or absent device fails now, not after loading the data
@@ -371,7 +445,7 @@ def train(
         except ValidationError as exc:
             fail(f"invalid training settings: {describe_validation_error(exc)}")
         seed_everything(seed)  # the initial weights (rank 0's are broadcast to the others)
-        learner = new_or_initial_learner(data, method, init, backbone, settings, split_seed, backbone_from)
+        learner = starting_learner(data, method, init, backbone, settings, split_seed, backbone_from)
         with progress_bar(console, "training", episodes, quiet=not ranks.is_main) as advance:
             result = train_on_dataset(
                 learner,
@@ -413,46 +487,6 @@ def no_empty_folder_left(out: Path) -> Iterator[None]:
         raise
 
 
-def new_or_initial_learner(
-    data: Path,
-    method: str | None,
-    init: str | None,
-    backbone: str | None,
-    settings: dict[str, Any],
-    split_seed: int | None = None,
-    backbone_from: str | None = None,
-) -> Learner:
-    """The learner ``fewshot train`` starts from: fresh, fresh on ``--backbone-from``'s backbone, or ``--init``'s
-    weights with ``--set`` applied."""
-    import fewshot_sdk as fs
-    from fewshot_sdk.train.recipes import folder_preprocess_settings, is_omniglot, warm_start, with_backbone_from
-    from fewshot_sdk.train.regression import is_sinusoid
-    from fewshot_sdk.zoo import method_class
-
-    if backbone_from is not None:
-        if init is not None or backbone is not None:
-            fail("--backbone-from starts a new model's backbone: it cannot be combined with --init or --backbone")
-        return with_backbone_from(backbone_from, method or "protonet", settings)
-    if init is None:
-        if is_sinusoid(data):  # MAML's regression family: a 1-40-40-1 ReLU MLP unless told otherwise
-            settings.setdefault("task", "regression")
-            backbone = backbone or "mlp"
-        elif (
-            not is_omniglot(data)
-            and backbone != "efficientnet-lite0"
-            and not {"channels", "mean", "std"} & set(settings)
-        ):
-            # a network trained from scratch on the user's folders: their colour and statistics, not Omniglot's
-            settings.update(folder_preprocess_settings(data, 0 if split_seed is None else split_seed))
-        return fs.create(method or "protonet", backbone=backbone, **settings)
-    if backbone is not None:
-        fail(f"--backbone cannot be combined with --init {init}: the backbone comes from the checkpoint")
-    learner = warm_start(init, settings)
-    if method is not None and method_class(method).method != learner.method:
-        fail(f"--method {method} does not match --init {init}, a {learner.method} checkpoint; drop --method")
-    return learner
-
-
 def parse_settings(pairs: list[str]) -> dict[str, Any]:
     settings: dict[str, Any] = {}
     for pair in pairs:
@@ -469,16 +503,21 @@ def parse_settings(pairs: list[str]) -> dict[str, Any]:
 @app.command()
 @clean_errors
 def evaluate(
+    *,
     model: Annotated[str, typer.Option(help="Bundled model name or checkpoint folder.")] = DEFAULT_MODEL,
     data: Annotated[
         Path | None, typer.Option(help="Omniglot folder (full: background + evaluation zips) or class folders.")
     ] = None,
-    n_way: Annotated[list[int] | None, typer.Option("--n-way", help="Ways (repeatable).")] = None,
-    k_shot: Annotated[list[int] | None, typer.Option("--k-shot", help="Shots (repeatable).")] = None,
-    queries: Annotated[int, typer.Option(min=1, help="Queries per class.")] = 15,
-    episodes: Annotated[int, typer.Option(min=1)] = 600,
-    seed: Annotated[int, typer.Option()] = 0,
-    split: Annotated[str, typer.Option(help="test or val characters.")] = "test",
+    n_way: Annotated[
+        list[int] | None, typer.Option("--n-way", help="Ways (repeatable); default: the data's protocol.")
+    ] = None,
+    k_shot: Annotated[
+        list[int] | None, typer.Option("--k-shot", help="Shots (repeatable); default: the data's protocol.")
+    ] = None,
+    queries: Annotated[int, typer.Option(min=1, help="Queries per class.", default_factory=evaluation("q_queries"))],
+    episodes: Annotated[int, typer.Option(min=1, help="Episodes per setting.", default_factory=evaluation("episodes"))],
+    seed: Annotated[int, typer.Option(help="Seed of the episodes.", default_factory=evaluation("seed"))],
+    split: Annotated[str, typer.Option(help="test or val characters.", default_factory=evaluation("split"))],
     split_seed: Annotated[int | None, typer.Option("--split-seed", help="Default: the checkpoint's.")] = None,
     lake_runs: Annotated[
         Path | None,
@@ -487,9 +526,19 @@ def evaluate(
         ),
     ] = None,
     within_alphabet: Annotated[
-        bool, typer.Option("--within-alphabet", help="Draw each episode's classes from one alphabet (Lake's task).")
+        bool,
+        typer.Option(
+            "--within-alphabet",
+            help="Draw each episode's classes from one alphabet (Lake's task).",
+            default_factory=evaluation("within_group"),
+        ),
+    ],
+    record: Annotated[
+        bool,
+        typer.Option(
+            help="Write the results into the checkpoint's config.json (a folder of yours, never a bundled model)."
+        ),
     ] = False,
-    record: Annotated[bool, typer.Option(help="Write the results into the checkpoint's config.json.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON results.")] = False,
     nproc_per_node: Annotated[
         int,
@@ -499,7 +548,7 @@ def evaluate(
         str,
         typer.Option(
             help="torch, or onnxruntime: embed the images with the backbone traced into onnxruntime (CPU; "
-            "1.3-1.5x faster for the photo model on one core)."
+            "faster for the photo model)."
         ),
     ] = "torch",
 ) -> None:
@@ -510,7 +559,10 @@ def evaluate(
     Lake's runs from the folder's all_runs.zip.
     """
     from fewshot_sdk.train import distributed
+    from fewshot_sdk.train.recording import record_folder
 
+    if record:
+        record_folder(model)  # a bundled model is refused before any episode runs
     options = dict(locals())
     if nproc_per_node > 1 and not distributed.launched_by_torchrun():
         in_processes(evaluate, options, nproc_per_node, "auto")
@@ -536,80 +588,59 @@ def evaluate_in_group(
     as_json: bool,
     runtime: str,
 ) -> None:
-    """``evaluate`` in one process of ``ranks``: episodes sharded over the ranks; rank 0 prints and records."""
+    """``evaluate`` in one process of ``ranks``: the library shards the episodes; rank 0 prints and records."""
+    from pydantic import ValidationError
+
     import fewshot_sdk as fs
-    from fewshot_sdk.data.omniglot import LAKE_RUNS_ZIP, has_full_set, load_lake_runs
-    from fewshot_sdk.train.evaluate import evaluate_episodes, evaluate_lake_runs
-    from fewshot_sdk.train.recipes import FULL_OMNIGLOT_TEST, dataset_splits
-    from fewshot_sdk.train.regression import is_sinusoid
+    from fewshot_sdk.config import describe_validation_error
+    from fewshot_sdk.train.protocols import EvaluationConfig, choose_protocol, run_protocol
+    from fewshot_sdk.train.recording import record_results
 
-    main = ranks.is_main
-    if data is None and lake_runs is None:
-        fail("give --data (held-out classes for N-way K-shot episodes) and/or --lake-runs")
-    if split not in ("test", "val"):
-        fail(f"--split must be test or val, got {split!r}")
+    try:
+        config = EvaluationConfig(
+            n_way=n_way,
+            k_shot=k_shot,
+            q_queries=queries,
+            episodes=episodes,
+            seed=seed,
+            split=split,
+            split_seed=split_seed,
+            lake_runs=lake_runs,
+            within_group=within_alphabet,
+        )
+    except ValidationError as exc:
+        fail(f"invalid evaluation settings: {describe_validation_error(exc)}")
+    protocol = choose_protocol(data, config)
     learner = fs.load(model, runtime=runtime)
-    results: dict[str, Any] = {"model": model, "method": learner.method, "episodes": []}
-    if is_sinusoid(data) and not main:  # the sinusoid tasks run on rank 0
-        data = None
-    if is_sinusoid(data):
-        from fewshot_sdk.train.regression import evaluate_sinusoid
+    quiet = as_json or not ranks.is_main
 
-        mse = {}
-        for shots in k_shot or [5]:
-            mse.update(evaluate_sinusoid(learner, shots, (1, 5, 10), tasks=episodes, seed=seed))
-        results["sinusoid_mse"] = mse
-        if learner.provenance.training is not None:
-            learner.provenance.training.extra["sinusoid_mse"] = mse
-        if not as_json:
-            for label, figure in mse.items():
-                typer.echo(f"{label}: MSE {figure['mse']:.3f} ± {figure['ci95']:.3f} ({episodes} tasks)")
-        data = None
-    full_omniglot = data is not None and has_full_set(data)
-    if full_omniglot and split == "test":  # the papers' protocol
-        n_way, k_shot = n_way or [5, 20], k_shot or [1, 5]
-        if lake_runs is None and (data / LAKE_RUNS_ZIP).is_file():
-            lake_runs = data / LAKE_RUNS_ZIP
-    if data is not None:
-        held_out = getattr(dataset_splits(data, learner, split_seed), split)
-        test_set = FULL_OMNIGLOT_TEST if full_omniglot and split == "test" else None
-        for ways in n_way or [5]:
-            for shots in k_shot or [1]:
-                label = f"{ways}-way {shots}-shot"
-                with progress_bar(console, label, episodes, quiet=as_json or not main) as advance:
-                    result = evaluate_episodes(
-                        learner,
-                        held_out,
-                        ways,
-                        shots,
-                        queries,
-                        episodes,
-                        seed,
-                        split,
-                        on_episode=lambda i: advance(i + 1, {}),
-                        within_group=within_alphabet,
-                        dataset_name=test_set,
-                        ranks=ranks,
-                    )
-                learner.provenance.record(result)
-                results["episodes"].append(result.model_dump())
-                if main and not as_json:
-                    typer.echo(f"{label}: {100 * result.accuracy:.2f} ± {100 * result.ci95:.2f}% ({episodes} episodes)")
-    if not main:
+    @contextmanager
+    def progress(label: str, total: int) -> Iterator[Callable[[int], None]]:
+        with progress_bar(console, label, total, quiet=quiet) as advance:
+            yield lambda done: advance(done, {})
+
+    evaluation = run_protocol(learner, protocol, config, ranks, progress, None if quiet else print_result)
+    if not ranks.is_main:
         return
-    if lake_runs is not None:
-        lake = evaluate_lake_runs(learner, load_lake_runs(lake_runs))
-        learner.provenance.lake_runs = lake
-        results["lake_runs"] = lake.model_dump()
-        if not as_json:
-            typer.echo(f"Lake's 20 runs: {100 * lake.accuracy:.2f}% correct ({lake.correct}/{lake.test_images})")
     if record:
-        from fewshot_sdk.registry import zoo_path
-
-        folder = zoo_path(model) or Path(model)
-        learner.save(folder, overwrite=True)
+        record_results(learner, model)
     if as_json:
-        typer.echo(json.dumps(results, indent=2))
+        typer.echo(json.dumps({"model": model, "method": learner.method, **evaluation.as_json()}, indent=2))
+
+
+def print_result(result: Any) -> None:
+    """One figure of ``fewshot evaluate`` as the line it prints, as soon as it is measured."""
+    from fewshot_sdk.config import AccuracyResult, LakeRunsResult
+
+    if isinstance(result, AccuracyResult):
+        figure = f"{100 * result.accuracy:.2f} ± {100 * result.ci95:.2f}%"
+        typer.echo(f"{result.n_way}-way {result.k_shot}-shot: {figure} ({result.episodes} episodes)")
+    elif isinstance(result, LakeRunsResult):
+        correct = f"{100 * result.accuracy:.2f}% correct ({result.correct}/{result.test_images})"
+        typer.echo(f"Lake's {result.runs} runs: {correct}")
+    else:  # the sinusoid MSE by label
+        for label, figure in result.items():
+            typer.echo(f"{label}: MSE {figure['mse']:.3f} ± {figure['ci95']:.3f} ({figure['tasks']} tasks)")
 
 
 @app.command()
@@ -618,8 +649,8 @@ def models(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List the methods and the bundled pretrained models with their recorded accuracy."""
     import fewshot_sdk as fs
     from fewshot_sdk.checkpoint import CONFIG_FILE, LearnerConfig, read_json_model
-    from fewshot_sdk.domain import describe_input
     from fewshot_sdk.registry import zoo_path
+    from fewshot_sdk.task.domain import describe_input
 
     listing = fs.available()
     bundled = []
@@ -664,8 +695,8 @@ def export(
 ) -> None:
     """Adapt to the support images and write the task as one .onnx file that onnxruntime runs alone."""
     import fewshot_sdk as fs
-    from fewshot_sdk.adapted import TASK_FILE
     from fewshot_sdk.export.onnx import check_destination
+    from fewshot_sdk.task.adapted import TASK_FILE
 
     check_destination(out, overwrite)  # fail before adapting, not after
     if (Path(model) / TASK_FILE).is_file():

@@ -21,9 +21,9 @@ from fewshot_sdk.data.omniglot import (
     split_alphabets,
     split_characters,
 )
-from fewshot_sdk.domain import HANDWRITTEN
 from fewshot_sdk.errors import InputError
 from fewshot_sdk.methods.base import Learner
+from fewshot_sdk.task.domain import HANDWRITTEN
 from fewshot_sdk.train.loop import TrainConfig, TrainResult, meta_train
 
 MINIMAL_OMNIGLOT = "omniglot-background-small1+small2"
@@ -155,7 +155,7 @@ def warm_start(init: str | Path, settings: dict[str, Any] | None = None) -> Lear
     results are dropped (they describe weights that training is about to change) and its
     training record is kept, so the new checkpoint says where it started.
     """
-    from fewshot_sdk.zoo import PREPROCESS_KEYS, load
+    from fewshot_sdk.io.zoo import PREPROCESS_KEYS, load
 
     base = load(init)
     settings = dict(settings or {})
@@ -198,7 +198,7 @@ def with_backbone_from(source: str | Path, method: str, settings: dict[str, Any]
     ``init_training``, marked ``backbone_only``, so the checkpoint says where its embedding
     came from.
     """
-    from fewshot_sdk.zoo import PREPROCESS_KEYS, create, load
+    from fewshot_sdk.io.zoo import PREPROCESS_KEYS, create, load
 
     base = load(source)
     settings = dict(settings or {})
