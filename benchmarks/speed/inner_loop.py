@@ -12,7 +12,7 @@ The baseline is the learn2learn pattern, written here (no dependency): clone the
 module for each task (every parameter ``p.clone()``, so the clone stays in the
 graph), then for each step replace the clone's parameters in place by
 ``p - lr * grad`` (``update_module``). Ours is ``torch.func.functional_call`` over
-a dict of tensors (``fewshot_sdk.methods._functional.inner_loop``).
+a dict of tensors (``fewshot_sdk.methods.inner_loop.inner_loop``).
 
     python benchmarks/speed/inner_loop.py --out benchmarks/results/inner_loop_cpu.md
 

@@ -43,19 +43,17 @@ from torch import Tensor, nn
 from fewshot_sdk.config import StrictModel
 from fewshot_sdk.data.episodes import Episode
 from fewshot_sdk.errors import InputError
-from fewshot_sdk.methods._functional import (
-    Order,
-    Params,
-    SupportLoss,
-    TaskBatchNorm,
-    call,
-    inner_loop,
-    shadow_module,
-    use_task_batchnorm,
-    vmapped_query_losses,
-)
 from fewshot_sdk.methods._step_metrics import StepMetrics
 from fewshot_sdk.methods.base import Learner, TaskState
+from fewshot_sdk.methods.functional_call import Params, call, shadow_module
+from fewshot_sdk.methods.inner_loop import (
+    Order,
+    SupportLoss,
+    backtracking_steps,
+    meta_training_steps,
+    vmappable_gradient,
+)
+from fewshot_sdk.methods.task_batchnorm import TaskBatchNorm, use_task_batchnorm
 from fewshot_sdk.models.folding import fold_batchnorm_
 
 
@@ -170,19 +168,15 @@ class GradientLearner(Learner):
         """theta' = theta - alpha grad L_support(theta), ``steps`` times (MAML eq. 1).
 
         ``order="none"`` is test time: no graph, and a step that makes the support loss
-        explode is retried at a smaller step size (:func:`inner_loop`'s ``backtrack``).
+        explode is retried at a smaller step size (:func:`backtracking_steps`).
         """
         self.check_task(support_x, n_way)
         stats: dict[str, Tensor] | None = {} if self.config.bn == "support" else None
-        adapted = inner_loop(
-            self.support_loss_fn(support_x, support_y),
-            self.initial_params(n_way),
-            steps,
-            lr,
-            order,
-            backtrack=order == "none",
-            stats=stats,
-        )
+        loss_fn, theta = self.support_loss_fn(support_x, support_y), self.initial_params(n_way)
+        if order == "none":
+            adapted = backtracking_steps(loss_fn, theta, steps, lr, stats=stats)
+        else:
+            adapted = meta_training_steps(loss_fn, theta, steps, lr, order, stats=stats)
         return {**adapted, **(stats or {})}
 
     def fit_task(
@@ -229,7 +223,11 @@ class GradientLearner(Learner):
         return self.task_loss(outputs, episode.query_y), outputs
 
     def can_vmap(self, episodes: Sequence[Episode]) -> bool:
-        """Tasks batch with ``vmap`` for a BN-free regressor whose tasks share shapes; else a loop."""
+        """Tasks batch with ``vmap`` for a BN-free regressor whose tasks share shapes; else a loop.
+
+        Batch norm is excluded because a task's support statistics are recorded into a dict during
+        the forward (:func:`call`'s ``stats``), which ``vmap`` cannot batch.
+        """
         shapes = {(e.support_x.shape, e.query_x.shape) for e in episodes}
         has_bn = any(isinstance(m, TaskBatchNorm) for m in self.modules())
         return self.vmap_tasks and self.config.task == "regression" and not has_bn and len(shapes) == 1
@@ -241,21 +239,24 @@ class GradientLearner(Learner):
             return
         fields = ("support_x", "support_y", "query_x", "query_y")
         tasks = tuple(torch.stack([getattr(e, f) for e in episodes]) for f in fields)
-        losses = vmapped_query_losses(
-            self,
-            self.task_loss,
-            self.initial_params(1),
-            tasks,  # type: ignore[arg-type]
-            self.config.inner_steps,
-            self.config.inner_lr,
-            self.meta_order,
-        )
+
+        def query_loss(theta: Params, support_x: Tensor, support_y: Tensor, query_x: Tensor, query_y: Tensor) -> Tensor:
+            """One task's L^query(f_theta'), theta' by the same inner loop as the task loop's, under vmap."""
+
+            def support_loss(params: Params) -> Tensor:
+                return self.task_loss(call(self, params, support_x), support_y)
+
+            steps, lr = self.config.inner_steps, self.config.inner_lr
+            adapted = meta_training_steps(support_loss, theta, steps, lr, self.meta_order, gradient=vmappable_gradient)
+            return self.task_loss(call(self, adapted, query_x), query_y)
+
+        losses = torch.func.vmap(query_loss, in_dims=(None, 0, 0, 0, 0))(self.initial_params(1), *tasks)
         loss = losses.mean()
         loss.backward()
         metrics.add(loss, tasks=len(episodes))
 
     def export_module(self, state: TaskState) -> nn.Module:
-        """A plain copy of the network with theta' (and the support BN statistics) baked in."""
+        """A plain copy of the network with theta' (and the support BN statistics) baked in, folded."""
         return adapted_network(self, state)
 
 

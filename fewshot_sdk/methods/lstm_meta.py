@@ -36,9 +36,10 @@ from torch import Tensor, nn
 from fewshot_sdk.config import StrictModel
 from fewshot_sdk.errors import AdaptationError
 from fewshot_sdk.kernels import sgd_step
-from fewshot_sdk.methods._functional import Order, Params
 from fewshot_sdk.methods._gradient_learner import GradientConfig, GradientLearner
 from fewshot_sdk.methods.base import TaskState
+from fewshot_sdk.methods.functional_call import Params
+from fewshot_sdk.methods.inner_loop import Order
 from fewshot_sdk.registry import register_method
 
 

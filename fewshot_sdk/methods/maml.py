@@ -9,7 +9,7 @@ task's support set give a good model for that task:
 
 First-order MAML (sec. 5.2) drops the second derivatives: the inner gradients
 are treated as constants, so the meta-gradient is the query-loss gradient at
-theta'_i. Both share the functional inner loop of :mod:`._functional` and the
+theta'_i. Both share the functional inner loop of :mod:`.inner_loop` and the
 network, head and batch-norm choices of :mod:`._gradient_learner`; they differ
 only in how much graph the inner loop keeps.
 
@@ -38,8 +38,9 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from fewshot_sdk.methods._functional import Order, Params
 from fewshot_sdk.methods._gradient_learner import GradientConfig, GradientLearner
+from fewshot_sdk.methods.functional_call import Params
+from fewshot_sdk.methods.inner_loop import Order
 from fewshot_sdk.registry import register_method
 
 

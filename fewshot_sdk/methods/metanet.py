@@ -39,9 +39,9 @@ from torch.func import grad, vmap
 from fewshot_sdk.config import StrictModel
 from fewshot_sdk.data.episodes import Episode
 from fewshot_sdk.kernels import pairwise_softmax
-from fewshot_sdk.methods._functional import call
 from fewshot_sdk.methods._label_slots import check_ways, shuffled_slots, task_slots
 from fewshot_sdk.methods.base import Learner, TaskState
+from fewshot_sdk.methods.functional_call import call
 from fewshot_sdk.registry import register_method
 
 #: Andrychowicz et al.'s gradient preprocessing constant p.

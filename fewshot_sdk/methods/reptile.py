@@ -31,10 +31,11 @@ from torch import Tensor
 from fewshot_sdk.data.episodes import Episode
 from fewshot_sdk.errors import InputError
 from fewshot_sdk.kernels import sgd_step_
-from fewshot_sdk.methods._functional import AdamDirections, Order, Params, inner_loop
 from fewshot_sdk.methods._gradient_learner import GradientConfig, GradientLearner
 from fewshot_sdk.methods._step_metrics import StepMetrics
 from fewshot_sdk.methods.base import TaskState
+from fewshot_sdk.methods.functional_call import Params
+from fewshot_sdk.methods.inner_loop import AdamDirections, Order, optimiser_steps
 from fewshot_sdk.registry import register_method
 
 
@@ -83,7 +84,7 @@ class Reptile(GradientLearner):
             return self.task_loss(self.score(params, x[idx]), y[idx])
 
         directions = AdamDirections((self.config.adam_beta1, 0.999)) if self.config.inner_optimizer == "adam" else None
-        return inner_loop(loss_fn, self.initial_params(n_way), steps, lr, "none", step_fn=directions)
+        return optimiser_steps(loss_fn, self.initial_params(n_way), steps, lr, directions=directions)
 
     def inner_adapt(
         self, support_x: Tensor, support_y: Tensor, n_way: int, steps: int, lr: float, order: Order

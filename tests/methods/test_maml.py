@@ -7,7 +7,8 @@ from torch.func import functional_call
 import fewshot_sdk as fs
 from fewshot_sdk.data.episodes import Episode
 from fewshot_sdk.errors import InputError
-from fewshot_sdk.methods._functional import TaskBatchNorm, batch_statistics, call, has_tied_tensors
+from fewshot_sdk.methods.functional_call import call, has_tied_tensors
+from fewshot_sdk.methods.task_batchnorm import TaskBatchNorm, batch_statistics
 from fewshot_sdk.train.loop import TrainConfig
 
 ALPHA = 0.3

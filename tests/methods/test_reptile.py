@@ -6,7 +6,7 @@ from method_support import accuracy_before_and_after_training
 import fewshot_sdk as fs
 from fewshot_sdk.data.episodes import Episode
 from fewshot_sdk.errors import InputError
-from fewshot_sdk.methods._functional import AdamDirections, inner_loop
+from fewshot_sdk.methods.inner_loop import AdamDirections, inner_loop
 from fewshot_sdk.train.loop import TrainConfig
 
 
@@ -73,7 +73,7 @@ def test_inner_adam_matches_torch_adam():
     w = torch.randn(5, dtype=torch.float64)
     target = torch.randn(5, dtype=torch.float64)
     result = inner_loop(
-        lambda p: ((p["w"] - target) ** 4).sum(), {"w": w}, 4, 0.05, "none", step_fn=AdamDirections((0.0, 0.999))
+        lambda p: ((p["w"] - target) ** 4).sum(), {"w": w}, 4, 0.05, "none", directions=AdamDirections((0.0, 0.999))
     )
     reference = w.clone().requires_grad_()
     adam = torch.optim.Adam([reference], lr=0.05, betas=(0.0, 0.999), eps=1e-8)

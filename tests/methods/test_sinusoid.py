@@ -138,7 +138,7 @@ def test_clustered_support_points_no_longer_diverge_at_ten_steps():
 
 
 def test_backtracking_never_lets_a_test_time_step_explode_the_support_loss():
-    from fewshot_sdk.methods._functional import inner_loop
+    from fewshot_sdk.methods.inner_loop import inner_loop
 
     w = torch.tensor([3.0])
     loss_fn = lambda params: (10 * params["w"] ** 2).sum()  # noqa: E731 - lr 1 overshoots: plain SGD diverges
@@ -150,7 +150,7 @@ def test_backtracking_never_lets_a_test_time_step_explode_the_support_loss():
 
 
 def test_a_non_finite_support_loss_at_test_time_is_an_adaptation_error():
-    from fewshot_sdk.methods._functional import inner_loop
+    from fewshot_sdk.methods.inner_loop import inner_loop
 
     with pytest.raises(fs.AdaptationError, match="step 0"):
         inner_loop(lambda p: p["w"].sum() * float("nan"), {"w": torch.ones(2)}, steps=1, lr=0.1, order="none")
