@@ -64,8 +64,8 @@ def _l1_distance(q: Tensor, s: Tensor, weights: Tensor | None) -> Tensor:
     """``sum_d w_d |q_d - s_d|`` as [M, N].
 
     Without autograd (inference, the common CPU case) and with positive weights, this is
-    ``cdist(q * w, s * w, p=1)``, whose kernel never materialises [M, N, D] (10x faster
-    on CPU).  cdist has no double backward, so when a graph is being recorded the
+    ``cdist(q * w, s * w, p=1)``, whose kernel never materialises [M, N, D] (much faster
+    on CPU: ``benchmarks/results/kernels_cpu.md``).  cdist has no double backward, so when a graph is being recorded the
     difference tensor is built explicitly, in row chunks to bound memory; that path
     is differentiable to any order and correct for weights of any sign. Under export
     (:func:`exporting`) the difference is built in one piece (see the branch below).
@@ -113,10 +113,10 @@ def pairwise_softmax(
 def sgd_step(params: Sequence[Tensor], grads: Sequence[Tensor], lr: float | Sequence[Tensor]) -> list[Tensor]:
     """Return new tensors ``p - lr * g``; differentiable w.r.t. params, grads and lr tensors.
 
-    Under ``no_grad`` (test-time adaptation), a float ``lr`` is one foreach call: 26 us for Conv4's 18
-    tensors against 87 us per tensor. Otherwise the per-tensor ops stay: second-order MAML's
-    meta-iteration measured 1.05x slower through the foreach op's backward, and ``torch.func.vmap`` has
-    no batching rule for it.
+    Under ``no_grad`` (test-time adaptation), a float ``lr`` is one foreach call instead of one launch
+    per tensor. Otherwise the per-tensor ops stay: second-order MAML's meta-iteration was slower
+    through the foreach op's backward (``benchmarks/results/maml_adapt_cpu.md``), and
+    ``torch.func.vmap`` has no batching rule for it.
     """
     if isinstance(lr, (int, float)):
         if not torch.is_grad_enabled():

@@ -1,6 +1,6 @@
 """Triton multi-tensor SGD: one launch updates (or copies-and-updates) many tensors.
 
-Launching one elementwise kernel per parameter costs ~5 us each on a GPU, which
+Launching one elementwise kernel per parameter costs a launch each on a GPU, which
 dominates an inner-loop step of MAML-style adaptation on small networks.  Here the
 host builds a tiny table of raw addresses and sizes (``int64``) and a block list
 (which tensor, which offset); every program reads its row of that table, turns the

@@ -1,4 +1,4 @@
-"""The open-set protocol of benchmarks/open_set.py: AUROC, and episodes of support plus outside classes."""
+"""The open-set protocol of benchmarks/accuracy/open_set.py: AUROC, and episodes of support plus outside classes."""
 
 import pytest
 import torch
