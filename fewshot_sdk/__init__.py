@@ -1,4 +1,4 @@
-"""fewshot-sdk: adapt meta-learned models to a handful of labelled examples in milliseconds.
+"""fewshot-sdk: adapt meta-learned models to a handful of labelled examples, with no training run.
 
     import fewshot_sdk as fs
     learner = fs.load("protonet-omniglot")
@@ -18,19 +18,19 @@ from typing import TYPE_CHECKING, Any
 from fewshot_sdk.version import __version__
 
 _PUBLIC = {
-    "AdaptedModel": "fewshot_sdk.adapted",
-    "load_task": "fewshot_sdk.zoo",
+    "AdaptedModel": "fewshot_sdk.task.adapted",
+    "load_task": "fewshot_sdk.io.saved_tasks",
     "Prediction": "fewshot_sdk.api",
     "SupportSet": "fewshot_sdk.api",
     "AdaptationError": "fewshot_sdk.errors",
     "CheckpointError": "fewshot_sdk.errors",
-    "DomainWarning": "fewshot_sdk.domain",
+    "DomainWarning": "fewshot_sdk.task.domain",
     "FewShotError": "fewshot_sdk.errors",
     "InputError": "fewshot_sdk.errors",
     "Learner": "fewshot_sdk.methods.base",
-    "available": "fewshot_sdk.zoo",
-    "create": "fewshot_sdk.zoo",
-    "load": "fewshot_sdk.zoo",
+    "available": "fewshot_sdk.io.zoo",
+    "create": "fewshot_sdk.io.zoo",
+    "load": "fewshot_sdk.io.zoo",
     "keep_freed_memory": "fewshot_sdk.allocator",
 }
 
@@ -53,13 +53,14 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from fewshot_sdk.adapted import AdaptedModel
     from fewshot_sdk.allocator import keep_freed_memory
     from fewshot_sdk.api import Prediction, SupportSet
-    from fewshot_sdk.domain import DomainWarning
     from fewshot_sdk.errors import AdaptationError, CheckpointError, FewShotError, InputError
+    from fewshot_sdk.io.saved_tasks import load_task
+    from fewshot_sdk.io.zoo import available, create, load
     from fewshot_sdk.methods.base import Learner
-    from fewshot_sdk.zoo import available, create, load, load_task
+    from fewshot_sdk.task.adapted import AdaptedModel
+    from fewshot_sdk.task.domain import DomainWarning
 
 
 def __getattr__(name: str) -> Any:

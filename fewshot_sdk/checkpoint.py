@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import torch
 from pydantic import Field, ValidationError
@@ -32,7 +32,20 @@ from fewshot_sdk.version import __version__
 if TYPE_CHECKING:
     from torch import nn
 
-    from fewshot_sdk.methods.base import Learner
+
+class SavedLearner(Protocol):
+    """What the format reads off a learner (``methods.base.Learner``): it knows no method."""
+
+    method: str
+    config: StrictModel
+    backbone_config: BackboneConfig
+    preprocess_config: PreprocessConfig
+    domain: str
+    storage_dtype: Literal["float32", "float16"]
+    provenance: Provenance
+
+    def state_dict(self) -> dict[str, Any]: ...
+
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.safetensors"
@@ -61,7 +74,7 @@ class LearnerConfig(StrictModel):
     provenance: Provenance = Field(default_factory=Provenance)
 
 
-def learner_config(learner: Learner) -> LearnerConfig:
+def learner_config(learner: SavedLearner) -> LearnerConfig:
     return LearnerConfig(
         method=learner.method,
         method_config=learner.config.model_dump(mode="json"),
@@ -114,13 +127,13 @@ def follow_umask(path: Path) -> None:
     path.chmod(0o666 & ~mask)
 
 
-def stored_tensors(learner: Learner) -> dict[str, torch.Tensor]:
+def stored_tensors(learner: SavedLearner) -> dict[str, torch.Tensor]:
     """The state dict as written to disk: floating-point tensors in the learner's ``storage_dtype``."""
     dtype = torch.float16 if learner.storage_dtype == "float16" else torch.float32
     return {k: v.to(dtype) if v.is_floating_point() else v for k, v in learner.state_dict().items()}
 
 
-def save_learner(learner: Learner, folder: str | Path, overwrite: bool = False) -> Path:
+def save_learner(learner: SavedLearner, folder: str | Path, overwrite: bool = False) -> Path:
     path = prepare_output_folder(folder, overwrite, (CONFIG_FILE, WEIGHTS_FILE))
     write_weights(path / WEIGHTS_FILE, stored_tensors(learner), {"format": "fewshot-sdk/learner"})
     write_json(path / CONFIG_FILE, learner_config(learner))

@@ -1,7 +1,7 @@
 """One registry: method name -> Learner class (which carries its config model); zoo name -> checkpoint.
 
 A leaf: it imports nothing of the package. Methods register themselves with
-:func:`register_method` when ``fewshot_sdk.methods`` is imported (``fewshot_sdk.zoo``
+:func:`register_method` when ``fewshot_sdk.methods`` is imported (``fewshot_sdk.io.zoo``
 does that before any lookup); bundled checkpoints are discovered from the
 folders under ``fewshot_sdk/models/zoo/``, so shipping a model is adding a folder.
 """
@@ -9,15 +9,13 @@ folders under ``fewshot_sdk/models/zoo/``, so shipping a model is adding a folde
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
-
-if TYPE_CHECKING:
-    from fewshot_sdk.methods.base import Learner
+from typing import Any, TypeVar
 
 ZOO_DIR = Path(__file__).parent / "models" / "zoo"
 
-_METHODS: dict[str, type[Learner]] = {}
-LearnerT = TypeVar("LearnerT", bound="type[Learner]")
+#: Name (and alias) -> Learner class; typed loosely, since the registry sits below the methods.
+_METHODS: dict[str, Any] = {}
+LearnerT = TypeVar("LearnerT", bound=type)
 
 
 def register_method(cls: LearnerT) -> LearnerT:
@@ -29,8 +27,8 @@ def register_method(cls: LearnerT) -> LearnerT:
     return cls
 
 
-def registered_methods() -> dict[str, type[Learner]]:
-    """Name (and alias) -> Learner class, as registered so far; ``fewshot_sdk.zoo.method_class`` loads them all."""
+def registered_methods() -> dict[str, Any]:
+    """Name (and alias) -> Learner class, as registered so far; ``fewshot_sdk.io.zoo.method_class`` loads them all."""
     return dict(_METHODS)
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import fewshot_sdk as fs
-from fewshot_sdk.zoo import method_class, method_names
+from fewshot_sdk.io.zoo import method_class, method_names
 
 METHODS = sorted({method_class(name).method for name in method_names()})
 

@@ -12,8 +12,8 @@ from PIL import Image
 import fewshot_sdk as fs
 from fewshot_sdk.cli.app import DEFAULT_MODEL
 from fewshot_sdk.config import PreprocessConfig
-from fewshot_sdk.domain import PHOTO_MODEL, DomainWarning, check_images, photo_description
 from fewshot_sdk.registry import zoo_path
+from fewshot_sdk.task.domain import PHOTO_MODEL, DomainWarning, check_images, photo_description
 
 
 def colour_photo(seed: int, width: int = 451, height: int = 300) -> Image.Image:

@@ -12,7 +12,7 @@ from cli_support import assert_clean_error, run
 from safetensors.torch import load_file, save_file
 
 import fewshot_sdk as fs
-from fewshot_sdk.adapted import TASK_FILE, TASK_WEIGHTS
+from fewshot_sdk.task.adapted import TASK_FILE, TASK_WEIGHTS
 
 
 def adapted(ways: int = 3) -> fs.AdaptedModel:

@@ -1,10 +1,11 @@
-"""The package's import-time graph has no circle: every module can be imported first, alone.
+"""Imports run one way: every module imports only from its own layer or below, and no files import each other.
 
-Only imports that run when a module is imported count: top-level ``import`` statements,
-not those under ``if TYPE_CHECKING:`` (annotations only) nor those inside functions
-(deferred on purpose, e.g. ``Learner.adapt`` building an ``AdaptedModel``). A package's
-``__init__`` importing its own submodules is no circle (the package is already in
-``sys.modules`` then), so "a.b imports a" edges are not drawn.
+Every import counts, at the top of a file or inside a function alike: a deferred import is still
+a dependency, and hiding one in a function is how back edges crept in before. Only imports under
+``if TYPE_CHECKING:`` (annotations, never run) are exempt. A package's ``__init__`` importing its
+own submodules is no edge (the package is already in ``sys.modules`` then).
+
+The layers, lowest first (``docs/architecture.md`` says why each sits where it does):
 """
 
 from __future__ import annotations
@@ -14,33 +15,108 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "fewshot_sdk"
 
+#: Lowest first; a module belongs to the layer of the longest prefix it matches.
+LAYERS: list[tuple[str, tuple[str, ...]]] = [
+    (
+        "base",
+        (
+            "fewshot_sdk.version",
+            "fewshot_sdk.errors",
+            "fewshot_sdk.finite",
+            "fewshot_sdk.config",
+            "fewshot_sdk.registry",
+            "fewshot_sdk.progress",
+            "fewshot_sdk.allocator",
+            "fewshot_sdk.predict_options",
+            "fewshot_sdk.checkpoint",
+        ),
+    ),
+    ("data", ("fewshot_sdk.imageio", "fewshot_sdk.data", "fewshot_sdk.api")),
+    ("models, kernels, graphs", ("fewshot_sdk.models", "fewshot_sdk.kernels", "fewshot_sdk.export")),
+    ("task", ("fewshot_sdk.task",)),
+    ("methods", ("fewshot_sdk.methods",)),
+    ("io", ("fewshot_sdk.io",)),
+    ("train", ("fewshot_sdk.train",)),
+    # ``python -m fewshot_sdk.train`` (torchrun's entry point, a documented name) is the CLI's train command
+    ("cli", ("fewshot_sdk.cli", "fewshot_sdk.train.__main__")),
+    ("face", ("fewshot_sdk",)),
+]
+__doc__ = (__doc__ or "") + "\n".join(
+    f"{i}. {name}: {', '.join(prefixes)}" for i, (name, prefixes) in enumerate(LAYERS)
+)
+
 
 def module_name(path: Path) -> str:
     parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def import_time_imports(path: Path, known: set[str]) -> set[str]:
+def layer_of(module: str) -> int:
+    matches = [
+        (len(prefix), index)
+        for index, (_, prefixes) in enumerate(LAYERS)
+        for prefix in prefixes
+        if module == prefix or module.startswith(prefix + ".")
+    ]
+    if not matches:
+        raise AssertionError(f"{module} belongs to no layer: add it to LAYERS")
+    return max(matches)[1]
+
+
+def imports_of(path: Path, known: set[str]) -> dict[str, int]:
+    """Every package module ``path`` imports (top level and inside functions), with the line of the first import."""
     tree = ast.parse(path.read_text())
-    found: set[str] = set()
-    for node in tree.body:  # top level only
+    exempt: set[int] = set()
+    for node in ast.walk(tree):
         if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            exempt.update(id(child) for statement in node.body for child in ast.walk(statement))
+    found: dict[str, int] = {}
+    for node in ast.walk(tree):
+        if id(node) in exempt:
             continue
-        for child in ast.walk(node) if isinstance(node, (ast.Import, ast.ImportFrom, ast.If, ast.Try)) else []:
-            if isinstance(child, ast.Import):
-                names = [alias.name for alias in child.names]
-            elif isinstance(child, ast.ImportFrom) and child.module and child.level == 0:
-                names = [child.module] + [f"{child.module}.{alias.name}" for alias in child.names]
-            else:
-                continue
-            found.update(name for name in names if name in known)
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            submodules = [f"{node.module}.{alias.name}" for alias in node.names]
+            names = [name for name in submodules if name in known] or [node.module]
+        else:
+            continue
+        for name in names:
+            if name in known:
+                found.setdefault(name, node.lineno)
     return found
 
 
-def test_no_import_circle_at_import_time():
+def package_graph() -> dict[str, dict[str, int]]:
     files = {module_name(p): p for p in PACKAGE.rglob("*.py")}
     known = set(files)
-    graph = {name: import_time_imports(path, known) - {name} for name, path in files.items()}
+    graph = {}
+    for name, path in files.items():
+        edges = imports_of(path, known)
+        graph[name] = {
+            target: line for target, line in edges.items() if target != name and not name.startswith(target + ".")
+        }
+    return graph
+
+
+def test_every_module_belongs_to_a_layer():
+    for name in package_graph():
+        layer_of(name)
+
+
+def test_every_import_runs_down_or_across_never_up():
+    upward = []
+    for name, edges in sorted(package_graph().items()):
+        for target, line in sorted(edges.items()):
+            if layer_of(target) > layer_of(name):
+                upward.append(
+                    f"{name}:{line} imports {target} ({LAYERS[layer_of(name)][0]} -> {LAYERS[layer_of(target)][0]})"
+                )
+    assert not upward, "imports that run back up:\n" + "\n".join(upward)
+
+
+def test_no_files_import_each_other():
+    graph = package_graph()
     state: dict[str, int] = {}
     stack: list[str] = []
 
@@ -61,10 +137,15 @@ def test_no_import_circle_at_import_time():
 
 
 def test_the_registry_is_a_leaf_and_the_checkpoint_format_knows_no_methods():
-    files = {module_name(p): p for p in PACKAGE.rglob("*.py")}
-    known = set(files)
-    assert import_time_imports(files["fewshot_sdk.registry"], known) == set()
+    graph = package_graph()
+    assert set(graph["fewshot_sdk.registry"]) == set()
     assert not any(
-        name.startswith(("fewshot_sdk.methods", "fewshot_sdk.train", "fewshot_sdk.zoo"))
-        for name in import_time_imports(files["fewshot_sdk.checkpoint"], known)
+        name.startswith(("fewshot_sdk.methods", "fewshot_sdk.train", "fewshot_sdk.io"))
+        for name in graph["fewshot_sdk.checkpoint"]
     )
+
+
+def test_an_upward_import_inside_a_function_is_caught(tmp_path):
+    module = tmp_path / "lower.py"
+    module.write_text("def late():\n    from fewshot_sdk.cli import app\n    return app\n")
+    assert imports_of(module, {"fewshot_sdk.cli", "fewshot_sdk.cli.app"}) == {"fewshot_sdk.cli.app": 2}

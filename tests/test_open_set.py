@@ -8,9 +8,9 @@ import torch
 
 import fewshot_sdk as fs
 from fewshot_sdk.errors import InputError
-from fewshot_sdk.methods._open_set import choose_threshold, shot_folds
+from fewshot_sdk.io.zoo import method_class, method_names
 from fewshot_sdk.methods.base import Learner
-from fewshot_sdk.zoo import method_class, method_names
+from fewshot_sdk.task.open_set import choose_threshold, shot_folds
 
 METHODS = sorted({method_class(name).method for name in method_names()} - {"maml-sinusoid"})
 

@@ -7,7 +7,7 @@ import torch
 
 import fewshot_sdk as fs
 from fewshot_sdk.errors import InputError
-from fewshot_sdk.zoo import method_class, method_names
+from fewshot_sdk.io.zoo import method_class, method_names
 
 METHODS = sorted({method_class(name).method for name in method_names()})
 GROWABLE = [m for m in METHODS if fs.create(m).task_layout() is not None]

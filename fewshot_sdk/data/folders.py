@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypeVar
 
 from fewshot_sdk.errors import InputError
 from fewshot_sdk.imageio import is_image_file
@@ -80,7 +81,6 @@ def image_statistics(files: list[Path], sample: int = 120) -> tuple[int, tuple[f
     """
     import numpy as np
 
-    from fewshot_sdk.domain import even_sample
     from fewshot_sdk.imageio import load_image, looks_colourful, to_model_pixels
 
     images = [load_image(path) for path in even_sample(files, sample)]
@@ -92,3 +92,14 @@ def image_statistics(files: list[Path], sample: int = 120) -> tuple[int, tuple[f
     mean = pixels.mean(axis=(0, 1))
     std = np.maximum(pixels.std(axis=(0, 1)), 1e-3)
     return channels, tuple(round(float(v), 4) for v in mean), tuple(round(float(v), 4) for v in std)
+
+
+T = TypeVar("T")
+
+
+def even_sample(items: list[T], count: int) -> list[T]:
+    """``count`` items spread evenly from first to last (all of them when there are no more)."""
+    if len(items) <= count:
+        return items
+    last = len(items) - 1
+    return [items[i * last // (count - 1)] for i in range(count)]

@@ -1,6 +1,7 @@
-"""ONNX deployment: export an adapted task to one ``.onnx`` file, run it without torch.
+"""ONNX: write a task network as one verified ``.onnx`` file, run such a file without torch.
 
-``export_task`` (torch side) lives in :mod:`fewshot_sdk.export.onnx`;
+The writer (``verified_graph`` / ``write_graph``, torch side) lives in
+:mod:`fewshot_sdk.export.onnx` and knows no task (``task.export_onnx`` calls it);
 ``OnnxClassifier`` / ``classify_with_onnx`` (onnxruntime + numpy + pillow only) in
 :mod:`fewshot_sdk.export.runtime`. Names are resolved lazily so that importing the
 runtime never imports the exporter, and with it torch.
@@ -12,10 +13,10 @@ import importlib
 from typing import Any
 
 _LOCATIONS = {
-    "export_task": "onnx",
+    "verified_graph": "onnx",
+    "write_graph": "onnx",
     "ExportError": "onnx",
     "OnnxClassifier": "runtime",
-    "OnnxTask": "onnx_task",
     "classify_with_onnx": "runtime",
     "choose_providers": "runtime",
     "OnnxMetadata": "metadata",

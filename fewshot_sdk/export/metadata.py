@@ -61,7 +61,7 @@ class OnnxMetadata:
     #: The task's ``reject="auto"`` threshold on the ``novelty`` output; None: not calibrated.
     novelty_threshold: float | None = None
     #: The saved task folder this file belongs to (``task.save(..., onnx=True)``), as the digest of its
-    #: task files; None: a free-standing export. See :mod:`fewshot_sdk.export.task_folder`.
+    #: task files; None: a free-standing export. See :mod:`fewshot_sdk.io.saved_tasks`.
     task_digest: str | None = None
     input_name: str = INPUT_NAME
     output_names: tuple[str, ...] = OUTPUT_NAMES

@@ -1,13 +1,12 @@
-"""Exporting an adapted task to one self-contained ``.onnx`` file.
+"""Writing a task network as one self-contained ``.onnx`` file that reproduces it.
 
 The graph's input ``images`` is the batch ``task.preprocess(images)`` produces
 ([B, C, H, W] float32, B dynamic); its outputs are ``logits``, ``probs`` and
-``novelty`` (each query's open-set score, :mod:`fewshot_sdk.methods._open_set`;
-the task's ``reject="auto"`` threshold travels in the metadata). The
-method decides what the graph computes through ``learner.export_module(state)``
-(the task state baked in as constants: ProtoNet's prototypes as a linear layer,
-stored embeddings, memories, class feature maps or adapted weights); this module
-adds ``probs = learner.probabilities(logits)`` and stays free of per-method code.
+``novelty`` (each query's open-set score, :mod:`fewshot_sdk.task.open_set`;
+the task's ``reject="auto"`` threshold travels in the metadata). What the graph
+computes is the task network (:class:`~fewshot_sdk.task.network.TaskNetwork`) that
+``predict`` runs, with the task state baked in as constants; this module knows no
+method and no task, only a module, its input shape and the metadata to write.
 
 Two exporters are tried in turn, and a graph is written only if it reproduces the task.
 First torch's TorchScript tracer (``dynamo=False``): a fraction of a second for these small
@@ -43,24 +42,18 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
 import torch
 from torch import nn
 
-from fewshot_sdk.checkpoint import follow_umask, non_finite
+from fewshot_sdk.checkpoint import follow_umask
 from fewshot_sdk.errors import FewShotError, InputError
 from fewshot_sdk.export.metadata import INPUT_NAME, OUTPUT_NAMES, OnnxMetadata
-from fewshot_sdk.methods._open_set import max_logit_novelty
 from fewshot_sdk.version import __version__
-
-if TYPE_CHECKING:
-    from fewshot_sdk.adapted import AdaptedModel
-    from fewshot_sdk.methods.base import Learner
 
 #: Largest |probs(onnx) - probs(torch)| an export may show on its check batch.
 TOLERANCE = 1e-4
@@ -73,68 +66,30 @@ class ExportError(FewShotError):
     """The task could not be written as an ONNX graph that reproduces it."""
 
 
-class ExportedTask(nn.Module):
-    """images -> (logits, probs, novelty): the method's export module plus its own probability rule.
-
-    ``probs`` comes from ``learner.probabilities`` (softmax for most methods, but
-    e.g. Siamese normalises per-class sigmoid scores), never a hard-coded softmax.
-    ``novelty`` is the export module's own when it returns one, else minus the largest logit.
-    """
-
-    def __init__(self, learner: Learner, logits_module: nn.Module) -> None:
-        super().__init__()
-        self.learner = learner
-        self.logits_module = logits_module
-
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        outputs = self.logits_module(images)
-        logits, novelty = outputs if isinstance(outputs, tuple) else (outputs, max_logit_novelty(outputs))
-        return logits, self.learner.probabilities(logits), novelty
-
-
 @dataclass(frozen=True)
 class VerifiedGraph:
-    """A graph that reproduced its task on the parity check, not yet written: what to write and who wrote it."""
+    """A graph that reproduced its network on the parity check, not yet written: what to write and who wrote it."""
 
     proto: onnx.ModelProto
     exporter: str
-    novelty_threshold: float | None
-
-
-def export_task(
-    task: AdaptedModel,
-    path: str | os.PathLike,
-    opset: int | None = None,
-    overwrite: bool = False,
-    phases: dict[str, float] | None = None,
-) -> Path:
-    """Write ``task`` as one ``.onnx`` file (weights inside) and return its path.
-
-    ``opset``: the ONNX opset to target (default: the exporter's choice). An
-    existing file is replaced only with ``overwrite=True``; a failed export
-    leaves no file behind. ``phases``, when given, receives the seconds each step took.
-    """
-    out = check_destination(path, overwrite)
-    return write_graph(verified_graph(task, opset, phases), task, out, phases=phases)
 
 
 def verified_graph(
-    task: AdaptedModel, opset: int | None = None, phases: dict[str, float] | None = None
+    network: nn.Module,
+    input_shape: tuple[int, ...],
+    what: str = "task",
+    opset: int | None = None,
+    phases: dict[str, float] | None = None,
 ) -> VerifiedGraph:
-    """The task as an ONNX graph that matches torch's probabilities and novelty, or :class:`ExportError`."""
-    if task.task != "classification":
-        raise InputError(f"only classification tasks export to ONNX; this {task.method} task is a {task.task} task")
+    """``network`` (images -> logits, probs, novelty; eval, no autograd) as an ONNX graph that matches it.
+
+    ``what`` names the network in errors (``"protonet task"``). Raises :class:`ExportError` when
+    no exporter writes a graph whose probabilities and novelty match torch's.
+    """
     opset = _check_opset(opset)
     with _timed(phases, "prepare"):
-        learner = copy.deepcopy(task.learner).cpu().eval()  # never move or mutate the caller's learner
-        learner.requires_grad_(False)  # an inference graph: methods take their no-autograd paths, as in predict
-        state = {name: tensor.detach().cpu().clone() for name, tensor in task.state.items()}
-        broken = non_finite(state)
-        if broken:
-            raise InputError(f"the {task.method} task holds NaN or infinite values in {broken[:3]}: re-adapt it")
-        threshold = task.novelty_threshold_or_none()  # before the export work, so a calibration error comes first
-        module = ExportedTask(learner, learner.export_module(state)).eval()
-        input_shape = learner.preprocess_config.input_shape
+        if any(t.device.type != "cpu" for t in (*network.parameters(), *network.buffers())):
+            network = copy.deepcopy(network).cpu()  # never move the caller's network
         generator = torch.Generator().manual_seed(0)
         example = torch.randn(TRACE_BATCH, *input_shape, generator=generator)
         checks = [
@@ -147,14 +102,14 @@ def verified_graph(
                 ]
             ),
         ]
-        with torch.no_grad():
-            expected = [_probs_and_novelty(learner, state, check) for check in checks]
+        with torch.no_grad():  # torch's own network: an inference engine answers only under inference_mode
+            expected = [[output.numpy() for output in network(check)[1:]] for check in checks]
 
     failures = []
     for name, exporter in EXPORTERS:  # the fast tracer first, torch.export where the trace is refused
         try:
             with _timed(phases, f"exporter ({name})"):
-                proto = exporter(module, example, opset)
+                proto = exporter(network, example, opset)
             with _timed(phases, "onnx.checker"):
                 onnx.checker.check_model(proto)
             difference = _max_difference(proto, [check.numpy() for check in checks], expected, phases)
@@ -162,24 +117,17 @@ def verified_graph(
             failures.append(f"{name}: {_one_line(exc)}")
             continue
         if difference <= TOLERANCE:
-            return VerifiedGraph(proto, name, threshold)
+            return VerifiedGraph(proto, name)
         failures.append(f"{name}: probabilities or novelty differ from torch by {difference:.2e}")
-    raise ExportError(f"could not export the {task.method} task to ONNX ({'; '.join(failures)})")
+    raise ExportError(f"could not export the {what} to ONNX ({'; '.join(failures)})")
 
 
 def write_graph(
-    graph: VerifiedGraph,
-    task: AdaptedModel,
-    out: Path,
-    task_digest: str | None = None,
-    phases: dict[str, float] | None = None,
+    graph: VerifiedGraph, metadata: OnnxMetadata, out: Path, phases: dict[str, float] | None = None
 ) -> Path:
-    """Write a verified graph with the task's ``fewshot.*`` metadata to ``out``, atomically.
-
-    ``task_digest``: the saved task folder the file was exported from (:mod:`fewshot_sdk.export.task_folder`).
-    """
+    """Write a verified graph with its ``fewshot.*`` metadata (the exporter filled in) to ``out``, atomically."""
     with _timed(phases, "metadata and writing"):
-        _add_metadata(graph.proto, task, graph.exporter, graph.novelty_threshold, task_digest)
+        _add_metadata(graph.proto, replace(metadata, exporter=graph.exporter))
         _write_atomically(graph.proto, out)
     return out
 
@@ -304,11 +252,6 @@ def _check_opset(opset: int | None) -> int | None:
     return opset
 
 
-def _probs_and_novelty(learner: Learner, state: dict[str, torch.Tensor], batch: torch.Tensor) -> list[np.ndarray]:
-    logits, novelty = learner.score_with_novelty(state, batch)
-    return [learner.probabilities(logits).numpy(), novelty.numpy()]
-
-
 def _max_difference(
     proto: onnx.ModelProto,
     batches: list[np.ndarray],
@@ -344,13 +287,7 @@ def _max_difference(
     return worst
 
 
-def _add_metadata(
-    proto: onnx.ModelProto, task: AdaptedModel, exporter: str, threshold: float | None, task_digest: str | None
-) -> None:
-    config = task.learner.preprocess_config
-    metadata = OnnxMetadata.describing(
-        task.method, task.class_names, config, __version__, exporter, threshold, task_digest
-    )
+def _add_metadata(proto: onnx.ModelProto, metadata: OnnxMetadata) -> None:
     props = {entry.key: entry.value for entry in proto.metadata_props}
     props.update(metadata.to_props())
     del proto.metadata_props[:]
@@ -358,7 +295,7 @@ def _add_metadata(
         proto.metadata_props.add(key=key, value=value)
     proto.producer_name = "fewshot-sdk"
     proto.producer_version = __version__
-    proto.doc_string = f"fewshot-sdk {task.method} task over {len(task.class_names)} classes"
+    proto.doc_string = f"fewshot-sdk {metadata.method} task over {len(metadata.class_names)} classes"
 
 
 def _write_atomically(proto: onnx.ModelProto, out: Path) -> None:

@@ -31,7 +31,6 @@ Choices, and why:
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Sequence
 from typing import ClassVar, Literal
 
@@ -84,12 +83,11 @@ class GradientLearner(Learner):
     Options: ClassVar[type[StrictModel]] = GradientOptions
     #: whether ``train_step`` may batch tasks with vmap (methods whose meta-update is MAML's)
     vmap_tasks: ClassVar[bool] = False
+    #: a task's network is theta' baked into a folded copy (:func:`adapted_network`), built per task
+    has_inference_twin: ClassVar[bool] = False
 
     def build(self) -> None:
         use_task_batchnorm(self.backbone, "backbone.")
-        # a task's network is folded once, when it is baked (adapted_network); the learner's own batch
-        # norms normalise by each batch, so the backbone has nothing of its own to fold
-        self.backbone.fold_batchnorm = False
         outputs = 1 if self.config.task == "regression" else self.config.n_way
         self.head = nn.Linear(self.backbone.out_features, outputs)
 
@@ -187,27 +185,11 @@ class GradientLearner(Learner):
         return self.inner_adapt(support_x, support_y, n_way, steps, lr, "none")
 
     def score(self, state: TaskState, query_x: Tensor) -> Tensor:
-        """Through ``functional_call`` where the logits may be differentiated (meta-training); a predict
-        (eval mode, no grad) runs the task's network with theta' baked in, built once per task state:
-        at batch 1, swapping the parameters in for every call cost a fifth of the forward."""
-        if torch.is_grad_enabled() or self.training:
-            return call(self, state, query_x)
-        return self.baked_network(state)(query_x)
+        """The network with theta' swapped in through ``functional_call`` (meta-training, calibration).
 
-    #: how many tasks' baked networks a learner keeps (a server predicts for a few tasks in turn)
-    BAKED_TASKS: ClassVar[int] = 8
-
-    def baked_network(self, state: TaskState) -> nn.Module:
-        """:func:`adapted_network` of ``state``, from a small cache keyed by the state's identity."""
-        cache: OrderedDict[int, tuple[TaskState, nn.Module]] = self.__dict__.setdefault("_baked", OrderedDict())
-        entry = cache.get(id(state))
-        if entry is not None and entry[0] is state:
-            return entry[1]
-        network = adapted_network(self, state)
-        cache[id(state)] = (state, network)
-        while len(cache) > self.BAKED_TASKS:
-            cache.popitem(last=False)
-        return network
+        ``predict`` runs the task network instead: theta' baked into a folded copy (:func:`adapted_network`).
+        """
+        return call(self, state, query_x)
 
     def episode_loss(self, episode: Episode) -> tuple[Tensor, Tensor]:
         """Query loss after the meta-training inner loop (``inner_steps``, graph of ``meta_order``)."""
@@ -298,8 +280,7 @@ def adapted_network(learner: GradientLearner, state: TaskState) -> AdaptedNetwor
     (:mod:`fewshot_sdk.models.folding`); in ``bn="transductive"`` mode it stays, normalising each batch.
 
     The copy is a :func:`shadow_module` tree with every parameter replaced, not a deep copy of the
-    learner's: copying theta only to overwrite it with theta' cost 2.2 ms of a 25 ms 75-query MAML
-    predict (benchmarks/maml_adapt.py).
+    learner's: copying theta only to overwrite it with theta' would double the bake's work.
     """
     network = AdaptedNetwork(shadow_module(learner.backbone), shadow_module(learner.head))
     for module in network.modules():  # its own hook tables too: a hook put on the copy stays off the learner
@@ -312,5 +293,5 @@ def adapted_network(learner: GradientLearner, state: TaskState) -> AdaptedNetwor
         tensor = state.get(name, parameter)  # every parameter is replaced: none stays the learner's live one
         path, _, leaf = name.rpartition(".")
         setattr(network.get_submodule(path), leaf, nn.Parameter(tensor.detach().clone(), requires_grad=False))
-    fold_batchnorm_(network.eval())  # with the support statistics: 75 glyphs in 9.6 ms instead of 17.2
+    fold_batchnorm_(network.eval())  # with the support statistics (benchmarks/results/batchnorm_folding_cpu.md)
     return network

@@ -11,20 +11,28 @@ A method writes three things, in the words of its paper:
   optimiser step".
 
 Everything else (preprocessing, validation, batching, devices, Prediction,
-saving, export) is shared here and in :mod:`fewshot_sdk.adapted`.
+saving, export) is shared here and in :mod:`fewshot_sdk.task`.
+
+Inference runs on the learner's *inference twin* (:meth:`Learner.inference_learner`): a copy
+whose backbone is a :class:`~fewshot_sdk.models.frozen.FrozenBackbone` (batch norm folded, eval,
+no autograd, chunked, optionally onnxruntime). ``fs.load`` freezes a learner, building the twin
+once; a learner being trained has none, and ``adapt`` then builds one for the task it makes.
 """
 
 from __future__ import annotations
 
+import copy
 from abc import ABCMeta, abstractmethod
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, ClassVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from pydantic import ValidationError
 from torch import nn
 
+from fewshot_sdk.api import SupportSet
+from fewshot_sdk.checkpoint import save_learner
 from fewshot_sdk.config import (
     BackboneConfig,
     PreprocessConfig,
@@ -35,21 +43,21 @@ from fewshot_sdk.config import (
 from fewshot_sdk.data.episodes import Episode
 from fewshot_sdk.data.images import ImageLike, Preprocessor
 from fewshot_sdk.data.labelled import LabelledImages
-from fewshot_sdk.domain import check_images
 from fewshot_sdk.errors import InputError
 from fewshot_sdk.finite import all_finite
-from fewshot_sdk.methods._open_set import choose_threshold, held_out_scores, max_logit_novelty
 from fewshot_sdk.methods._step_metrics import StepMetrics
-from fewshot_sdk.methods._task_layout import Layout
 from fewshot_sdk.models.backbones import build_backbone, default_domain, default_preprocess
+from fewshot_sdk.models.frozen import EngineFactory, FrozenBackbone
+from fewshot_sdk.task.adapted import AdaptedModel, TaskState, TaskSupport
+from fewshot_sdk.task.domain import check_images
+from fewshot_sdk.task.layout import Layout
+from fewshot_sdk.task.network import TaskNetwork
+from fewshot_sdk.task.open_set import choose_threshold, held_out_scores, max_logit_novelty
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from fewshot_sdk.adapted import AdaptedModel
-    from fewshot_sdk.api import SupportSet
-
-TaskState = dict[str, torch.Tensor]
+__all__ = ["Learner", "NoOptions", "TaskState", "check_support", "class_means"]
 
 
 class NoOptions(StrictModel):
@@ -76,6 +84,9 @@ class Learner(nn.Module, metaclass=ABCMeta):
     #: True when the backbone embeds each image the same way whatever the task (no per-task
     #: weights, no transductive statistics), so evaluation may embed every image once and reuse it.
     task_independent_embedding: ClassVar[bool] = False
+    #: False where adaptation runs the learner's own network with weights swapped in (the MAML family):
+    #: its task network is built from the adapted weights instead, so an inference twin has nothing to do.
+    has_inference_twin: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -149,7 +160,7 @@ class Learner(nn.Module, metaclass=ABCMeta):
         self, x: torch.Tensor, y: torch.Tensor, n_way: int, options: StrictModel | None = None
     ) -> float:
         """The ``reject="auto"`` threshold of the task adapted on this support set, from that support set alone."""
-        known, unknown = self.held_out_novelty(x, y, n_way, options)
+        known, unknown = self.frozen_or_self().held_out_novelty(x, y, n_way, options)
         return choose_threshold(known.cpu(), unknown.cpu(), self.method)
 
     def task_layout(self) -> Layout | None:
@@ -217,11 +228,86 @@ class Learner(nn.Module, metaclass=ABCMeta):
         return metrics.summary()
 
     def export_module(self, state: TaskState) -> nn.Module:
-        """An ``nn.Module`` mapping a model-ready batch to logits with the task state baked in (ONNX).
+        """An ``nn.Module`` mapping a model-ready batch to logits with the task state baked in.
 
+        The scorer of the task network (``predict`` and the ONNX file), called on the inference twin.
         It may return ``(logits, novelty)``; a module returning logits alone gets the default novelty.
         """
         return _ScoreWithState(self, state)
+
+    # ------------------------------------------------------- inference twin
+    def freeze(self, engine: EngineFactory | None = None) -> Learner:
+        """Build this learner's inference twin once, for every later ``adapt`` and evaluation; returns self.
+
+        The twin is a copy made from the weights of this moment, its backbone's batch norms folded
+        (:class:`~fewshot_sdk.models.frozen.FrozenBackbone`); ``engine`` runs its backbone's
+        inference elsewhere (``fs.load(..., runtime="onnxruntime")``). ``fs.load`` freezes the learners
+        it returns. ``train()`` (as every training loop calls), ``unfreeze()``, ``load_state_dict``
+        and moving the learner (``.to()``) drop or rebuild the twin; a training loop of your own that
+        steps the weights without ``learner.train()`` must call ``unfreeze()`` first.
+        """
+        self.__dict__["_engine"] = engine
+        self.__dict__["_twin"] = self.inference_twin(engine) if self.has_inference_twin else self
+        return self
+
+    def unfreeze(self) -> Learner:
+        """Drop the inference twin: ``adapt`` builds one per task again from the current weights."""
+        self.__dict__.pop("_twin", None)
+        self.__dict__.pop("_engine", None)
+        return self
+
+    @property
+    def frozen(self) -> bool:
+        return "_twin" in self.__dict__
+
+    def frozen_or_self(self) -> Learner:
+        """The twin of a frozen learner, else the learner itself (state-only work: evaluation, calibration)."""
+        return self.__dict__.get("_twin", self)
+
+    def inference_learner(self) -> Learner:
+        """The learner a task network is built on: the twin of a frozen learner, else a twin built now.
+
+        Never the live learner where it has a twin to build: a task must not change when the learner trains.
+        """
+        twin = self.__dict__.get("_twin")
+        if twin is not None:
+            return twin
+        return self.inference_twin() if self.has_inference_twin else self
+
+    def inference_twin(self, engine: EngineFactory | None = None) -> Learner:
+        """A frozen copy of this learner for inference, its backbone a :class:`FrozenBackbone`."""
+        memo: dict[int, Any] = {id(self.backbone): FrozenBackbone(self.backbone, engine)}
+        for private in ("_twin", "_engine"):
+            if private in self.__dict__:
+                memo[id(self.__dict__[private])] = None
+        twin = copy.deepcopy(self, memo)
+        for private in ("_twin", "_engine"):
+            twin.__dict__.pop(private, None)
+        nn.Module.train(twin, False)
+        return twin.requires_grad_(False)
+
+    def task_network(self, state: TaskState) -> TaskNetwork:
+        """The task network of ``state``: built once per task, run by ``predict``, serialised by export."""
+        learner = self.inference_learner()
+        return TaskNetwork(learner.export_module(state), learner.probabilities)
+
+    def train(self, mode: bool = True) -> Learner:
+        """Training mode also drops the inference twin (:meth:`freeze`): the weights are about to change."""
+        if mode:
+            self.unfreeze()
+        return super().train(mode)
+
+    def _apply(self, fn: Callable[..., Any], recurse: bool = True) -> Learner:
+        super()._apply(fn, recurse)
+        if self.frozen:  # moved or cast: the twin follows
+            self.freeze(self.__dict__.get("_engine"))
+        return self
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
+        result = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        if self.frozen:  # new weights: a new twin
+            self.freeze(self.__dict__.get("_engine"))
+        return result
 
     # ------------------------------------------------------- shared API
     @property
@@ -239,11 +325,9 @@ class Learner(nn.Module, metaclass=ABCMeta):
     def adapt(self, support: SupportSet, **options: object) -> AdaptedModel:
         """Adapt to a support set; returns the task, leaves the learner untouched.
 
-        ``options`` go to the method's ``fit_task`` (e.g. MAML's ``steps`` and ``lr``).
+        ``options`` go to the method's ``fit_task`` (e.g. MAML's ``steps`` and ``lr``). The task's
+        network is built here, once, on the inference twin (:meth:`inference_learner`).
         """
-        from fewshot_sdk.adapted import AdaptedModel, TaskSupport
-        from fewshot_sdk.api import SupportSet
-
         if not isinstance(support, SupportSet):
             raise InputError(
                 f"adapt takes a fs.SupportSet, got {type(support).__name__}; build one with "
@@ -251,19 +335,23 @@ class Learner(nn.Module, metaclass=ABCMeta):
             )
         x, y = support.to_tensors(self.preprocessor)
         check_images(self, support.items)  # photos given to a handwriting model: say so, once per learner
-        state = self.adapt_tensors(x, y, support.num_classes, **options)
-        kept = TaskSupport(x, y, self.adapt_options(options)) if support.task == "classification" else None
-        return AdaptedModel(self, state, support.class_names, task=support.task, support=kept)
+        parsed = self.adapt_options(options)
+        check_support(x, y, support.num_classes, regression=self.is_regression)
+        learner = self.inference_learner()
+        state = learner.detached_task(x, y, support.num_classes, parsed)
+        network = TaskNetwork(learner.export_module(state), learner.probabilities)
+        kept = TaskSupport(x, y, parsed) if support.task == "classification" else None
+        return AdaptedModel(self, state, support.class_names, task=support.task, support=kept, network=network)
 
     def adapt_tensors(self, x: torch.Tensor, y: torch.Tensor, n_way: int, **options: object) -> TaskState:
         """The task state for model-ready tensors; the support set and options are validated here.
 
-        Runs under ``no_grad``; a method whose adaptation needs gradients (MAML) opens
-        ``torch.enable_grad()`` inside its ``fit_task``.
+        Runs under ``no_grad`` (on the inference twin of a frozen learner); a method whose adaptation
+        needs gradients (MAML) opens ``torch.enable_grad()`` inside its ``fit_task``.
         """
         parsed = self.adapt_options(options)
         check_support(x, y, n_way, regression=self.is_regression)
-        return self.detached_task(x, y, n_way, parsed)
+        return self.frozen_or_self().detached_task(x, y, n_way, parsed)
 
     def detached_task(self, x: torch.Tensor, y: torch.Tensor, n_way: int, options: StrictModel) -> TaskState:
         """``fit_task`` on this learner's device, under ``no_grad``, its state cut from the learner's graph."""
@@ -277,7 +365,7 @@ class Learner(nn.Module, metaclass=ABCMeta):
         if self.task_layout() is None:
             raise InputError(f"a {self.method} task state depends on the whole support set; adapt on all of it")
         check_support(x, y, n_way, min_classes=1)
-        return self.detached_task(x, y, n_way, self.Options())
+        return self.inference_learner().detached_task(x, y, n_way, self.Options())
 
     @property
     def is_regression(self) -> bool:
@@ -298,8 +386,6 @@ class Learner(nn.Module, metaclass=ABCMeta):
 
     def save(self, folder: str | Path, overwrite: bool = False) -> Path:
         """Write this learner as a checkpoint folder (``weights.safetensors`` + ``config.json``)."""
-        from fewshot_sdk.checkpoint import save_learner
-
         return save_learner(self, folder, overwrite=overwrite)
 
     def extra_repr(self) -> str:

@@ -33,9 +33,9 @@ from fewshot_sdk.config import StrictModel
 from fewshot_sdk.kernels import pairwise_logits, pairwise_softmax
 from fewshot_sdk.methods._metric_common import one_hot
 from fewshot_sdk.methods._metric_fce import AttentionReadLSTM, SupportContext
-from fewshot_sdk.methods._task_layout import Layout
 from fewshot_sdk.methods.base import Learner, TaskState
 from fewshot_sdk.registry import register_method
+from fewshot_sdk.task.layout import Layout
 
 #: Floor on P(y | x, S) before the log: a class with no attention gets a large negative logit, not -inf.
 PROBABILITY_FLOOR = 1e-12

@@ -27,10 +27,10 @@ from torch import nn
 from fewshot_sdk.config import StrictModel
 from fewshot_sdk.data.labelled import LabelledImages
 from fewshot_sdk.kernels import pairwise_logits
-from fewshot_sdk.methods._open_set import held_out_scores, max_logit_novelty
-from fewshot_sdk.methods._task_layout import Layout
 from fewshot_sdk.methods.base import Learner, TaskState, class_means
 from fewshot_sdk.registry import register_method
+from fewshot_sdk.task.layout import Layout
+from fewshot_sdk.task.open_set import held_out_scores, max_logit_novelty
 
 
 class ProtoNetConfig(StrictModel):

@@ -33,10 +33,10 @@ from fewshot_sdk.config import StrictModel
 from fewshot_sdk.data.episodes import Episode
 from fewshot_sdk.errors import InputError
 from fewshot_sdk.methods._metric_common import normalised_sigmoid, one_hot
-from fewshot_sdk.methods._task_layout import Layout
 from fewshot_sdk.methods.base import Learner, TaskState
 from fewshot_sdk.models.backbones import conv_block
 from fewshot_sdk.registry import register_method
+from fewshot_sdk.task.layout import Layout
 
 
 class RelationConfig(StrictModel):

@@ -31,9 +31,9 @@ from fewshot_sdk.data.episodes import Episode
 from fewshot_sdk.kernels import pairwise_logits
 from fewshot_sdk.methods._metric_common import normalised_sigmoid, one_hot, per_class_max
 from fewshot_sdk.methods._metric_pairs import affine_distort, balanced_verification_loss
-from fewshot_sdk.methods._task_layout import Layout
 from fewshot_sdk.methods.base import Learner, TaskState
 from fewshot_sdk.registry import register_method
+from fewshot_sdk.task.layout import Layout
 
 
 class SiameseConfig(StrictModel):

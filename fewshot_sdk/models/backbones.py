@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -22,11 +21,6 @@ from torch import nn
 from fewshot_sdk.config import BackboneConfig, PreprocessConfig
 from fewshot_sdk.errors import InputError
 from fewshot_sdk.models.efficientnet_lite import EfficientNetLite0
-from fewshot_sdk.models.folding import FoldedInference, holds_stand_ins
-from fewshot_sdk.progress import report
-
-if TYPE_CHECKING:
-    from fewshot_sdk.export.onnx_backbone import OnnxBackbone
 
 #: The input EfficientNet-Lite0's ImageNet weights expect: RGB, shorter side 256 then a 224 centre crop,
 #: scaled the TF-Lite way, (x - 127) / 128 on 0..255 pixels, i.e. mean 127/255 and std 128/255 on [0, 1].
@@ -54,15 +48,14 @@ class Conv4(nn.Sequential):
         super().__init__(*blocks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Channels-last: on CPU, oneDNN's convolutions and above all max-pooling run several times faster on it
-        # than on NCHW at few-shot sizes (a 2x2 max-pool of 75x64x28x28: 6.3 vs 31 ms), in training too once
-        # the first convolution answers channels-last: benchmarks/conv4_layout.py measured a 75-query predict
-        # at 0.42x and meta-updates at 0.71-0.80x the NCHW time (Intel Xeon, 1 thread).
+        # Channels-last: on CPU, oneDNN's convolutions and above all max-pooling run faster on it than on
+        # NCHW at few-shot sizes, in training too once the first convolution answers channels-last
+        # (benchmarks/results/conv4_layout_cpu.md).
         if x.dim() != 4:
             return super().forward(x)
         x = as_channels_last(x)
         for block in self:
-            convolution, *rest = block  # (block[1:] would build a new Sequential: 17 us a block, every call)
+            convolution, *rest = block  # (block[1:] would build a new Sequential on every call)
             # a no-op once the first convolution has answered channels-last
             x = convolution(x).contiguous(memory_format=torch.channels_last)
             for layer in rest:
@@ -74,9 +67,9 @@ def as_channels_last(x: torch.Tensor) -> torch.Tensor:
     """``x`` with channels-last strides, which oneDNN's convolution reads as a request for a channels-last output.
 
     A one-channel image batch already counts as channels-last contiguous, so ``contiguous(channels_last)``
-    leaves its NCHW strides, and oneDNN then runs its slow NCHW one-channel convolution and answers NCHW: 7.8 ms
-    for 75 glyphs (28x28, 64 filters) plus 6.5 ms to convert the output, against 0.85 ms from the same memory
-    viewed with channels-last strides (a stride over a size-1 dimension is free to choose). Left out of
+    leaves its NCHW strides, and oneDNN then runs its slow NCHW one-channel convolution and answers NCHW,
+    to be converted again, where the same memory viewed with channels-last strides takes the fast path (a
+    stride over a size-1 dimension is free to choose; ``benchmarks/results/conv4_layout_cpu.md``). Left out of
     traced and compiled graphs, which would bake the batch size into ``as_strided`` (an ONNX file runs its
     own layouts anyway).
     """
@@ -127,13 +120,11 @@ class MLP(nn.Sequential):
         super().__init__(*blocks)
 
 
-#: Inference runs in chunks of inputs whose largest layer output stays within this many bytes. Above
-#: it, every call's activations come fresh from the kernel: glibc's malloc serves a block larger than
-#: its mmap threshold (which adapts up to 32 MiB) with new pages each time, zero-filled on first touch.
-#: Measured with batch norm folded (Intel Xeon, 1 thread): Conv4 on 600 glyphs at 28x28 embeds 7600
-#: glyphs/s in chunks of 64 (12.3 MiB) against 3600 all at once; EfficientNet-Lite0 at 192x192, whose
-#: largest layer is 3.4 MiB a photo, 142 photos/s in chunks of 4 against 109 in chunks of 16. A fixed
-#: number of photos per chunk also keeps the memory of an adapt on hundreds of them fixed.
+#: The inference twin (:class:`~fewshot_sdk.models.frozen.FrozenBackbone`) runs inputs in chunks whose
+#: largest layer output stays within this many bytes. Above it, every call's activations come fresh
+#: from the kernel: glibc's malloc serves a block larger than its mmap threshold (which adapts up to
+#: 32 MiB) with new pages each time, zero-filled on first touch (``benchmarks/results/photo_speed_cpu.md``).
+#: A fixed number of photos per chunk also keeps the memory of an adapt on hundreds of them fixed.
 INFERENCE_CHUNK_BYTES = 16 << 20
 
 
@@ -142,12 +133,19 @@ def stages_of(body: nn.Module) -> list[nn.Module]:
     return list(body.children()) if isinstance(body, nn.Sequential) else [body]
 
 
-def _tracing() -> bool:
-    return torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting()
-
-
 class Backbone(nn.Module):
-    """A feature-map network plus the choice to flatten; knows its own output size."""
+    """A feature-map network plus the choice to flatten; knows its own output size.
+
+    This is the trainable network. Inference speed-ups (batch norm folded, chunks, onnxruntime)
+    live in its inference twin, :class:`~fewshot_sdk.models.frozen.FrozenBackbone`, which a
+    learner builds when it is frozen for inference or adapts to a task.
+    """
+
+    #: Whether the inference twin folds batch norm into the convolution before it. Off where that
+    #: is not known to be exact (a user's module) or where there is nothing to fold.
+    fold_batchnorm: bool = True
+    #: Inference on more inputs than this runs in chunks (set from INFERENCE_CHUNK_BYTES when built).
+    inference_chunk: int = 1 << 30
 
     def __init__(self, body: nn.Module, input_shape: tuple[int, ...], flatten: bool) -> None:
         super().__init__()
@@ -188,79 +186,20 @@ class Backbone(nn.Module):
     def stages(self) -> list[nn.Module]:
         return stages_of(self.body)
 
-    #: The body's graph in onnxruntime, where the user opted in (:meth:`run_in_onnxruntime`).
-    inference_engine: OnnxBackbone | None = None
-
-    def run_in_onnxruntime(self, threads: int = 0) -> None:
-        """Answer this network's inference calls from onnxruntime from now on (the photo network: 1.3-1.5x faster).
-
-        Traces the body once (about half a second for EfficientNet-Lite0) and checks the graph against
-        torch; then every call that computes the same function (inference on CPU float32 batches of
-        the preprocessing size, weights unchanged since the trace) runs the graph, and every other
-        call, training included, runs torch: :mod:`fewshot_sdk.export.onnx_backbone`. ``threads``:
-        onnxruntime's intra-op threads (0: its default, one per core).
-        """
-        from fewshot_sdk.export.onnx_backbone import OnnxBackbone
-
-        self.inference_engine = OnnxBackbone(self.body, self.input_shape, threads)
-
-    #: Whether inference may run a copy of the body with its batch norms folded into their convolutions
-    #: (:mod:`fewshot_sdk.models.folding`). Off where a method builds its own inference network.
-    fold_batchnorm: bool = True
-    _folded: FoldedInference | None = None
-
-    def inference_body(self) -> nn.Module:
-        """The network that answers this call: the body, or its batch-norm-folded copy where that is exact.
-
-        The copy answers inference (no autograd, eval mode, no tracing, compiling or export) while the
-        body still holds the tensors it was folded from, unchanged (:class:`WeightsSnapshot`); it is
-        folded again after the weights change (a training step, ``load_state_dict``, ``.to()``).
-        """
-        body = self.body
-        if not self.fold_batchnorm or torch.is_grad_enabled() or body.training or _tracing():
-            return body
-        folded = self._folded
-        if folded is None or not folded.built_from.matches(body):
-            if holds_stand_ins(body):  # a functional_call's tensors, for this call only: keep the fold for after
-                return body
-            folded = self._folded = FoldedInference(body)
-        return body if folded.network is None else folded.network
-
-    def _whole_body(self, x: torch.Tensor) -> torch.Tensor:
-        engine = self.inference_engine
-        if engine is not None and engine.serves(self.body, x):
-            return engine(x)
-        return self.inference_body()(x)
-
-    def _run_body(self, x: torch.Tensor) -> torch.Tensor:
-        if self._start_stage == 0:
-            return self._whole_body(x)
-        for stage in stages_of(self.inference_body())[self._start_stage :]:
+    def run_stages(self, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        """Stages ``start``..``stop``-1 of the body on ``x`` (the whole body when that is all of them)."""
+        if start == 0 and stop == len(self.stages):
+            return self.body(x)
+        for stage in self.stages[start:stop]:
             x = stage(x)
         return x
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The unflattened output (feature maps for conv backbones)."""
-        return self._in_chunks(self._run_body, x)
-
-    #: Inference on more inputs than this runs in chunks (set from INFERENCE_CHUNK_BYTES when built).
-    inference_chunk: int = 1 << 30
+        return self.run_stages(x, self._start_stage, len(self.stages))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._in_chunks(self._embed, x)
-
-    def _in_chunks(self, run: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        # exporting first: len(x) would freeze the exported graph's batch size
-        if torch.compiler.is_exporting() or torch.is_grad_enabled() or len(x) <= self.inference_chunk:
-            return run(x)
-        outputs = []
-        for start in range(0, len(x), self.inference_chunk):
-            outputs.append(run(x[start : start + self.inference_chunk]))
-            report(min(start + self.inference_chunk, len(x)), len(x))
-        return torch.cat(outputs)
-
-    def _embed(self, x: torch.Tensor) -> torch.Tensor:
-        out = self._run_body(x)
+        out = self.features(x)
         return out.flatten(1) if self.flatten else out
 
     def stage_outputs(
@@ -280,7 +219,6 @@ class Backbone(nn.Module):
             raise InputError(
                 f"this backbone has {len(self.stages)} stages; cannot run stages {self._start_stage}..{stages - 1}"
             )
-        whole = self._start_stage == 0 and stages == len(self.stages)  # the engine's work, where there is one
         batch_size = batch_size or self.inference_chunk
         was_training = self.training
         self.eval()
@@ -288,12 +226,9 @@ class Backbone(nn.Module):
         outputs = []
         try:
             with torch.inference_mode():
-                if whole:
-                    prefix: Callable[[torch.Tensor], torch.Tensor] = self._whole_body
-                else:
-                    prefix = nn.Sequential(*stages_of(self.inference_body())[self._start_stage : stages])
                 for start in range(0, len(images), batch_size):
-                    outputs.append(prefix(images[start : start + batch_size].to(device)).cpu())
+                    batch = images[start : start + batch_size].to(device)
+                    outputs.append(self.run_stages(batch, self._start_stage, stages).cpu())
                     if on_batch is not None:
                         on_batch(min(start + batch_size, len(images)))
         finally:

@@ -5,9 +5,7 @@ support statistics) is a per-channel affine map, ``(x - mean) * gamma / sqrt(var
 Right after a convolution it folds into that convolution's weights and bias, and the network runs
 one pass over each activation fewer. On CPU that is worth more than the pass: each removed pass is
 one activation-sized tensor fewer to allocate, and glibc gives large freed blocks back to the
-kernel, which zero-fills them again on the next call. Measured on an Intel Xeon core
-(``benchmarks/batchnorm_folding.py``): a MAML task's network on 75 glyphs (Conv4, 28x28) 17.2 -> 9.6 ms,
-with 7318 page faults a call -> 0; EfficientNet-Lite0 at 192x192 on 16 photos 242 -> 139 ms.
+kernel, which zero-fills them again on the next call (``benchmarks/results/batchnorm_folding_cpu.md``).
 
 Folding is exact in real arithmetic; in float32 the folded weights (computed in float64, rounded
 once) move outputs by about 1e-6 of their scale. Only pairs that are certainly a convolution
@@ -23,8 +21,6 @@ from itertools import pairwise
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
-
-from fewshot_sdk.models.snapshot import WeightsSnapshot, has_forward_hooks
 
 CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -77,37 +73,11 @@ def fold_batchnorm_(network: nn.Module) -> int:
     return len(pairs)
 
 
-def holds_stand_ins(network: nn.Module) -> bool:
-    """Whether ``network`` runs with tensors swapped in for its parameters (``torch.func.functional_call``).
+def folded_copy(network: nn.Module) -> nn.Module:
+    """A copy of ``network`` for inference: eval mode, no autograd, each foldable batch norm folded.
 
-    Such a call is answered by the network as it is: folding its temporary weights would cost a copy of
-    the network per call, and a copy cannot even be made of tensors that carry autograd history.
+    The caller's network is never touched, so a learner keeps training while a task's copy answers.
     """
-    for module in network.modules():
-        for tensor in module._parameters.values():
-            if tensor is not None and not (isinstance(tensor, nn.Parameter) and tensor.is_leaf):
-                return True
-        for tensor in module._buffers.values():
-            if tensor is not None and not tensor.is_leaf:
-                return True
-    return False
-
-
-class FoldedInference:
-    """A batch-norm-folded copy of a network, and what it was folded from (it answers only while that holds).
-
-    ``network`` is None where there is nothing to fold, or where a forward hook is registered under
-    the network: a hook must see the network's own modules run.
-    """
-
-    def __init__(self, body: nn.Module) -> None:
-        self.built_from = WeightsSnapshot(body)
-        self.network: nn.Module | None = None
-        if not has_forward_hooks(body) and foldable_pairs(body):
-            network = copy.deepcopy(body).requires_grad_(False)
-            fold_batchnorm_(network)
-            self.network = network
-
-    def __deepcopy__(self, memo: dict) -> None:
-        """A copied network holds other tensors than the folded ones: the copy folds its own when it infers."""
-        return None
+    copied = copy.deepcopy(network).eval().requires_grad_(False)
+    fold_batchnorm_(copied)
+    return copied

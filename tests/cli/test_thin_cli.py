@@ -61,7 +61,9 @@ def test_a_plain_evaluate_command_evaluates_with_the_evaluation_config(checkpoin
     monkeypatch.setattr(protocols, "run_protocol", capture)
     assert_clean_error(run("evaluate", "--model", checkpoint, "--data", minimal_omniglot_dir), "captured")
     assert seen["config"] == EvaluationConfig() and seen["protocol"].settings == ((5, 1),)
-    assert_clean_error(run("evaluate", "--model", checkpoint, "--data", minimal_omniglot_dir, "--split", "train"), "split")
+    assert_clean_error(
+        run("evaluate", "--model", checkpoint, "--data", minimal_omniglot_dir, "--split", "train"), "split"
+    )
 
 
 def test_record_refuses_a_bundled_model_before_evaluating_and_leaves_it_untouched(omniglot_dir):

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import fewshot_sdk as fs
-from fewshot_sdk.zoo import method_class
+from fewshot_sdk.io.zoo import method_class
 
 
 def canonical_methods() -> list[str]:

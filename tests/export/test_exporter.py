@@ -1,4 +1,4 @@
-"""export_task itself: destinations, opsets, refusals, verification, and leaving the caller's learner alone."""
+"""task.export_onnx itself: destinations, opsets, refusals, verification, and leaving the caller's learner alone."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import pytest
 import torch
 
 import fewshot_sdk as fs
-from fewshot_sdk.adapted import AdaptedModel
 from fewshot_sdk.errors import InputError
 from fewshot_sdk.export import onnx as exporter
 from fewshot_sdk.export.runtime import OnnxClassifier
 from fewshot_sdk.methods.protonet import ProtoNet, ProtoNetConfig
+from fewshot_sdk.task.adapted import AdaptedModel
 
 
 def small_task(learner: fs.Learner | None = None) -> AdaptedModel:

@@ -1,4 +1,4 @@
-"""The TorchScript fast path of export_task: taken only by a trace the tracer does not warn about."""
+"""The TorchScript fast path of task.export_onnx: taken only by a trace the tracer does not warn about."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def test_a_clean_trace_is_written_by_the_tracer_silently_with_a_dynamic_batch(tm
     phases: dict[str, float] = {}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        path = exporter.export_task(task, tmp_path / "t.onnx", phases=phases)
+        path = task.export_onnx(tmp_path / "t.onnx", phases=phases)
     assert [str(w.message) for w in caught] == []
     assert written_by(path) == "torchscript"
     assert {"prepare", "exporter (torchscript)", "onnx.checker", "onnxruntime session", "parity runs"} <= set(phases)
@@ -60,7 +60,7 @@ def test_a_clean_trace_is_written_by_the_tracer_silently_with_a_dynamic_batch(tm
 def test_a_trace_the_tracer_warns_about_falls_back_to_torch_export(tmp_path):
     task = small_task(ShapeBranchProtoNet(ProtoNetConfig()).eval())
     phases: dict[str, float] = {}
-    path = exporter.export_task(task, tmp_path / "t.onnx", phases=phases)
+    path = task.export_onnx(tmp_path / "t.onnx", phases=phases)
     assert written_by(path) == "torch.export"
     assert "exporter (torchscript)" in phases and "exporter (torch.export)" in phases
     query = torch.randn(3, 1, 28, 28)
@@ -99,7 +99,7 @@ def test_weighted_l1_traces_without_its_value_dependent_cdist_branch(tmp_path, s
     task = small_task(learner)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        path = exporter.export_task(task, tmp_path / "t.onnx")
+        path = task.export_onnx(tmp_path / "t.onnx")
     assert [str(w.message) for w in caught] == [] and written_by(path) == "torchscript"
     assert_matches_predict(task, path, (1, 28, 28))
 
@@ -115,6 +115,6 @@ def test_photo_backbone_traces_with_the_padding_planned_for_its_input_size(tmp_p
     task = learner.adapt(fs.SupportSet.from_tensors(x, y, ["a", "b"]))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        path = exporter.export_task(task, tmp_path / "t.onnx")
+        path = task.export_onnx(tmp_path / "t.onnx")
     assert [str(w.message) for w in caught] == [] and written_by(path) == "torchscript"
     assert_matches_predict(task, path, (3, size, size))

@@ -1,27 +1,27 @@
-"""A backbone's inference in onnxruntime (opt-in): used exactly where it computes what torch would."""
+"""A frozen learner's backbone inference in onnxruntime (opt-in): in its twin, never in the trainable network."""
 
 from __future__ import annotations
 
 import copy
+import warnings
 
 import pytest
 import torch
-from torch.func import functional_call
 
 import fewshot_sdk as fs
 from fewshot_sdk.export.onnx_backbone import OnnxBackbone
+from fewshot_sdk.io.zoo import onnxruntime_engine
 
 SIZE = 64  # small photos: the network is the photo one, the test stays quick
 
 
 @pytest.fixture(scope="module")
 def learners() -> tuple[fs.Learner, fs.Learner]:
-    """The same photo ProtoNet twice: in torch, and with its backbone opted in to onnxruntime."""
+    """The same photo ProtoNet twice, frozen: its twin in torch, and its twin's backbone in onnxruntime."""
     torch.manual_seed(0)
     plain = fs.create("protonet", backbone="efficientnet-lite0", image_size=SIZE, resize_shorter=SIZE).eval()
-    fast = copy.deepcopy(plain)
-    fast.backbone.run_in_onnxruntime(threads=1)
-    return plain, fast
+    fast = copy.deepcopy(plain).freeze(onnxruntime_engine(threads=1))
+    return plain.freeze(), fast
 
 
 @pytest.fixture
@@ -55,75 +55,80 @@ def test_adapt_and_predict_embed_in_onnxruntime_and_answer_as_torch_does(learner
 
 def test_calls_the_graph_does_not_compute_run_torch(learners, graph_calls):
     plain, fast = learners
+    twin, reference_twin = fast.inference_learner().backbone, plain.inference_learner().backbone
     x = images(3)
-    with torch.no_grad():
-        reference = plain.backbone(x)
-    # autograd: a gradient must flow through torch's network
-    features = fast.backbone(x)
-    assert features.requires_grad and graph_calls == []
+    with torch.inference_mode():
+        reference = reference_twin(x)
+    # with autograd (and so in a trace, where export records torch's network): torch's own network
+    torch.testing.assert_close(twin(x), reference, rtol=1e-5, atol=1e-5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the tracer the fast exporter uses
+        traced = torch.jit.trace(twin, x, check_trace=False)
+    assert graph_calls == []
+    torch.testing.assert_close(traced(x), reference, rtol=1e-5, atol=1e-5)
     # another image size than the traced one
+    with torch.inference_mode():
+        twin(images(2, size=SIZE + 8))
+    # the trainable learner never runs the graph, with autograd or without
+    assert fast.backbone(x).requires_grad
     with torch.no_grad():
-        fast.backbone(images(2, size=SIZE + 8))
+        fast.backbone(x)
     assert graph_calls == []
-    # weights swapped in (MAML-style functional_call), even without autograd
-    doubled = {name: 2 * p for name, p in fast.backbone.named_parameters()}
-    with torch.no_grad():
-        swapped = functional_call(fast.backbone, doubled, (x,))
-        torch.testing.assert_close(swapped, functional_call(plain.backbone, doubled, (x,)))
-    assert graph_calls == []
-    # and the plain inference call does run the graph, with torch's answer
-    with torch.no_grad():
-        torch.testing.assert_close(fast.backbone(x), reference, atol=1e-4, rtol=1e-4)
+    # and an inference call does run the graph, with torch's answer
+    with torch.inference_mode():
+        torch.testing.assert_close(twin(x), reference, atol=1e-4, rtol=1e-4)
     assert graph_calls == [3]
 
 
-def test_training_and_weights_changed_after_the_trace_run_torch_until_traced_again(graph_calls):
+def test_weights_changed_after_freezing_reach_tasks_only_once_frozen_again(graph_calls):
     torch.manual_seed(0)
     learner = fs.create("protonet", backbone="efficientnet-lite0", image_size=SIZE, resize_shorter=SIZE).eval()
-    learner.backbone.run_in_onnxruntime(threads=1)
-    graph_calls.clear()  # the trace's own check
-    x = images(2)
-    learner.backbone.train()  # batch statistics, and running statistics updated in place
+    learner.freeze(onnxruntime_engine(threads=1))
+    support = fs.SupportSet.from_tensors(images(4), torch.tensor([0, 1, 0, 1]), ["a", "b"])
+    queries = images(3, seed=3)
+    before = learner.adapt(support)
+    expected = before.predict(queries).probs
+    learner.train()  # training drops the twin and its engine
     with torch.no_grad():
-        learner.backbone(x)
-    learner.backbone.eval()
-    head = learner.backbone.body[-2][0].weight  # the last 1x1 convolution
+        learner.backbone.body[-2][0].weight.mul_(1.5)  # in place, as an optimizer step
+    learner.eval().freeze(onnxruntime_engine(threads=1))
+    graph_calls.clear()  # the new trace's own check
+    after = learner.adapt(support)
+    assert graph_calls == [4]  # the new twin's graph embeds the support
+    torch.testing.assert_close(before.predict(queries).probs, expected, rtol=0, atol=0)  # an old task never changes
     with torch.no_grad():
-        head.mul_(1.5)  # in place, as an optimizer step
-        changed = learner.backbone(x)
-        torch.testing.assert_close(changed, copy.deepcopy(learner).backbone(x))  # a copy runs torch
-    assert graph_calls == []
-    learner.backbone.run_in_onnxruntime(threads=1)
-    graph_calls.clear()
-    with torch.no_grad():
-        torch.testing.assert_close(learner.backbone(x), changed, atol=1e-4, rtol=1e-4)
-    assert graph_calls == [2]
+        changed = learner.unfreeze().adapt(support).predict(queries).probs  # torch, from the new weights
+    torch.testing.assert_close(after.predict(queries).probs, changed, atol=1e-4, rtol=0)
 
 
 def test_the_whole_network_in_stage_outputs_runs_the_graph_and_a_prefix_runs_torch(learners, graph_calls):
     plain, fast = learners
-    stages = len(fast.backbone.stages)
+    twin, reference_twin = fast.inference_learner().backbone, plain.inference_learner().backbone
+    stages = len(twin.stages)
     x = images(3)
     torch.testing.assert_close(
-        fast.backbone.stage_outputs(x, stages), plain.backbone.stage_outputs(x, stages), atol=1e-4, rtol=1e-4
+        twin.stage_outputs(x, stages), reference_twin.stage_outputs(x, stages), atol=1e-4, rtol=1e-4
     )
     assert graph_calls == [3]
-    torch.testing.assert_close(fast.backbone.stage_outputs(x, 13), plain.backbone.stage_outputs(x, 13))
+    torch.testing.assert_close(twin.stage_outputs(x, 13), reference_twin.stage_outputs(x, 13))
     assert graph_calls == [3]
 
 
-def test_a_copy_runs_torch_and_a_task_of_an_opted_in_learner_exports(learners, graph_calls, tmp_path):
+def test_a_task_of_an_opted_in_learner_exports_and_the_file_answers_as_predict_does(learners, tmp_path):
     _, fast = learners
-    assert copy.deepcopy(fast).backbone.inference_engine is None
     support = fs.SupportSet.from_tensors(images(4), torch.tensor([0, 1, 0, 1]), ["a", "b"])
     task = fast.adapt(support)
-    assert task.export_onnx(tmp_path / "t.onnx").is_file()
+    path = task.export_onnx(tmp_path / "t.onnx")  # traced from torch's network (autograd on: no session)
+    queries = images(3, seed=4)
+    torch.testing.assert_close(
+        fs.load_task(path).predict(queries).probs, task.predict(queries).probs, atol=1e-4, rtol=0
+    )
 
 
 def test_load_takes_the_runtime_and_refuses_what_it_cannot_do():
     learner = fs.load("protonet-omniglot", runtime="onnxruntime", threads=1)
-    assert isinstance(learner.backbone.inference_engine, OnnxBackbone)
-    assert fs.load("protonet-omniglot").backbone.inference_engine is None
+    assert isinstance(learner.inference_learner().backbone.engine, OnnxBackbone)
+    assert fs.load("protonet-omniglot").inference_learner().backbone.engine is None
     with pytest.raises(fs.InputError, match="unknown runtime 'tensorrt'"):
         fs.load("protonet-omniglot", runtime="tensorrt")
     with pytest.raises(fs.InputError, match="on the CPU"):

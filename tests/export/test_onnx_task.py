@@ -8,7 +8,7 @@ import torch
 
 import fewshot_sdk as fs
 from fewshot_sdk.errors import CheckpointError, InputError
-from fewshot_sdk.export.onnx_task import OnnxTask
+from fewshot_sdk.io.onnx_task import OnnxTask
 
 #: One metric method (the TorchScript exporter), one gradient method and one memory method (torch.export).
 MODELS = ["protonet-omniglot", "maml-omniglot", "mann-omniglot"]

@@ -1,17 +1,17 @@
-"""Batch norm folded into convolutions for inference: exact against float64, and only where it is exact."""
+"""Batch norm folded into convolutions for inference, in the inference twin: exact, and only where it is exact."""
 
 from __future__ import annotations
 
 import copy
 
-import pytest
 import torch
 from torch import nn
-from torch.func import functional_call
 
+import fewshot_sdk as fs
 from fewshot_sdk.config import BackboneConfig, PreprocessConfig
-from fewshot_sdk.models.backbones import build_backbone
-from fewshot_sdk.models.folding import FoldedInference, fold_batchnorm_, foldable_pairs
+from fewshot_sdk.models.backbones import Backbone, build_backbone
+from fewshot_sdk.models.folding import fold_batchnorm_, foldable_pairs
+from fewshot_sdk.models.frozen import FrozenBackbone
 
 
 def with_statistics(network: nn.Module, seed: int = 0) -> nn.Module:
@@ -78,7 +78,7 @@ def test_only_pairs_that_are_certainly_conv_then_eval_batchnorm_fold():
     assert foldable_pairs(network) == [(network, "4", "5")]
 
 
-def conv4_backbone() -> nn.Module:
+def conv4_backbone() -> Backbone:
     backbone = build_backbone(BackboneConfig(hidden=8), PreprocessConfig(image_size=28))
     with_statistics(backbone.body, seed=1)
     return backbone.eval()
@@ -89,90 +89,66 @@ def unfolded(backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return backbone.body(x).flatten(1)
 
 
-def test_backbone_inference_runs_the_folded_copy_and_answers_as_the_body_does():
+def test_the_inference_twin_runs_a_folded_copy_and_answers_as_the_body_does():
     backbone = conv4_backbone()
     x = torch.randn(5, 1, 28, 28)
-    with torch.no_grad():
-        got = backbone(x)
-        inference = backbone.inference_body()
-    assert inference is not backbone.body
-    assert not any(isinstance(m, nn.BatchNorm2d) for m in inference.modules())
-    torch.testing.assert_close(got, unfolded(backbone, x), rtol=1e-5, atol=1e-5)
-    # autograd and training run the body itself
-    assert backbone.inference_body() is backbone.body
-    assert backbone(x).requires_grad
-    with torch.no_grad():
-        assert backbone.train().inference_body() is backbone.body
-    # nothing of the copy is in the state dict, and a deep copy folds its own
-    assert set(backbone.state_dict()) == set(conv4_backbone().state_dict())
-    assert copy.deepcopy(backbone.eval())._folded is None
+    twin = FrozenBackbone(backbone)
+    assert twin.body is not backbone.body
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in twin.modules())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in backbone.modules())  # the trainable network keeps its own
+    with torch.inference_mode():
+        torch.testing.assert_close(twin(x), unfolded(backbone, x), rtol=1e-5, atol=1e-5)
+    assert not any(p.requires_grad for p in twin.parameters())
+    assert not twin.train().training  # a twin only infers
+    assert (twin.out_features, twin.inference_chunk) == (backbone.out_features, backbone.inference_chunk)
 
 
-def test_weights_changed_after_folding_are_folded_again():
+def test_the_twin_runs_many_inputs_in_chunks_with_the_same_answer():
     backbone = conv4_backbone()
+    backbone.inference_chunk = 3
+    twin = FrozenBackbone(backbone)
+    x = torch.randn(8, 1, 28, 28)
+    with torch.inference_mode():
+        torch.testing.assert_close(twin(x), torch.cat([twin(x[i : i + 1]) for i in range(8)]), rtol=1e-5, atol=1e-6)
+
+
+def test_a_learner_changed_after_freezing_changes_neither_its_twin_nor_its_tasks_until_it_refreezes():
+    learner = fs.create("protonet", backbone={"hidden": 8})
+    with_statistics(learner.backbone.body, seed=2)
+    learner.eval().freeze()
+    twin = learner.inference_learner()
     x = torch.randn(4, 1, 28, 28)
-    with torch.no_grad():
-        backbone(x)
-    optimizer = torch.optim.SGD(backbone.parameters(), lr=0.5)
-    backbone.train()
-    backbone(x).square().mean().backward()
-    optimizer.step()  # also moves the running statistics (a training-mode forward)
-    backbone.eval()
-    with torch.no_grad():
-        torch.testing.assert_close(backbone(x), unfolded(backbone, x), rtol=1e-5, atol=1e-5)
-    state = {k: v + 1 if v.is_floating_point() else v for k, v in conv4_backbone().state_dict().items()}
-    backbone.load_state_dict(state)
-    with torch.no_grad():
-        torch.testing.assert_close(backbone(x), unfolded(backbone, x), rtol=1e-5, atol=1e-5)
-    backbone.double()
-    with torch.no_grad():
-        assert backbone(x.double()).dtype == torch.float64
-        torch.testing.assert_close(backbone(x.double()), unfolded(backbone, x.double()), rtol=1e-12, atol=1e-12)
-    backbone.body[2][1].train()  # one layer back to batch statistics
-    with torch.no_grad():
-        torch.testing.assert_close(backbone(x.double()), unfolded(backbone, x.double()), rtol=1e-12, atol=1e-12)
+    with torch.inference_mode():
+        before = twin.backbone(x)
+    learner.train()  # what every training loop calls first: the twin goes, the next adapt builds one anew
+    assert not learner.frozen
+    optimizer = torch.optim.SGD(learner.parameters(), lr=0.5)
+    learner.backbone(x).square().mean().backward()
+    optimizer.step()
+    with torch.inference_mode():
+        torch.testing.assert_close(twin.backbone(x), before, rtol=0, atol=0)  # an old twin never changes
+        learner.eval()
+        torch.testing.assert_close(
+            learner.inference_learner().backbone(x), unfolded(learner.backbone, x), rtol=1e-5, atol=1e-5
+        )
+    learner.freeze()
+    state = {k: v + 1 if v.is_floating_point() else v for k, v in learner.state_dict().items()}
+    learner.load_state_dict(state)  # new weights: a new twin
+    with torch.inference_mode():
+        torch.testing.assert_close(
+            learner.inference_learner().backbone(x), unfolded(learner.backbone, x), rtol=1e-5, atol=1e-5
+        )
+    learner.double()  # moved or cast: the twin follows
+    with torch.inference_mode():
+        got = learner.inference_learner().backbone(x.double())
+    assert got.dtype == torch.float64
+    torch.testing.assert_close(got, unfolded(learner.backbone, x.double()), rtol=1e-12, atol=1e-12)
 
 
-def test_a_forward_hook_sees_the_network_itself_run():
-    backbone = conv4_backbone()
-    x = torch.randn(2, 1, 28, 28)
-    with torch.no_grad():
-        backbone(x)  # folded before the hook
-    seen: list[torch.Size] = []
-    handle = backbone.body[1][1].register_forward_hook(lambda module, inputs, output: seen.append(output.shape))
-    with torch.no_grad():
-        backbone(x)
-    assert seen == [torch.Size([2, 8, 14, 14])]
-    handle.remove()
-    with torch.no_grad():
-        backbone(x)
-        assert len(seen) == 1 and backbone.inference_body() is not backbone.body
-
-
-def test_a_functional_call_runs_its_own_weights_and_keeps_the_fold():
-    backbone = conv4_backbone()
-    x = torch.randn(3, 1, 28, 28)
-    with torch.no_grad():
-        backbone(x)
-    folded = backbone._folded
-    doubled = {name: 2 * p for name, p in backbone.named_parameters()}  # carry autograd history
-    with torch.no_grad():
-        got = functional_call(backbone, doubled, (x,))
-    reference = copy.deepcopy(backbone)
-    reference.fold_batchnorm = False
-    with torch.no_grad():
-        torch.testing.assert_close(got, functional_call(reference, doubled, (x,)))
-        backbone(x)
-    assert backbone._folded is folded
-
-
-@pytest.mark.parametrize("hooked", [False, True])
-def test_nothing_to_fold_leaves_the_body_answering(hooked):
-    body = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU())
-    if hooked:
-        body = with_statistics(nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2))).eval()
-        body[0].register_forward_pre_hook(lambda *_: None)
-    assert FoldedInference(body).network is None
+def test_the_twin_is_no_part_of_the_learners_weights():
+    learner = fs.create("protonet", backbone={"hidden": 8}).freeze()
+    assert set(learner.state_dict()) == set(fs.create("protonet", backbone={"hidden": 8}).state_dict())
+    assert all(not name.startswith("_twin") for name, _ in learner.named_modules())
 
 
 def test_a_users_module_is_folded_only_when_asked():
@@ -189,8 +165,9 @@ def test_a_users_module_is_folded_only_when_asked():
     module = with_statistics(Skips()).eval()
     backbone = build_backbone(BackboneConfig(name="custom"), PreprocessConfig(image_size=8), module).eval()
     x = torch.randn(3, 1, 8, 8)
-    with torch.no_grad():
-        assert backbone.inference_body() is module
-        torch.testing.assert_close(backbone(x), module(x).flatten(1))
+    with torch.inference_mode():
+        twin = FrozenBackbone(backbone)
+        assert any(isinstance(m, nn.BatchNorm2d) for m in twin.modules())
+        torch.testing.assert_close(twin(x), module(x).flatten(1))
         backbone.fold_batchnorm = True  # the user says its Sequentials run whole: folded (and here, wrong)
-        assert backbone.inference_body() is not module
+        assert not any(isinstance(m, nn.BatchNorm2d) for m in FrozenBackbone(backbone).modules())

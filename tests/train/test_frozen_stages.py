@@ -54,12 +54,12 @@ def test_inference_in_chunks_equals_one_batch_and_reports_progress():
     torch.manual_seed(2)
     learner = fs.create("protonet")
     x = torch.randn(10, 1, 28, 28)
-    with torch.no_grad():
-        whole = learner.backbone(x)
+    with torch.inference_mode():
+        whole = learner.inference_learner().backbone(x)
         learner.backbone.inference_chunk = 4
         seen = []
         with reporting_progress(lambda done, total: seen.append((done, total))):
-            chunked = learner.backbone(x)
+            chunked = learner.inference_learner().backbone(x)  # the twin's chunks are the backbone's
     torch.testing.assert_close(chunked, whole)
     assert seen == [(4, 10), (8, 10), (10, 10)]
 

@@ -5,31 +5,27 @@ from __future__ import annotations
 import importlib
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from pydantic import ValidationError
 from torch import nn
 
-from fewshot_sdk.adapted import TASK_FILE, TASK_WEIGHTS, AdaptedModel, TaskConfig, check_class_count
 from fewshot_sdk.checkpoint import (
     CONFIG_FILE,
     WEIGHTS_FILE,
     LearnerConfig,
-    check_finite,
     load_state_into,
     read_json_model,
     read_weights,
 )
 from fewshot_sdk.config import BackboneConfig, PreprocessConfig, describe_validation_error
-from fewshot_sdk.domain import name_learner
 from fewshot_sdk.errors import CheckpointError, InputError
 from fewshot_sdk.methods.base import Learner
 from fewshot_sdk.models.backbones import default_preprocess
+from fewshot_sdk.models.frozen import Engine, EngineFactory
 from fewshot_sdk.registry import registered_methods, zoo_names, zoo_path
-
-if TYPE_CHECKING:
-    from fewshot_sdk.export.onnx_task import OnnxTask
+from fewshot_sdk.task.domain import name_learner
 
 PREPROCESS_KEYS = ("image_size", "channels", "mean", "std", "resize_shorter")
 #: What ``load_task(..., runtime=)`` runs a task with, and ``load(..., runtime=)`` a learner's backbone inference.
@@ -44,13 +40,13 @@ def load(
     runtime: str = "torch",
     threads: int = 0,
 ) -> Learner:
-    """A pretrained learner: a bundled zoo name (``"protonet-omniglot"``) or a checkpoint folder.
+    """A pretrained learner, frozen for inference: a bundled zoo name (``"protonet-omniglot"``) or a checkpoint folder.
 
-    ``backbone`` is needed only for checkpoints trained with a custom ``nn.Module``.
-    ``runtime="onnxruntime"``: the backbone's inference (the support set's embedding in ``adapt``,
-    the queries' in ``predict``) runs in onnxruntime on the CPU, traced and checked here once
-    (about half a second for the photo network, whose embedding it makes 1.3-1.5x faster on one core);
-    gradients and training run torch (:meth:`Backbone.run_in_onnxruntime`). ``threads``:
+    ``backbone`` is needed only for checkpoints trained with a custom ``nn.Module``. The learner
+    comes back frozen (``Learner.freeze``): its inference twin, batch norm folded, is built here
+    once and serves every ``adapt``. ``runtime="onnxruntime"``: the twin's backbone inference (the
+    support set's embedding in ``adapt``, the queries' in ``predict``) runs in onnxruntime on the
+    CPU, traced and checked here once; gradients and training run torch. ``threads``:
     onnxruntime's intra-op threads (0: its default).
     """
     if runtime not in RUNTIMES:
@@ -72,9 +68,18 @@ def load(
         names = ", ".join(zoo_names()) or "none installed"
         raise CheckpointError(f"no checkpoint folder or bundled model named {str(name_or_path)!r}; bundled: {names}")
     learner = learner.to(device) if device else learner
-    if runtime == "onnxruntime":
-        learner.backbone.run_in_onnxruntime(threads)
-    return learner
+    return learner.freeze(onnxruntime_engine(threads) if runtime == "onnxruntime" else None)
+
+
+def onnxruntime_engine(threads: int) -> EngineFactory:
+    """Makes an inference twin's backbone run in onnxruntime (:mod:`fewshot_sdk.export.onnx_backbone`)."""
+
+    def engine(body: nn.Module, input_shape: tuple[int, ...]) -> Engine:
+        from fewshot_sdk.export.onnx_backbone import OnnxBackbone  # onnx and onnxruntime: only when asked for
+
+        return OnnxBackbone(body, input_shape, threads)
+
+    return engine
 
 
 def create(
@@ -168,65 +173,3 @@ def load_learner(folder: str | Path, backbone_module: nn.Module | None = None) -
     learner = build_learner(config, backbone_module)
     load_state_into(learner, read_weights(path / WEIGHTS_FILE), path / WEIGHTS_FILE)
     return learner.eval()
-
-
-def load_task(
-    folder: str | os.PathLike,
-    backbone_module: nn.Module | None = None,
-    *,
-    runtime: str | None = None,
-    export: bool = False,
-    threads: int = 0,
-) -> AdaptedModel | OnnxTask:
-    """Reload a task written by ``AdaptedModel.save``, or open an exported ``.onnx`` file as a task.
-
-    ``runtime``: ``"torch"`` (the default for a folder) or ``"onnxruntime"`` (the default for a
-    ``.onnx`` file; for a folder, its ``task.onnx`` from ``task.save(folder, onnx=True)``). Both
-    answer ``predict(query, batch_size=, reject=)`` with a ``Prediction``; only the torch task
-    grows, saves and exports. ``export=True`` (onnxruntime, a folder): write the folder's
-    ``task.onnx`` if it has none, the one case in which loading writes. ``threads``: onnxruntime's
-    intra-op threads (0: its default).
-    """
-    path = Path(folder)
-    runtime = _task_runtime(path, runtime)
-    if runtime == "onnxruntime":
-        if not path.exists():
-            raise CheckpointError(f"saved task not found: {path} does not exist")
-        from fewshot_sdk.export.onnx_task import open_onnx_file
-        from fewshot_sdk.export.task_folder import open_task_folder
-
-        return open_task_folder(path, export, threads) if path.is_dir() else open_onnx_file(path, threads)
-    if export:
-        raise InputError("export=True writes a folder's task.onnx for runtime='onnxruntime'; the torch task needs none")
-    if not path.is_dir():
-        raise CheckpointError(f"saved task not found: {path} is not a folder")
-    config: TaskConfig = read_json_model(path / TASK_FILE, TaskConfig)
-    tensors = read_weights(path / TASK_WEIGHTS)
-    learner = build_learner(config.learner, backbone_module)
-    learner_tensors = {k[len("learner.") :]: v for k, v in tensors.items() if k.startswith("learner.")}
-    load_state_into(learner, learner_tensors, path / TASK_WEIGHTS)
-    state = {k[len("state.") :]: v for k, v in tensors.items() if k.startswith("state.")}
-    if sorted(state) != sorted(config.state_names):
-        raise CheckpointError(
-            f"{path / TASK_WEIGHTS} holds task state {sorted(state)} but {TASK_FILE} lists {config.state_names}"
-        )
-    ordered = {name: state[name] for name in config.state_names}
-    check_finite(ordered, path / TASK_WEIGHTS)
-    task = AdaptedModel(
-        learner.eval(), ordered, config.class_names, task=config.task, novelty_threshold=config.novelty_threshold
-    )
-    if config.task == "classification":
-        check_class_count(task, path)
-    return task
-
-
-def _task_runtime(path: Path, runtime: str | None) -> str:
-    """The runtime asked for, or the one the path implies: onnxruntime for a ``.onnx`` file, else torch."""
-    is_onnx_file = path.suffix.lower() == ".onnx" and not path.is_dir()
-    if runtime is None:
-        return "onnxruntime" if is_onnx_file else "torch"
-    if runtime not in RUNTIMES:
-        raise InputError(f"unknown runtime {runtime!r}; choose one of {', '.join(map(repr, RUNTIMES))}")
-    if runtime == "torch" and is_onnx_file:
-        raise CheckpointError(f"{path} is an exported ONNX file: it runs with runtime='onnxruntime' (its default)")
-    return runtime

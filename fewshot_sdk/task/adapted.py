@@ -1,13 +1,18 @@
-"""An adapted model: a learner plus one task's state, ready to predict for months.
+"""An adapted model: a learner plus one task's state and the task network built from it.
 
-It is what ``learner.adapt(support)`` returns. It holds a reference to the learner
-(never a copy, never a mutation) and the task state tensors; ``save`` writes both
+It is what ``learner.adapt(support)`` returns. It holds a reference to the learner (never a
+copy, never a mutation), the task state tensors and the task network
+(:class:`~fewshot_sdk.task.network.TaskNetwork`) that ``adapt`` built once from them: ``predict``
+runs that network and ``export_onnx`` serialises it. ``save`` writes the learner and the state
 into one folder so an application can adapt once and reload the task later.
 
 A task adapted in this process also keeps its model-ready support tensors, in memory
 only, for one purpose: ``reject="auto"`` calibrates its novelty threshold on them, on
 first use. ``save`` and ``export_onnx`` record that threshold, so a reloaded task rejects
 with it without its support images.
+
+The task knows no method: it reaches its learner through :class:`TaskLearner`, the few calls a
+task makes (a method builds tasks; a task never needs a method's code).
 """
 
 from __future__ import annotations
@@ -17,52 +22,61 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
 from PIL import Image
 
-from fewshot_sdk.api import Prediction, QueryLike, TaskKind, query_form
+from fewshot_sdk.api import Prediction, QueryLike, SupportSet, TaskKind, query_form
 from fewshot_sdk.checkpoint import (
-    LearnerConfig,
     learner_config,
+    non_finite,
     prepare_output_folder,
     stored_tensors,
     write_json,
     write_weights,
 )
-from fewshot_sdk.config import StrictModel
-from fewshot_sdk.domain import check_images
+from fewshot_sdk.config import PreprocessConfig, StrictModel
+from fewshot_sdk.data.images import Preprocessor
 from fewshot_sdk.errors import CheckpointError, InputError
+from fewshot_sdk.export.metadata import OnnxMetadata
 from fewshot_sdk.finite import all_finite
-from fewshot_sdk.methods._task_layout import merge as merge_states
-from fewshot_sdk.methods._task_layout import select as select_classes
 from fewshot_sdk.predict_options import check_batch_size, check_reject, resolve_threshold
+from fewshot_sdk.task.domain import check_images
+from fewshot_sdk.task.files import TASK_FILE, TASK_ONNX, TASK_WEIGHTS, TaskConfig, task_digest
+from fewshot_sdk.task.layout import Layout
+from fewshot_sdk.task.layout import merge as merge_states
+from fewshot_sdk.task.layout import select as select_classes
+from fewshot_sdk.task.network import TaskNetwork
 from fewshot_sdk.version import __version__
 
 if TYPE_CHECKING:
-    from fewshot_sdk.api import SupportSet
     from fewshot_sdk.config import StrictModel as Options
-    from fewshot_sdk.methods._task_layout import Layout
-    from fewshot_sdk.methods.base import Learner, TaskState
+    from fewshot_sdk.export.onnx import VerifiedGraph
 
-TASK_FILE = "task.json"
-TASK_WEIGHTS = "task.safetensors"
+TaskState = dict[str, torch.Tensor]
+
+__all__ = ["TASK_FILE", "TASK_WEIGHTS", "AdaptedModel", "TaskConfig", "TaskLearner", "TaskState", "TaskSupport"]
 
 
-class TaskConfig(StrictModel):
-    """``task.json``: the learner's config, the class names and the names of the state tensors."""
+class TaskLearner(Protocol):
+    """What a task asks of the learner it was adapted from (``methods.base.Learner`` answers all of it)."""
 
-    format: Literal["fewshot-sdk/task"] = "fewshot-sdk/task"
-    format_version: Literal[1] = 1
-    sdk_version: str = __version__
-    learner: LearnerConfig
-    class_names: list[str]
-    state_names: list[str]
-    task: TaskKind = "classification"
-    #: The ``reject="auto"`` threshold calibrated on the support set; None: not calibrated.
-    novelty_threshold: float | None = None
+    method: str
+    domain: str
+    preprocessor: Preprocessor
+    preprocess_config: PreprocessConfig
+
+    def preprocess(self, images: object) -> torch.Tensor: ...
+
+    def task_network(self, state: TaskState) -> TaskNetwork: ...
+
+    def task_layout(self) -> Layout | None: ...
+
+    def adapt_classes(self, x: torch.Tensor, y: torch.Tensor, n_way: int) -> TaskState: ...
+
+    def novelty_threshold(self, x: torch.Tensor, y: torch.Tensor, n_way: int, options: StrictModel) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -91,15 +105,18 @@ class AdaptedModel:
 
     def __init__(
         self,
-        learner: Learner,
+        learner: TaskLearner,
         state: TaskState,
         class_names: Sequence[str],
         task: TaskKind = "classification",
         support: TaskSupport | None = None,
         novelty_threshold: float | None = None,
+        network: TaskNetwork | None = None,
     ) -> None:
+        """``network``: the task network of ``state``, when the caller built it already (``adapt`` does)."""
         self.learner = learner
         self.state = state
+        self.network = network if network is not None else learner.task_network(state)
         self.class_names = tuple(class_names)
         self.task = task
         self.support = support
@@ -115,14 +132,8 @@ class AdaptedModel:
 
     @property
     def device(self) -> torch.device:
-        """Where queries are scored: the device of the task state, which ``score`` combines with the learner's.
-
-        The learner's own device is only consulted for a task without state tensors: scoring needs
-        the two together, and reading a dict entry is cheaper than walking the learner's modules.
-        """
-        for tensor in self.state.values():
-            return tensor.device
-        return self.learner.device
+        """Where queries are scored: the task network's device."""
+        return self.network.device
 
     def preprocess(self, images: Sequence | str | os.PathLike | Image.Image | np.ndarray) -> torch.Tensor:
         """The exact [B, C, H, W] tensor the model consumes (and that an exported ONNX file takes)."""
@@ -143,33 +154,18 @@ class AdaptedModel:
         return preprocessor(form)
 
     def logits(self, query: QueryLike, batch_size: int = 256) -> torch.Tensor:
-        return self.scores(query, batch_size, with_novelty=False)[0]
+        return self.scores(query, batch_size)[0]
 
-    def scores(
-        self, query: QueryLike, batch_size: int = 256, with_novelty: bool = True
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Logits [B, N] and (``with_novelty``) novelty [B] of the queries, scored in chunks of ``batch_size``.
+    def scores(self, query: QueryLike, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Logits [B, N], probabilities [B, N] and novelty [B] of the queries, in chunks of ``batch_size``.
 
-        The queries are validated once for the whole batch, and a batch no larger than
-        ``batch_size`` is scored as it is, unsplit: at batch 1 this wrapper costs a few
-        microseconds next to the network's forward pass.
+        The queries are validated once for the whole batch and run through the task network.
         """
         check_batch_size(batch_size)
         batch = self.as_batch(query)
         if not isinstance(query, torch.Tensor):  # a tensor is model-ready: there is no image to look at
-            check_images(self.learner, query)  # photos given to a handwriting model: say so, once per learner
-        learner, state, device = self.learner, self.state, self.device
-        chunks = (batch,) if len(batch) <= batch_size else torch.split(batch, batch_size)
-        with torch.inference_mode():
-            if with_novelty:
-                scored = [learner.score_with_novelty(state, chunk.to(device)) for chunk in chunks]
-            else:
-                scored = [(learner.score(state, chunk.to(device)), None) for chunk in chunks]
-        # joined outside inference mode: the caller gets ordinary tensors, usable with autograd as before
-        logits = torch.cat([chunk_logits for chunk_logits, _ in scored]).cpu()
-        if not with_novelty:
-            return logits, None
-        return logits, torch.cat([chunk_novelty for _, chunk_novelty in scored]).cpu()
+            check_images(self.learner, query, stacklevel=4)  # photos to a handwriting model: say so, once
+        return self.network.run(batch, batch_size)
 
     def predict(self, query: QueryLike, batch_size: int = 256, reject: float | str | None = None) -> Prediction:
         """Classify queries: class indices, names, every class's probability, and each query's novelty.
@@ -188,9 +184,7 @@ class AdaptedModel:
                 indices=empty.long(), probs=empty, classes=self.class_names, values=self.logits(query, batch_size)
             )
         threshold = resolve_threshold(reject, lambda: self.novelty_threshold)
-        logits, novelty = self.scores(query, batch_size)
-        with torch.inference_mode():
-            probs = self.learner.probabilities(logits)
+        logits, probs, novelty = self.scores(query, batch_size)
         return Prediction(
             indices=probs.argmax(dim=1),
             probs=probs,
@@ -235,8 +229,6 @@ class AdaptedModel:
         (ProtoNet, Relation, Matching, Siamese); the others refuse. Returns a new task; this
         one is unchanged.
         """
-        from fewshot_sdk.api import SupportSet
-
         layout = self.growable_layout("add classes to")
         if not isinstance(more, SupportSet):
             more = SupportSet.from_mapping(more, min_classes=1)  # type: ignore[arg-type]
@@ -289,13 +281,10 @@ class AdaptedModel:
         """
         graph = None
         if onnx:
-            from fewshot_sdk.export.onnx import verified_graph
-            from fewshot_sdk.export.task_folder import TASK_ONNX
-
             existed = Path(folder).exists()
             path = prepare_output_folder(folder, overwrite, (TASK_FILE, TASK_WEIGHTS, TASK_ONNX))
             try:
-                graph = verified_graph(self)
+                graph = self.verified_graph()
             except BaseException:
                 if not existed:
                     with contextlib.suppress(OSError):
@@ -316,16 +305,63 @@ class AdaptedModel:
         )
         write_json(path / TASK_FILE, config)
         if graph is not None:
-            from fewshot_sdk.export.task_folder import write_task_onnx
-
-            write_task_onnx(graph, self, path)
+            self.write_graph(graph, path / TASK_ONNX, task_digest(path))
         return path
 
-    def export_onnx(self, path: str | os.PathLike, opset: int | None = None, overwrite: bool = False) -> Path:
-        """One self-contained ``.onnx`` file (outputs ``logits``, ``probs``, ``novelty``) for onnxruntime alone."""
-        from fewshot_sdk.export.onnx import export_task
+    def export_onnx(
+        self,
+        path: str | os.PathLike,
+        opset: int | None = None,
+        overwrite: bool = False,
+        phases: dict[str, float] | None = None,
+    ) -> Path:
+        """One self-contained ``.onnx`` file (outputs ``logits``, ``probs``, ``novelty``) for onnxruntime alone.
 
-        return export_task(self, path, opset=opset, overwrite=overwrite)
+        The file is the task network ``predict`` runs, checked against it before it is written.
+        ``opset``: the ONNX opset to target (default: the exporter's choice). An existing file is
+        replaced only with ``overwrite=True``; a failed export leaves no file behind. ``phases``,
+        when given, receives the seconds each step took.
+        """
+        from fewshot_sdk.export.onnx import check_destination  # onnx: imported when a task is exported
+
+        out = check_destination(path, overwrite)
+        return self.write_graph(self.verified_graph(opset, phases), out, phases=phases)
+
+    def write_onnx_into(self, folder: Path) -> Path:
+        """Write ``folder/task.onnx`` for the saved task files now in ``folder`` (bound to them by their digest)."""
+        return self.write_graph(self.verified_graph(), folder / TASK_ONNX, task_digest(folder))
+
+    def verified_graph(self, opset: int | None = None, phases: dict[str, float] | None = None) -> VerifiedGraph:
+        """The task network as an ONNX graph that matches it (:func:`fewshot_sdk.export.onnx.verified_graph`)."""
+        if self.task != "classification":
+            raise InputError(f"only classification tasks export to ONNX; this {self.method} task is a {self.task} task")
+        broken = non_finite(self.state)
+        if broken:
+            raise InputError(f"the {self.method} task holds NaN or infinite values in {broken[:3]}: re-adapt it")
+        self.novelty_threshold_or_none()  # before the export work, so a calibration error comes first
+        from fewshot_sdk.export.onnx import verified_graph
+
+        shape = self.learner.preprocess_config.input_shape
+        return verified_graph(self.network, shape, f"{self.method} task", opset, phases)
+
+    def write_graph(
+        self, graph: VerifiedGraph, out: Path, digest: str | None = None, phases: dict[str, float] | None = None
+    ) -> Path:
+        """Write ``graph`` with this task's metadata; ``digest``: the saved task files it belongs to."""
+        from fewshot_sdk.export.onnx import write_graph
+
+        metadata = OnnxMetadata.describing(
+            self.method,
+            self.class_names,
+            self.learner.preprocess_config,
+            __version__,
+            novelty_threshold=self.novelty_threshold_or_none(),
+            task_digest=digest,
+        )
+        try:
+            return write_graph(graph, metadata, out, phases)
+        except OSError as exc:
+            raise CheckpointError(f"cannot write {out}: {exc.strerror or exc}") from None
 
     def __repr__(self) -> str:
         return f"AdaptedModel(method={self.method!r}, classes={list(self.class_names)})"
@@ -335,8 +371,7 @@ def check_class_count(task: AdaptedModel, path: Path) -> None:
     """A probe query must score exactly one logit per class name (catches another task's state)."""
     probe = torch.zeros(1, *task.learner.preprocess_config.input_shape)
     try:
-        with torch.inference_mode():
-            classes = task.learner.score(task.state, probe.to(task.learner.device)).shape[-1]
+        classes = task.network.run(probe, 1)[0].shape[-1]
     except (RuntimeError, IndexError, ValueError) as exc:
         raise CheckpointError(f"{path / TASK_WEIGHTS}: the task state does not fit the model ({exc})") from None
     if classes != task.num_classes:

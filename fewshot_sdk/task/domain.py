@@ -18,21 +18,18 @@ to the preprocessor, which names it in its own error.
 from __future__ import annotations
 
 import os
-import sys
-import threading
 import warnings
-import weakref
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
 
+from fewshot_sdk.data.folders import even_sample
 from fewshot_sdk.imageio import COLOUR_SAMPLE_SIDE, MAX_IMAGE_PIXELS, is_colourful, looks_colourful
 
 if TYPE_CHECKING:
     from fewshot_sdk.config import BackboneConfig, PreprocessConfig
-    from fewshot_sdk.methods.base import Learner
 
 __all__ = ["DomainWarning", "check_images", "describe_input", "name_learner", "photo_description"]
 
@@ -50,23 +47,20 @@ SAMPLE_IMAGES = 16
 #: Side of the subsample the colour test reads (JPEGs are decoded near it).
 SAMPLE_SIDE = COLOUR_SAMPLE_SIDE
 
-T = TypeVar("T")
-
 _GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "F"})
 
-_warned: weakref.WeakSet[Any] = weakref.WeakSet()
-_names: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
-_lock = threading.Lock()
+#: The attributes a learner carries for this module: the name it was loaded by, and whether it warned.
+NAME_ATTRIBUTE = "loaded_as"
+WARNED_ATTRIBUTE = "_domain_warned"
 
 
 class DomainWarning(UserWarning):
     """A model was given inputs unlike the data it was trained on (e.g. photos to a handwriting model)."""
 
 
-def name_learner(learner: Learner, name: str) -> None:
+def name_learner(learner: Any, name: str) -> None:
     """Remember the name a learner was loaded by (``"protonet-omniglot"``), for the warning's wording."""
-    with _lock:
-        _names[learner] = str(name)
+    learner.__dict__[NAME_ATTRIBUTE] = str(name)
 
 
 def describe_input(backbone: BackboneConfig, preprocess: PreprocessConfig) -> str:
@@ -76,13 +70,15 @@ def describe_input(backbone: BackboneConfig, preprocess: PreprocessConfig) -> st
     return _input_shape(preprocess)
 
 
-def check_images(learner: Learner, images: object) -> None:
+def check_images(learner: Any, images: object, stacklevel: int = 3) -> None:
     """Warn once per learner (:class:`DomainWarning`) when a handwriting model is given photos.
 
     ``images`` is what the user passed: one path / PIL image / array, or a sequence of
-    them; tensors (and anything unreadable) are skipped. Never raises.
+    them; tensors (and anything unreadable) are skipped. Never raises. Called by the API's
+    entry points (``adapt``, ``predict``, ``add_classes``); ``stacklevel`` names the user's line.
+    A learner trained on photos, or that warned already, returns at the first line.
     """
-    if getattr(learner, "domain", None) not in PHOTO_SENSITIVE_DOMAINS or learner in _warned:
+    if getattr(learner, "domain", None) not in PHOTO_SENSITIVE_DOMAINS or learner.__dict__.get(WARNED_ATTRIBUTE):
         return
     preprocess = learner.preprocess_config
     found = None
@@ -92,17 +88,14 @@ def check_images(learner: Learner, images: object) -> None:
             break
     if found is None:
         return
-    with _lock:
-        if learner in _warned:
-            return
-        _warned.add(learner)
-        label = _names.get(learner) or f"this {learner.method} model"
+    learner.__dict__[WARNED_ATTRIBUTE] = True
+    label = learner.__dict__.get(NAME_ATTRIBUTE) or f"this {learner.method} model"
     kind = "greyscale" if preprocess.channels == 1 else "RGB"
     message = (
         f"{label} is a {learner.domain} model ({_input_shape(preprocess)} {kind}); these look like photos "
         f"({found}): use fs.load('{PHOTO_MODEL}') / --model {PHOTO_MODEL}"
     )
-    warnings.warn(message, DomainWarning, stacklevel=_user_stacklevel())
+    warnings.warn(message, DomainWarning, stacklevel=stacklevel)
 
 
 def photo_description(item: object, preprocess: PreprocessConfig) -> str | None:
@@ -134,14 +127,6 @@ def _as_items(images: object) -> list[object]:
     if isinstance(images, Sequence):
         return list(images)
     return [images]  # a tensor batch or an unknown type: skipped item by item
-
-
-def even_sample(items: list[T], count: int) -> list[T]:
-    """``count`` items spread evenly from first to last (all of them when there are no more)."""
-    if len(items) <= count:
-        return items
-    last = len(items) - 1
-    return [items[i * last // (count - 1)] for i in range(count)]
 
 
 def _image_description(image: Image.Image, preprocess: PreprocessConfig, own: bool) -> str | None:
@@ -178,12 +163,3 @@ def _too_large(width: int, height: int, preprocess: PreprocessConfig) -> bool:
     """Both sides more than :data:`MAX_SIZE_RATIO` times the model's input."""
     in_height, in_width = preprocess.image_size
     return min(width / in_width, height / in_height) > MAX_SIZE_RATIO
-
-
-def _user_stacklevel() -> int:
-    """The stacklevel of the first frame outside fewshot_sdk, so the warning names the caller's line."""
-    level, frame = 1, sys._getframe(1)  # the frame of check_images
-    while frame.f_back is not None and frame.f_globals.get("__name__", "").partition(".")[0] == "fewshot_sdk":
-        frame = frame.f_back
-        level += 1
-    return level

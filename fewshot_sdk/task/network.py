@@ -1,0 +1,63 @@
+"""The task network: what ``adapt`` builds once for a task, ``predict`` runs and ``export_onnx`` serialises.
+
+A method turns a task state into a scoring module (``Learner.export_module``: ProtoNet's prototypes
+as a linear head, stored embeddings, memories, adapted weights) built on the learner's inference
+twin, whose batch norms are folded and whose weights never change. This module adds the method's
+probability rule and the default novelty, and is then frozen: eval mode, no autograd. Because
+``predict`` and the exporter run this same module, an exported file and ``predict`` agree by
+construction, and no cache anywhere has to guess whether it is stale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from fewshot_sdk.task.open_set import max_logit_novelty
+
+
+class TaskNetwork(nn.Module):
+    """images -> (logits, probs, novelty) for one adapted task; immutable once built.
+
+    ``scorer`` maps a model-ready batch to logits, or to ``(logits, novelty)``; ``probabilities``
+    is the method's rule from logits to probabilities (softmax for most; Siamese and Relation
+    normalise per-class sigmoid scores).
+    """
+
+    def __init__(self, scorer: nn.Module, probabilities: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        super().__init__()
+        self.scorer = scorer
+        self.probabilities = probabilities
+        self.eval().requires_grad_(False)
+
+    def train(self, mode: bool = True) -> TaskNetwork:
+        """Stays in eval mode: a task network only infers."""
+        return super().train(False)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        outputs = self.scorer(images)
+        logits, novelty = outputs if isinstance(outputs, tuple) else (outputs, max_logit_novelty(outputs))
+        return logits, self.probabilities(logits), novelty
+
+    @property
+    def device(self) -> torch.device:
+        for tensor in self.parameters():
+            return tensor.device
+        for tensor in self.buffers():
+            return tensor.device
+        return torch.device("cpu")
+
+    def run(self, batch: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(logits, probs, novelty) of a model-ready batch on the CPU, scored in chunks of ``batch_size``.
+
+        A batch no larger than ``batch_size`` is scored as it is, unsplit.
+        """
+        device = self.device
+        chunks = (batch,) if len(batch) <= batch_size else torch.split(batch, batch_size)
+        with torch.inference_mode():
+            scored = [self(chunk.to(device)) for chunk in chunks]
+        # joined outside inference mode: the caller gets ordinary tensors, usable with autograd as before
+        logits, probs, novelty = (torch.cat([outputs[i] for outputs in scored]).cpu() for i in range(3))
+        return logits, probs, novelty
