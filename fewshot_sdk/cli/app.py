@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import json
 import math
@@ -242,30 +241,6 @@ def print_predictions(queries: list[Path], answers: Answers, top_k: int, as_json
         typer.echo(f"{row['query']}: {ranked}")
 
 
-def config_default(model: str, name: str) -> Callable[[], Any]:
-    """An option's default: field ``name`` of the config model ``"module:Class"``, so the CLI never has its own.
-
-    Read when the option is left out, not when this module is imported: the config models'
-    modules import torch, which ``fewshot --help`` must not (``--help`` shows "(dynamic)").
-    """
-
-    def default() -> Any:
-        module, _, cls = model.partition(":")
-        return getattr(importlib.import_module(module), cls).model_fields[name].default
-
-    return default
-
-
-def training(name: str) -> Callable[[], Any]:
-    """``TrainConfig``'s default for ``name``: what ``fewshot train`` uses when its option is left out."""
-    return config_default("fewshot_sdk.train.loop:TrainConfig", name)
-
-
-def evaluation(name: str) -> Callable[[], Any]:
-    """``EvaluationConfig``'s default for ``name``: what ``fewshot evaluate`` uses when its option is left out."""
-    return config_default("fewshot_sdk.train.protocols:EvaluationConfig", name)
-
-
 @app.command()
 @clean_errors
 def train(
@@ -283,77 +258,34 @@ def train(
         str | None,
         typer.Option(help="Continue from this bundled model or checkpoint folder instead of random weights."),
     ] = None,
-    *,
-    episodes: Annotated[int, typer.Option(min=1, help="Meta-updates.", default_factory=training("episodes"))],
-    n_way: Annotated[
-        int, typer.Option("--n-way", min=2, help="Classes per training episode.", default_factory=training("n_way"))
-    ],
+    # Left out, a training setting takes TrainConfig's default (fewshot_sdk.train.loop): the one source of them.
+    episodes: Annotated[int | None, typer.Option(min=1, help="Meta-updates.")] = None,
+    n_way: Annotated[int | None, typer.Option("--n-way", min=2, help="Classes per training episode.")] = None,
     k_shot: Annotated[
-        int,
-        typer.Option(
-            "--k-shot", min=1, help="Support examples per class in training.", default_factory=training("k_shot")
-        ),
-    ],
-    q_queries: Annotated[
-        int,
-        typer.Option(
-            "--q-queries", min=1, help="Query examples per class in training.", default_factory=training("q_queries")
-        ),
-    ],
-    meta_batch: Annotated[
-        int,
-        typer.Option("--meta-batch", min=1, help="Episodes per meta-update.", default_factory=training("meta_batch")),
-    ],
-    lr: Annotated[float, typer.Option(help="Outer (meta) learning rate, > 0.", default_factory=training("lr"))],
+        int | None, typer.Option("--k-shot", min=1, help="Support examples per class in training.")
+    ] = None,
+    q_queries: Annotated[int | None, typer.Option("--q-queries", min=1, help="Query examples per class.")] = None,
+    meta_batch: Annotated[int | None, typer.Option("--meta-batch", min=1, help="Episodes per meta-update.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Outer (meta) learning rate, > 0.")] = None,
     lr_decay_every: Annotated[
-        int,
-        typer.Option(
-            "--lr-decay-every",
-            min=1,
-            help="Episodes between halvings of the learning rate.",
-            default_factory=training("lr_decay_every"),
-        ),
-    ],
-    val_every: Annotated[
-        int,
-        typer.Option("--val-every", min=1, help="Episodes between validations.", default_factory=training("val_every")),
-    ],
+        int | None, typer.Option("--lr-decay-every", min=1, help="Episodes between halvings of the learning rate.")
+    ] = None,
+    val_every: Annotated[int | None, typer.Option("--val-every", min=1, help="Episodes between validations.")] = None,
     val_episodes: Annotated[
-        int,
-        typer.Option(
-            "--val-episodes",
-            min=1,
-            help="Validation episodes (fixed, seeded) per validation.",
-            default_factory=training("val_episodes"),
-        ),
-    ],
-    val_n_way: Annotated[
-        int,
-        typer.Option(
-            "--val-n-way", min=2, help="Classes per validation episode.", default_factory=training("val_n_way")
-        ),
-    ],
+        int | None, typer.Option("--val-episodes", min=1, help="Validation episodes (fixed, seeded) per validation.")
+    ] = None,
+    val_n_way: Annotated[int | None, typer.Option("--val-n-way", min=2, help="Classes per validation episode.")] = None,
     val_k_shot: Annotated[
-        int,
-        typer.Option(
-            "--val-k-shot",
-            min=1,
-            help="Support examples per class in validation.",
-            default_factory=training("val_k_shot"),
-        ),
-    ],
+        int | None, typer.Option("--val-k-shot", min=1, help="Support examples per class in validation.")
+    ] = None,
     val_within_alphabet: Annotated[
-        bool,
+        bool | None,
         typer.Option(
             "--val-within-alphabet",
             help="Draw each validation episode's classes from one alphabet (Lake's task; class names Alphabet/...).",
-            default_factory=training("val_within_group"),
         ),
-    ],
-    seed: Annotated[
-        int,
-        typer.Option(help="Seed of the episode sampling and initialisation.", default_factory=training("seed")),
-    ],
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the episode sampling and initialisation.")] = None,
     split_seed: Annotated[int | None, typer.Option("--split-seed", help="Class split; default 0, or --init's.")] = None,
     backbone: Annotated[
         str | None, typer.Option(help="conv4, resnet12 or efficientnet-lite0 (ImageNet weights, for photos).")
@@ -367,28 +299,22 @@ def train(
         ),
     ] = None,
     frozen_stages: Annotated[
-        int,
+        int | None,
         typer.Option(
-            "--frozen-stages",
-            min=0,
-            help="Keep the first N backbone stages at their starting weights (computed once per image).",
-            default_factory=training("frozen_stages"),
+            "--frozen-stages", min=0, help="Keep the first N backbone stages at their starting weights (computed once)."
         ),
-    ],
+    ] = None,
     batchnorm: Annotated[
-        str,
-        typer.Option(
-            help="train, or frozen: keep batch-norm statistics (fine-tuning a pretrained backbone).",
-            default_factory=training("batchnorm"),
-        ),
-    ],
+        str | None,
+        typer.Option(help="train, or frozen: keep batch-norm statistics (fine-tuning a pretrained backbone)."),
+    ] = None,
     image_size: Annotated[
         int | None, typer.Option("--image-size", min=8, help="Input resolution of a new model (square).")
     ] = None,
     setting: Annotated[
         list[str] | None, typer.Option("--set", help="A method setting as key=value (JSON value), repeatable.")
     ] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.", default_factory=training("device"))],
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing checkpoint in --out.")] = False,
     nproc_per_node: Annotated[
         int,
@@ -410,43 +336,44 @@ def train(
     from fewshot_sdk.train.starting import starting_learner
 
     options = dict(locals())  # the parsed options, for the processes --nproc-per-node starts
-    resolve_device(device)  # an unknown or absent device fails now, not after loading the data
+    given = {
+        "episodes": episodes,
+        "n_way": n_way,
+        "k_shot": k_shot,
+        "q_queries": q_queries,
+        "meta_batch": meta_batch,
+        "lr": lr,
+        "lr_decay_every": lr_decay_every,
+        "val_every": val_every,
+        "val_episodes": val_episodes,
+        "val_n_way": val_n_way,
+        "val_k_shot": val_k_shot,
+        "val_within_group": val_within_alphabet,
+        "seed": seed,
+        "device": device,
+        "frozen_stages": frozen_stages,
+        "batchnorm": batchnorm,
+    }
+    try:
+        config = TrainConfig(**{name: value for name, value in given.items() if value is not None})
+    except ValidationError as exc:
+        fail(f"invalid training settings: {describe_validation_error(exc)}")
+    resolve_device(config.device)  # an unknown or absent device fails now, not after loading the data
     if nproc_per_node > 1 and not distributed.launched_by_torchrun():
-        distributed.check_world(meta_batch, distributed.Ranks(world_size=nproc_per_node))
+        distributed.check_world(config.meta_batch, distributed.Ranks(world_size=nproc_per_node))
         with no_empty_folder_left(out):
             prepare_output_folder(out, overwrite, (CONFIG_FILE,))
-            in_processes(train, options, nproc_per_node, device)
+            in_processes(train, options, nproc_per_node, config.device)
         return
-    with distributed.process_group(device) as ranks, no_empty_folder_left(out):
+    with distributed.process_group(config.device) as ranks, no_empty_folder_left(out):
         if ranks.is_main:
             prepare_output_folder(out, overwrite, (CONFIG_FILE,))  # fail before hours of training, not after
         settings = parse_settings(setting or [])
         if image_size is not None:
             settings["image_size"] = image_size
-        try:
-            config = TrainConfig(
-                episodes=episodes,
-                n_way=n_way,
-                k_shot=k_shot,
-                q_queries=q_queries,
-                meta_batch=meta_batch,
-                lr=lr,
-                lr_decay_every=lr_decay_every,
-                val_every=val_every,
-                val_episodes=val_episodes,
-                val_n_way=val_n_way,
-                val_k_shot=val_k_shot,
-                val_within_group=val_within_alphabet,
-                seed=seed,
-                device=device,
-                frozen_stages=frozen_stages,
-                batchnorm=batchnorm,
-            )
-        except ValidationError as exc:
-            fail(f"invalid training settings: {describe_validation_error(exc)}")
-        seed_everything(seed)  # the initial weights (rank 0's are broadcast to the others)
+        seed_everything(config.seed)  # the initial weights (rank 0's are broadcast to the others)
         learner = starting_learner(data, method, init, backbone, settings, split_seed, backbone_from)
-        with progress_bar(console, "training", episodes, quiet=not ranks.is_main) as advance:
+        with progress_bar(console, "training", config.episodes, quiet=not ranks.is_main) as advance:
             result = train_on_dataset(
                 learner,
                 data,
@@ -514,10 +441,11 @@ def evaluate(
     k_shot: Annotated[
         list[int] | None, typer.Option("--k-shot", help="Shots (repeatable); default: the data's protocol.")
     ] = None,
-    queries: Annotated[int, typer.Option(min=1, help="Queries per class.", default_factory=evaluation("q_queries"))],
-    episodes: Annotated[int, typer.Option(min=1, help="Episodes per setting.", default_factory=evaluation("episodes"))],
-    seed: Annotated[int, typer.Option(help="Seed of the episodes.", default_factory=evaluation("seed"))],
-    split: Annotated[str, typer.Option(help="test or val characters.", default_factory=evaluation("split"))],
+    # Left out, these take EvaluationConfig's defaults (fewshot_sdk.train.protocols): the one source of them.
+    queries: Annotated[int | None, typer.Option(min=1, help="Queries per class.")] = None,
+    episodes: Annotated[int | None, typer.Option(min=1, help="Episodes per setting.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the episodes.")] = None,
+    split: Annotated[str | None, typer.Option(help="test or val characters.")] = None,
     split_seed: Annotated[int | None, typer.Option("--split-seed", help="Default: the checkpoint's.")] = None,
     lake_runs: Annotated[
         Path | None,
@@ -526,13 +454,9 @@ def evaluate(
         ),
     ] = None,
     within_alphabet: Annotated[
-        bool,
-        typer.Option(
-            "--within-alphabet",
-            help="Draw each episode's classes from one alphabet (Lake's task).",
-            default_factory=evaluation("within_group"),
-        ),
-    ],
+        bool | None,
+        typer.Option("--within-alphabet", help="Draw each episode's classes from one alphabet (Lake's task)."),
+    ] = None,
     record: Annotated[
         bool,
         typer.Option(
@@ -577,13 +501,13 @@ def evaluate_in_group(
     data: Path | None,
     n_way: list[int] | None,
     k_shot: list[int] | None,
-    queries: int,
-    episodes: int,
-    seed: int,
-    split: str,
+    queries: int | None,
+    episodes: int | None,
+    seed: int | None,
+    split: str | None,
     split_seed: int | None,
     lake_runs: Path | None,
-    within_alphabet: bool,
+    within_alphabet: bool | None,
     record: bool,
     as_json: bool,
     runtime: str,
@@ -597,16 +521,19 @@ def evaluate_in_group(
     from fewshot_sdk.train.recording import record_results
 
     try:
+        given = {
+            "q_queries": queries,
+            "episodes": episodes,
+            "seed": seed,
+            "split": split,
+            "within_group": within_alphabet,
+        }
         config = EvaluationConfig(
             n_way=n_way,
             k_shot=k_shot,
-            q_queries=queries,
-            episodes=episodes,
-            seed=seed,
-            split=split,
             split_seed=split_seed,
             lake_runs=lake_runs,
-            within_group=within_alphabet,
+            **{name: value for name, value in given.items() if value is not None},
         )
     except ValidationError as exc:
         fail(f"invalid evaluation settings: {describe_validation_error(exc)}")
