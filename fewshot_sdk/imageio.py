@@ -237,3 +237,24 @@ def is_colourful(rgb: np.ndarray) -> bool:
     pixels = rgb.astype(np.int16)
     chroma = pixels.max(axis=2) - pixels.min(axis=2)
     return bool((chroma > COLOUR_CHROMA).mean() > COLOUR_FRACTION)
+
+
+#: Both sides more than this many times the model's input: not a glyph. (Omniglot's own
+#: 105x105 scans are 3.75x a 28x28 input and must pass.)
+MAX_SIZE_RATIO = 4.0
+_GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "F"})
+
+
+def photo_description(image: Image.Image, image_size: tuple[int, int]) -> str | None:
+    """``"RGB 451x300"`` when ``image`` looks like a photo to a model taking ``image_size`` inputs, else None.
+
+    A photo is far larger than the model's input on both sides whatever its colours, or has real
+    colour (:func:`looks_colourful`). Called on images being decoded anyway, so it reads no file.
+    """
+    width, height = image.size
+    grey = image.mode in _GREY_MODES or image.mode.startswith("I;")
+    if min(width / image_size[1], height / image_size[0]) > MAX_SIZE_RATIO:
+        return f"{'greyscale' if grey else 'RGB'} {width}x{height}"
+    if grey or width * height > MAX_IMAGE_PIXELS:
+        return None
+    return f"RGB {width}x{height}" if looks_colourful(image) else None

@@ -12,8 +12,9 @@ from PIL import Image
 import fewshot_sdk as fs
 from fewshot_sdk.cli.app import DEFAULT_MODEL
 from fewshot_sdk.config import PreprocessConfig
+from fewshot_sdk.imageio import load_image, photo_description
 from fewshot_sdk.registry import zoo_path
-from fewshot_sdk.task.domain import PHOTO_MODEL, DomainWarning, check_images, photo_description
+from fewshot_sdk.task.domain import PHOTO_MODEL, DomainWarning
 
 
 def colour_photo(seed: int, width: int = 451, height: int = 300) -> Image.Image:
@@ -53,7 +54,9 @@ def test_colour_photos_given_to_an_omniglot_model_warn_once():
 
     with warnings.catch_warnings(record=True) as caught:  # another learner says it again, once
         warnings.simplefilter("always")
-        check_images(fs.load("maml-omniglot"), [colour_photo(8)] * 3)
+        other = fs.load("maml-omniglot")
+        other.adapt(fs.SupportSet.from_mapping({"a": [colour_photo(8)], "b": [colour_photo(8)] * 2}))
+        other.adapt(fs.SupportSet.from_mapping({"a": [colour_photo(9)], "b": [colour_photo(9)]}))
     assert len(domain_warnings(caught)) == 1
 
 
@@ -67,7 +70,9 @@ def test_greyscale_glyphs_do_not_warn(omniglot_learner, examples_dir):
         task.predict(sorted((examples_dir / "queries").glob("*.png")))
         task.predict([grey, grey.convert("RGB"), grey.resize((28, 28)), np.asarray(grey), np.asarray(grey) / 255.0])
         task.predict(np.asarray(grey.convert("RGB")))  # grey stored as RGB is still grey
-        check_images(omniglot_learner, glyph_paths)
+        omniglot_learner.preprocess(glyph_paths)
+        omniglot_learner.domain_watch.warn()
+    assert omniglot_learner.domain_watch.found is None
 
 
 def test_a_photo_model_given_photos_does_not_warn():
@@ -78,7 +83,7 @@ def test_a_photo_model_given_photos_does_not_warn():
         warnings.simplefilter("error", DomainWarning)
         task = learner.adapt(fs.SupportSet.from_mapping({"a": small[:1], "b": small[1:2]}))
         task.predict(small[2])
-        check_images(learner, [colour_photo(9)])
+    assert learner.domain_watch.found is None  # a photo model's watch does not even look
 
 
 def test_tensors_are_model_ready_and_not_checked(omniglot_learner):
@@ -88,27 +93,34 @@ def test_tensors_are_model_ready_and_not_checked(omniglot_learner):
         task = omniglot_learner.adapt(fs.SupportSet.from_tensors(x, [0, 0, 1, 1]))
         task.predict(torch.randn(2, 1, 28, 28))
         task.predict([torch.randn(1, 28, 28)])
-        check_images(omniglot_learner, torch.rand(2, 3, 300, 451))
-        check_images(omniglot_learner, [torch.rand(3, 300, 451)])
+    assert omniglot_learner.domain_watch.found is None
 
 
 def test_what_looks_like_a_photo(tmp_path):
-    glyph = PreprocessConfig()  # 1x28x28
+    glyph = PreprocessConfig().image_size  # 28x28
+
+    def described(item: object) -> str | None:
+        return photo_description(load_image(item), glyph)  # as the preprocessor decodes it
+
     grey_photo = colour_photo(0).convert("L")
-    assert photo_description(colour_photo(0), glyph) == "RGB 451x300"
-    assert photo_description(grey_photo, glyph) == "greyscale 451x300"  # far larger than 28x28
-    assert photo_description(colour_photo(0, 40, 40), glyph) == "RGB 40x40"  # small, but in colour
-    assert photo_description(np.asarray(colour_photo(0, 40, 40)) / 255.0, glyph) == "RGB 40x40"
-    assert photo_description(grey_photo.resize((105, 105)), glyph) is None  # Omniglot's own scan size
-    assert photo_description(grey_photo.resize((105, 105)).convert("RGB"), glyph) is None
+    assert described(colour_photo(0)) == "RGB 451x300"
+    assert described(grey_photo) == "greyscale 451x300"  # far larger than 28x28
+    assert described(colour_photo(0, 40, 40)) == "RGB 40x40"  # small, but in colour
+    assert described(np.asarray(colour_photo(0, 40, 40)) / 255.0) == "RGB 40x40"
+    assert described(grey_photo.resize((105, 105))) is None  # Omniglot's own scan size
+    assert described(grey_photo.resize((105, 105)).convert("RGB")) is None
     colour_photo(0).save(tmp_path / "photo.jpg")
     grey_photo.resize((100, 100)).convert("RGB").save(tmp_path / "grey.jpg")
-    assert photo_description(tmp_path / "photo.jpg", glyph) == "RGB 451x300"
-    assert photo_description(str(tmp_path / "grey.jpg"), glyph) is None
-    # never raises: unreadable things are the preprocessor's to report
+    assert described(tmp_path / "photo.jpg") == "RGB 451x300"
+    assert described(str(tmp_path / "grey.jpg")) is None
+
+
+def test_an_unreadable_image_is_the_preprocessors_error_and_no_warning(omniglot_learner, tmp_path):
     (tmp_path / "bad.png").write_text("not an image")
-    for item in (tmp_path / "bad.png", tmp_path / "missing.png", np.zeros((2, 2, 7)), 42, torch.zeros(3, 8, 8)):
-        assert photo_description(item, glyph) is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DomainWarning)
+        with pytest.raises(fs.InputError, match="bad.png"):
+            omniglot_learner.preprocess([tmp_path / "bad.png"])
 
 
 def write_photos(folder, seeds):

@@ -10,7 +10,7 @@ training time it goes through here.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from PIL import Image
@@ -26,8 +26,10 @@ __all__ = ["ImageLike", "Preprocessor", "is_image_file", "load_image"]
 class Preprocessor:
     """The one transform between an image and a model, built from a checkpoint's ``PreprocessConfig``."""
 
-    def __init__(self, config: PreprocessConfig) -> None:
+    def __init__(self, config: PreprocessConfig, watch: Callable[[Image.Image], None] | None = None) -> None:
+        """``watch``: shown every image as decoded, before it is resized (a learner's domain check)."""
         self.config = config
+        self.watch = watch
         channels = config.channels
         self._mean = torch.tensor(config.mean, dtype=torch.float32).expand(channels).reshape(channels, 1, 1)
         self._std = torch.tensor(config.std, dtype=torch.float32).expand(channels).reshape(channels, 1, 1)
@@ -44,7 +46,12 @@ class Preprocessor:
         """A batch [B, C, H, W] from paths / PIL images / arrays."""
         if len(images) == 0:
             raise InputError("no images given")
-        return torch.stack([self.image_to_tensor(load_image(item)) for item in images])
+        return torch.stack([self.image_to_tensor(self.watched(load_image(item))) for item in images])
+
+    def watched(self, image: Image.Image) -> Image.Image:
+        if self.watch is not None:
+            self.watch(image)
+        return image
 
     def check_batch(self, batch: torch.Tensor, argument: str = "images") -> torch.Tensor:
         """Validate a tensor batch that claims to be model-ready; returns it as float32."""

@@ -1,1 +1,1 @@
-"""Learners and tasks from names and files: ``fs.load`` / ``fs.create`` (``zoo``), ``fs.load_task`` (``saved_tasks``)."""
+"""Learners and tasks from names and files: ``fs.load`` / ``fs.create`` (``zoo``), ``fs.load_task``."""

@@ -49,7 +49,7 @@ from fewshot_sdk.methods._step_metrics import StepMetrics
 from fewshot_sdk.models.backbones import build_backbone, default_domain, default_preprocess
 from fewshot_sdk.models.frozen import EngineFactory, FrozenBackbone
 from fewshot_sdk.task.adapted import AdaptedModel, TaskState, TaskSupport
-from fewshot_sdk.task.domain import check_images
+from fewshot_sdk.task.domain import DomainWatch
 from fewshot_sdk.task.layout import Layout
 from fewshot_sdk.task.network import TaskNetwork
 from fewshot_sdk.task.open_set import choose_threshold, held_out_scores, max_logit_novelty
@@ -99,7 +99,9 @@ class Learner(nn.Module, metaclass=ABCMeta):
         self.config = config if config is not None else self.Config()
         self.backbone_config = backbone if backbone is not None else BackboneConfig(**self.default_backbone)
         self.preprocess_config = preprocess if preprocess is not None else default_preprocess(self.backbone_config)
-        self.preprocessor = Preprocessor(self.preprocess_config)
+        #: Photos decoded for a handwriting model: noted by the preprocessor, said once by adapt / predict.
+        self.domain_watch = DomainWatch(self)
+        self.preprocessor = Preprocessor(self.preprocess_config, watch=self.domain_watch)
         self.backbone = build_backbone(self.backbone_config, self.preprocess_config, backbone_module)
         self.provenance = Provenance()
         #: What the weights were trained on ("photos", "handwritten-characters", ...); saved in config.json.
@@ -333,10 +335,9 @@ class Learner(nn.Module, metaclass=ABCMeta):
                 f"adapt takes a fs.SupportSet, got {type(support).__name__}; build one with "
                 "SupportSet.from_folder / from_mapping / from_tensors"
             )
-        x, y = support.to_tensors(self.preprocessor)
-        check_images(self, support.items)  # photos given to a handwriting model: say so, once per learner
+        x, y = support.to_tensors(self.preprocessor)  # a SupportSet is valid: no check_support here
+        self.domain_watch.warn(stacklevel=2)  # photos given to a handwriting model: say so, once per learner
         parsed = self.adapt_options(options)
-        check_support(x, y, support.num_classes, regression=self.is_regression)
         learner = self.inference_learner()
         state = learner.detached_task(x, y, support.num_classes, parsed)
         network = TaskNetwork(learner.export_module(state), learner.probabilities)

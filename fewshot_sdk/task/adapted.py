@@ -43,7 +43,7 @@ from fewshot_sdk.errors import CheckpointError, InputError
 from fewshot_sdk.export.metadata import OnnxMetadata
 from fewshot_sdk.finite import all_finite
 from fewshot_sdk.predict_options import check_batch_size, check_reject, resolve_threshold
-from fewshot_sdk.task.domain import check_images
+from fewshot_sdk.task.domain import DomainWatch
 from fewshot_sdk.task.files import TASK_FILE, TASK_ONNX, TASK_WEIGHTS, TaskConfig, task_digest
 from fewshot_sdk.task.layout import Layout
 from fewshot_sdk.task.layout import merge as merge_states
@@ -67,6 +67,7 @@ class TaskLearner(Protocol):
     domain: str
     preprocessor: Preprocessor
     preprocess_config: PreprocessConfig
+    domain_watch: DomainWatch
 
     def preprocess(self, images: object) -> torch.Tensor: ...
 
@@ -163,8 +164,7 @@ class AdaptedModel:
         """
         check_batch_size(batch_size)
         batch = self.as_batch(query)
-        if not isinstance(query, torch.Tensor):  # a tensor is model-ready: there is no image to look at
-            check_images(self.learner, query, stacklevel=4)  # photos to a handwriting model: say so, once
+        self.learner.domain_watch.warn(stacklevel=3)  # photos given to a handwriting model: say so, once
         return self.network.run(batch, batch_size)
 
     def predict(self, query: QueryLike, batch_size: int = 256, reject: float | str | None = None) -> Prediction:
@@ -236,7 +236,7 @@ class AdaptedModel:
         if clash:
             raise InputError(f"the task already has classes {clash}: give new class names, or remove_classes first")
         x, y = more.to_tensors(self.learner.preprocessor)
-        check_images(self.learner, more.items)
+        self.learner.domain_watch.warn(stacklevel=2)
         added = self.learner.adapt_classes(x, y, more.num_classes)
         merged = merge_states(layout, self.state, added)
         support = None

@@ -43,21 +43,26 @@ class TaskNetwork(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        for tensor in self.parameters():
-            return tensor.device
-        for tensor in self.buffers():
-            return tensor.device
-        return torch.device("cpu")
+        """Where the network runs (it never moves: it was built there)."""
+        device = self.__dict__.get("_device")
+        if device is None:
+            tensor = next(self.parameters(), None)
+            if tensor is None:
+                tensor = next(self.buffers(), None)
+            device = self.__dict__["_device"] = tensor.device if tensor is not None else torch.device("cpu")
+        return device
 
     def run(self, batch: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(logits, probs, novelty) of a model-ready batch on the CPU, scored in chunks of ``batch_size``.
 
-        A batch no larger than ``batch_size`` is scored as it is, unsplit.
+        A batch no larger than ``batch_size`` is scored as it is, unsplit. Under ``no_grad`` rather
+        than ``inference_mode``, so the caller gets ordinary tensors without a copy.
         """
         device = self.device
-        chunks = (batch,) if len(batch) <= batch_size else torch.split(batch, batch_size)
-        with torch.inference_mode():
-            scored = [self(chunk.to(device)) for chunk in chunks]
-        # joined outside inference mode: the caller gets ordinary tensors, usable with autograd as before
+        with torch.no_grad():
+            if len(batch) <= batch_size:
+                logits, probs, novelty = self(batch.to(device))
+                return logits.cpu(), probs.cpu(), novelty.cpu()
+            scored = [self(chunk.to(device)) for chunk in torch.split(batch, batch_size)]
         logits, probs, novelty = (torch.cat([outputs[i] for outputs in scored]).cpu() for i in range(3))
         return logits, probs, novelty
