@@ -1,7 +1,7 @@
 """Where exporting one task to ONNX spends its seconds, the first time in a process (what a user sees) and after.
 
 Each measurement runs in a fresh Python process: it imports the SDK, loads the bundled model,
-adapts it to ``--support`` and exports the task twice (``export_task(..., phases=...)``),
+adapts it to ``--support`` and exports the task twice (``task.export_onnx(..., phases=...)``),
 reporting every phase: importing the exporter module (``task.export_onnx``'s first call does),
 ``prepare`` (copying the learner, calibrating the threshold, the
 torch reference outputs), each exporter tried (``torchscript``: the TorchScript tracer;
@@ -72,7 +72,7 @@ def child(model: str, exporter_choice: str, support: Path, threads: int) -> dict
         for index in range(2):
             phases: dict[str, float] = {}
             start = time.perf_counter()
-            path = exporter.export_task(task, Path(folder) / f"{index}.onnx", phases=phases)
+            path = task.export_onnx(Path(folder) / f"{index}.onnx", phases=phases)
             total = time.perf_counter() - start
             props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
             written_by = OnnxMetadata.from_props(props, str(path)).exporter

@@ -192,13 +192,12 @@ def engines(size: int, threads: int, rounds: int, clock: Callable[[], float]) ->
     learner = fs.load("protonet-photos")
     backbone = learner.backbone.eval()
     notes: dict[str, object] = {}
+    folded = learner.inference_learner().backbone.body  # what adapt and predict run (models/frozen.py)
+    assert folded is not backbone.body
     start = clock()
-    engine = OnnxBackbone(backbone.body, backbone.input_shape, threads)  # what runtime="onnxruntime" runs
+    engine = OnnxBackbone(folded, backbone.input_shape, threads)  # what runtime="onnxruntime" runs
     notes["export_s"] = clock() - start
     nchw = nchw_copy(backbone)
-    with torch.inference_mode():
-        folded = backbone.inference_body()  # what the backbone's inference calls run (models/folding.py)
-    assert folded is not backbone.body
     compiled_body, notes["compile_error"] = compiled(backbone)
     rows = []
     for batch in BATCHES:
@@ -312,16 +311,17 @@ def embed_figures(
         learner = fs.load("protonet-photos")
     if chunk:  # else the SDK's own, sized by INFERENCE_CHUNK_BYTES
         learner.backbone.inference_chunk = chunk
+    twin = learner.freeze().inference_learner().backbone  # what adapt and predict embed with
     x = torch.randn(images, 3, *learner.preprocess_config.image_size, generator=torch.Generator().manual_seed(5))
     seconds, pages = [], []
     with torch.inference_mode():
         for index in range(2 + repeats):
             before, start = minor_faults(), clock()
-            learner.backbone(x)
+            twin(x)
             if index >= 2:
                 seconds.append((clock() - start) / images)
                 pages.append((minor_faults() - before) / images)
-    return [statistics.median(seconds), statistics.median(pages), learner.backbone.inference_chunk]
+    return [statistics.median(seconds), statistics.median(pages), twin.inference_chunk]
 
 
 def allocator_lines(args: argparse.Namespace, processes: int = 3) -> list[str]:

@@ -7,9 +7,9 @@ batch [B, C, H, W] of random pixels, measured in one process, interleaved (every
 calls each path once, in a shuffled order, after a warm-up):
 
 - SDK torch: ``task.predict(batch)``: option and input checks, chunking, ``Prediction``;
-- eager module: plain torch eager of the same network and head, ``ExportedTask(learner,
-  learner.export_module(state))`` (the module the ONNX graph is exported from: logits,
-  probabilities, novelty) called directly on the tensor under ``torch.inference_mode``;
+- eager module: the task network itself, ``task.network`` (the module ``predict`` runs and the
+  ONNX graph is exported from: logits, probabilities, novelty) called directly on the tensor
+  under ``torch.inference_mode``;
 - eager score: the SDK's own scoring call, ``learner.score_with_novelty(state, batch)`` and
   ``learner.probabilities``, under ``torch.inference_mode`` (what ``predict`` computes);
 - SDK onnxruntime: ``deployed.predict(batch)``, with the same checks and ``Prediction``;
@@ -41,7 +41,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from timing import device_name, interleaved_groups, interleaved_seconds, paired_ratio, report
 
 import fewshot_sdk as fs
-from fewshot_sdk.export.onnx import ExportedTask
 
 REPO = Path(__file__).resolve().parents[2]
 BATCHES = (1, 64)
@@ -59,7 +58,7 @@ def measure(
     learner = fs.load(model)
     task = learner.adapt(fs.SupportSet.from_folder(support_dir))
     state = task.state
-    module = ExportedTask(learner, learner.export_module(state)).eval()
+    module = task.network
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         deployed = fs.load_task(task.save(Path(folder) / "task", onnx=True), runtime="onnxruntime", threads=threads)
