@@ -11,7 +11,6 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
@@ -19,10 +18,11 @@ from PIL import Image
 
 from fewshot_sdk.data.folders import list_class_images, scan_class_folders
 from fewshot_sdk.data.images import ImageLike, Preprocessor
+from fewshot_sdk.data.task_kinds import KindName, task_kind
 from fewshot_sdk.errors import InputError
 from fewshot_sdk.finite import all_finite
 
-TaskKind = Literal["classification", "regression"]
+TaskKind = KindName  # what a SupportSet and a saved task record: "classification" or "regression"
 SupportItem = ImageLike | torch.Tensor
 #: What ``predict`` takes: one image, a sequence of images or of [C, H, W] tensors, or a [B, C, H, W] tensor.
 QueryLike = ImageLike | torch.Tensor | Sequence
@@ -104,10 +104,9 @@ class SupportSet:
             raise InputError("the support set is empty")
         if not all_finite(x):
             raise InputError("support tensor x contains NaN or infinite values")
-        if task == "regression":
-            if not y.is_floating_point() or not all_finite(y):
-                raise InputError("regression targets y must be finite floating-point values")
-            return cls(("value",), tensors=x, targets=y, task="regression")
+        if not task_kind(task).classifies:
+            task_kind(task).check_targets(y, len(x))
+            return cls(("value",), tensors=x, targets=y, task=task)
         if y.is_floating_point() or y.ndim != 1:
             raise InputError("classification labels y must be a 1-d integer tensor (0..C-1)")
         present = torch.unique(y)
@@ -146,7 +145,7 @@ class SupportSet:
 
     def to_tensors(self, preprocessor: Preprocessor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(x, y)`` as the model consumes them: x [N, C, H, W] float32, y [N] long (or float targets)."""
-        if self.task == "regression":
+        if not task_kind(self.task).classifies:
             assert self.tensors is not None and self.targets is not None
             return self.tensors.float(), self.targets.float()
         labels = torch.tensor(self.labels, dtype=torch.long)

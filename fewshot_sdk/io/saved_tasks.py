@@ -99,7 +99,7 @@ def load_task(
         task=config.task,
         novelty_threshold=config.novelty_threshold,
     )
-    if config.task == "classification":
+    if task.kind.classifies:
         check_class_count(task, path)
     return task
 

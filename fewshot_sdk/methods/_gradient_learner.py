@@ -35,12 +35,12 @@ from collections.abc import Sequence
 from typing import ClassVar, Literal
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
 from fewshot_sdk.config import StrictModel
 from fewshot_sdk.data.episodes import Episode
+from fewshot_sdk.data.task_kinds import KindName
 from fewshot_sdk.errors import InputError
 from fewshot_sdk.methods._step_metrics import StepMetrics
 from fewshot_sdk.methods.base import Learner, TaskState
@@ -59,7 +59,7 @@ from fewshot_sdk.models.folding import fold_batchnorm_
 class GradientConfig(StrictModel):
     """Settings every gradient-based method shares."""
 
-    task: Literal["classification", "regression"] = "classification"
+    task: KindName = "classification"
     n_way: int = Field(5, ge=1, description="head rows (classes); a support set may use fewer")
     inner_steps: int = Field(1, ge=0, description="adaptation steps in meta-training")
     test_steps: int = Field(3, ge=0, description="adaptation steps at test time (adapt's default)")
@@ -88,8 +88,7 @@ class GradientLearner(Learner):
 
     def build(self) -> None:
         use_task_batchnorm(self.backbone, "backbone.")
-        outputs = 1 if self.config.task == "regression" else self.config.n_way
-        self.head = nn.Linear(self.backbone.out_features, outputs)
+        self.head = nn.Linear(self.backbone.out_features, self.kind.head_outputs(self.config.n_way))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.backbone(x))
@@ -103,16 +102,14 @@ class GradientLearner(Learner):
     def initial_params(self, n_way: int) -> Params:
         """theta, with the head sliced to the support set's class count."""
         params = self.network_params()
-        if self.config.task == "classification":
+        if self.kind.classifies:
             params["head.weight"] = params["head.weight"][:n_way]
             params["head.bias"] = params["head.bias"][:n_way]
         return params
 
     def task_loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
-        """Cross-entropy for classification, mean squared error for regression (MAML sec. 3.1)."""
-        if self.config.task == "regression":
-            return F.mse_loss(outputs, targets.reshape(outputs.shape).to(outputs.dtype))
-        return F.cross_entropy(outputs, targets)
+        """The task kind's loss: cross-entropy, or mean squared error for regression (MAML sec. 3.1)."""
+        return self.kind.loss(outputs, targets)
 
     def support_loss_fn(self, x: Tensor, y: Tensor) -> SupportLoss:
         shadow = shadow_module(self)  # one per adaptation, whose steps call it in turn on one thread
@@ -138,7 +135,7 @@ class GradientLearner(Learner):
 
     def check_task(self, support_x: Tensor, n_way: int) -> None:
         """What only this family checks: regression input width, or the head's class count."""
-        if self.config.task == "regression":
+        if not self.kind.classifies:
             width = self.backbone_config.in_features
             if support_x.ndim != 2 or support_x.shape[1] != width:  # (targets: checked in adapt_tensors)
                 raise InputError(
@@ -212,7 +209,7 @@ class GradientLearner(Learner):
         """
         shapes = {(e.support_x.shape, e.query_x.shape) for e in episodes}
         has_bn = any(isinstance(m, TaskBatchNorm) for m in self.modules())
-        return self.vmap_tasks and self.config.task == "regression" and not has_bn and len(shapes) == 1
+        return self.vmap_tasks and not self.kind.classifies and not has_bn and len(shapes) == 1
 
     def meta_gradients(self, episodes: Sequence[Episode], metrics: StepMetrics) -> None:
         """The mean query loss over a meta-batch (MAML Algorithm 1/2), its tasks batched with vmap when they can."""

@@ -43,6 +43,7 @@ from fewshot_sdk.config import (
 from fewshot_sdk.data.episodes import Episode
 from fewshot_sdk.data.images import ImageLike, Preprocessor
 from fewshot_sdk.data.labelled import LabelledImages
+from fewshot_sdk.data.task_kinds import CLASSIFICATION, TaskKind, task_kind
 from fewshot_sdk.errors import InputError
 from fewshot_sdk.finite import all_finite
 from fewshot_sdk.methods._step_metrics import StepMetrics
@@ -341,7 +342,7 @@ class Learner(nn.Module, metaclass=ABCMeta):
         learner = self.inference_learner()
         state = learner.detached_task(x, y, support.num_classes, parsed)
         network = TaskNetwork(learner.export_module(state), learner.probabilities)
-        kept = TaskSupport(x, y, parsed) if support.task == "classification" else None
+        kept = TaskSupport(x, y, parsed) if task_kind(support.task).classifies else None
         return AdaptedModel(self, state, support.class_names, task=support.task, support=kept, network=network)
 
     def adapt_tensors(self, x: torch.Tensor, y: torch.Tensor, n_way: int, **options: object) -> TaskState:
@@ -351,7 +352,7 @@ class Learner(nn.Module, metaclass=ABCMeta):
         needs gradients (MAML) opens ``torch.enable_grad()`` inside its ``fit_task``.
         """
         parsed = self.adapt_options(options)
-        check_support(x, y, n_way, regression=self.is_regression)
+        check_support(x, y, n_way, self.kind)
         return self.frozen_or_self().detached_task(x, y, n_way, parsed)
 
     def detached_task(self, x: torch.Tensor, y: torch.Tensor, n_way: int, options: StrictModel) -> TaskState:
@@ -369,8 +370,9 @@ class Learner(nn.Module, metaclass=ABCMeta):
         return self.inference_learner().detached_task(x, y, n_way, self.Options())
 
     @property
-    def is_regression(self) -> bool:
-        return getattr(self.config, "task", "classification") == "regression"
+    def kind(self) -> TaskKind:
+        """What this learner's tasks predict: classes, or values (a ``task="regression"`` config)."""
+        return task_kind(getattr(self.config, "task", "classification"))
 
     def adapt_options(self, options: dict[str, object]) -> StrictModel:
         """``adapt``'s keyword options as the method's ``Options``, or one line saying what it takes."""
@@ -408,11 +410,12 @@ class _ScoreWithState(nn.Module):
         return self.learner.score_with_novelty(state, x)
 
 
-def check_support(x: object, y: object, n_way: int, regression: bool = False, min_classes: int = 2) -> None:
+def check_support(x: object, y: object, n_way: int, kind: TaskKind = CLASSIFICATION, min_classes: int = 2) -> None:
     """Refuse a support set no method can adapt to, with one line naming the problem.
 
     ``fs.SupportSet`` validates what users build; this guards ``adapt_tensors``, the path
-    evaluation, training and tensor users take, for every method at once.
+    evaluation, training and tensor users take, for every method at once. The targets are the
+    task kind's to check (labels, or regression values).
     """
     if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
         raise InputError(
@@ -422,22 +425,7 @@ def check_support(x: object, y: object, n_way: int, regression: bool = False, mi
         raise InputError(f"support images must be [N, C, H, W]; got shape {tuple(x.shape)}")
     if not all_finite(x):
         raise InputError("support images contain NaN or infinite values")
-    if regression:  # targets [N] or [N, 1]
-        if y.numel() != len(x) or not y.is_floating_point() or not all_finite(y):
-            raise InputError(f"regression targets must be {len(x)} finite floating-point values, one per input")
-        return
-    if y.ndim != 1 or len(y) != len(x):
-        raise InputError(f"support has {len(x)} images but {tuple(y.shape)} labels: give one label per image")
-    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
-        raise InputError(f"support labels must be integer class indices, got {y.dtype}")
-    if n_way < min_classes:
-        raise InputError(f"a support set needs at least {min_classes} classes; got n_way={n_way}")
-    if len(y) == 0 or int(y.min()) < 0 or int(y.max()) >= n_way:
-        raise InputError(f"support labels must lie in 0..{n_way - 1}")
-    counts = torch.bincount(y.cpu(), minlength=n_way)
-    if bool((counts == 0).any()):
-        missing = torch.nonzero(counts == 0).flatten().tolist()
-        raise InputError(f"classes {missing} have no support example; every class 0..{n_way - 1} needs one")
+    kind.check_targets(y, len(x), n_way, min_classes)
 
 
 def class_means(embeddings: torch.Tensor, labels: torch.Tensor, n_way: int) -> torch.Tensor:

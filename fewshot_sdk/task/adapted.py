@@ -39,9 +39,9 @@ from fewshot_sdk.checkpoint import (
 )
 from fewshot_sdk.config import PreprocessConfig, StrictModel
 from fewshot_sdk.data.images import Preprocessor
+from fewshot_sdk.data.task_kinds import task_kind
 from fewshot_sdk.errors import CheckpointError, InputError
 from fewshot_sdk.export.metadata import OnnxMetadata
-from fewshot_sdk.finite import all_finite
 from fewshot_sdk.predict_options import check_batch_size, check_reject, resolve_threshold
 from fewshot_sdk.task.domain import DomainWatch
 from fewshot_sdk.task.files import TASK_FILE, TASK_ONNX, TASK_WEIGHTS, TaskConfig, task_digest
@@ -120,6 +120,7 @@ class AdaptedModel:
         self.network = network if network is not None else learner.task_network(state)
         self.class_names = tuple(class_names)
         self.task = task
+        self.kind = task_kind(task)
         self.support = support
         self._novelty_threshold = novelty_threshold
 
@@ -143,12 +144,9 @@ class AdaptedModel:
     def as_batch(self, query: QueryLike) -> torch.Tensor:
         """Any supported query form -> a validated model-ready batch."""
         preprocessor = self.learner.preprocessor
-        if self.task == "regression":
-            if not isinstance(query, torch.Tensor) or not query.is_floating_point() or len(query) == 0:
-                raise InputError("a regression task predicts on a non-empty floating-point tensor of inputs")
-            if not all_finite(query):
-                raise InputError("query contains NaN or infinite values")
-            return query.float()
+        inputs = self.kind.query_tensor(query)  # a regression task's inputs; images are the preprocessor's
+        if inputs is not None:
+            return inputs
         form = query_form(query)
         if isinstance(form, torch.Tensor):
             return preprocessor.check_batch(form, "query")
@@ -175,7 +173,7 @@ class AdaptedModel:
         threshold of your own on ``Prediction.novelty``. For a regression task,
         ``Prediction.values`` holds the predicted outputs.
         """
-        if self.task == "regression":
+        if not self.kind.classifies:
             check_reject(reject)
             if reject is not None:
                 raise InputError("reject applies to classification tasks; a regression task predicts values")
@@ -204,7 +202,7 @@ class AdaptedModel:
                     "(saved by an older SDK, or grown after loading); adapt it again on its support set, "
                     "or pass reject=<novelty threshold>"
                 )
-            if self.task != "classification":
+            if not self.kind.classifies:
                 raise InputError("a regression task has no novelty threshold")
             support = self.support
             self._novelty_threshold = self.learner.novelty_threshold(
@@ -214,7 +212,7 @@ class AdaptedModel:
 
     def novelty_threshold_or_none(self) -> float | None:
         """The threshold where one is known or can be calibrated (what ``save`` and ``export_onnx`` record)."""
-        if self._novelty_threshold is None and (self.support is None or self.task != "classification"):
+        if self._novelty_threshold is None and (self.support is None or not self.kind.classifies):
             return None
         try:
             return self.novelty_threshold
@@ -263,7 +261,7 @@ class AdaptedModel:
         )
 
     def growable_layout(self, action: str) -> Layout:
-        layout = self.learner.task_layout() if self.task == "classification" else None
+        layout = self.learner.task_layout() if self.kind.classifies else None
         if layout is None:
             raise InputError(
                 f"cannot {action} a {self.method} task: its adapted state depends on the whole support set; "
@@ -333,7 +331,7 @@ class AdaptedModel:
 
     def verified_graph(self, opset: int | None = None, phases: dict[str, float] | None = None) -> VerifiedGraph:
         """The task network as an ONNX graph that matches it (:func:`fewshot_sdk.export.onnx.verified_graph`)."""
-        if self.task != "classification":
+        if not self.kind.classifies:
             raise InputError(f"only classification tasks export to ONNX; this {self.method} task is a {self.task} task")
         broken = non_finite(self.state)
         if broken:

@@ -29,7 +29,7 @@ def is_sinusoid(data: object) -> bool:
 
 
 def check_regressor(learner: Learner) -> None:
-    if getattr(getattr(learner, "config", None), "task", None) != "regression":
+    if learner.kind.classifies:
         raise InputError(
             f"the sinusoid tasks need a regression learner: create it with task='regression' and the mlp backbone "
             f"(e.g. --set task=regression --backbone mlp); {learner.method!r} is configured for classification"
