@@ -336,13 +336,19 @@ class Learner(nn.Module, metaclass=ABCMeta):
                 f"adapt takes a fs.SupportSet, got {type(support).__name__}; build one with "
                 "SupportSet.from_folder / from_mapping / from_tensors"
             )
-        x, y = support.to_tensors(self.preprocessor)  # a SupportSet is valid: no check_support here
+        if support.task != self.kind.name:  # a SupportSet is valid in itself: only its kind can be wrong here
+            labels = "integer class indices" if self.kind.classifies else "floating-point targets"
+            raise InputError(
+                f"this {self.method} model's tasks are {self.kind.name}: its support labels must be {labels}, "
+                f"but the support set is a {support.task} set"
+            )
+        x, y = support.to_tensors(self.preprocessor)
         self.domain_watch.warn(stacklevel=2)  # photos given to a handwriting model: say so, once per learner
         parsed = self.adapt_options(options)
         learner = self.inference_learner()
         state = learner.detached_task(x, y, support.num_classes, parsed)
         network = TaskNetwork(learner.export_module(state), learner.probabilities)
-        kept = TaskSupport(x, y, parsed) if task_kind(support.task).classifies else None
+        kept = TaskSupport(x, y, parsed) if self.kind.classifies else None
         return AdaptedModel(self, state, support.class_names, task=support.task, support=kept, network=network)
 
     def adapt_tensors(self, x: torch.Tensor, y: torch.Tensor, n_way: int, **options: object) -> TaskState:
