@@ -1,32 +1,25 @@
 """What MAML, first-order MAML, Reptile and the LSTM meta-learner share: a network adapted by gradient steps.
 
-The network is the backbone plus a linear head with ``n_way`` outputs (1 for
-regression). Its meta-learned parameters are the initialisation theta; the task
-state is the adapted parameters theta' as a flat dict (names as in
-``state_dict``, e.g. ``backbone.body.0.0.weight``, ``head.weight``), plus, in the
-default ``bn="support"`` mode, the support set's batch-norm statistics under
-theta' (``backbone.body.0.1.mean`` / ``.var``).
+The network is the backbone plus a linear head with ``n_way`` outputs (1 for regression). Its
+meta-learned parameters are the initialisation theta; the task state is the adapted theta' as a
+flat dict (names as in ``state_dict``, e.g. ``head.weight``), plus, with ``bn="support"``, the
+support set's batch-norm statistics under theta' (``backbone.body.0.1.mean`` / ``.var``).
 
 Choices, and why:
 
-- **Head and class count.** The head has ``n_way`` rows fixed at meta-training
-  time, as in MAML. Episode labels are assigned to rows at random during
-  meta-training, so every row is an interchangeable initialisation: a support set
-  with fewer classes uses the first rows; one with more classes is refused.
-- **Batch norm.** As in MAML, there are no running averages; the inner loop uses
-  the support batch's statistics. For the queries the paper uses the query
-  batch's statistics (transductive: a prediction depends on the other queries, a
-  batch of one breaks). The default ``bn="support"`` instead normalises queries
-  with the support statistics under the adapted weights, in meta-training and at
-  test time alike, so predictions are per-example; ``bn="transductive"`` is the
-  paper's setting.
-- **Steps.** ``inner_steps`` are taken in meta-training and ``test_steps`` at
-  adaptation (MAML: 1 and 3 on Omniglot); ``adapt(support, steps=, lr=)``
-  overrides the test-time ones.
-- **Graph.** How much of the inner loop meta-training differentiates through is the
-  method's ``meta_order`` (MAML: second, first-order MAML: first), passed to
-  ``inner_adapt`` by ``episode_loss``; test-time adaptation (``fit_task``) passes
-  ``"none"`` and backtracks a step that makes the support loss explode.
+- **Head and class count.** The head has ``n_way`` rows fixed at meta-training, as in MAML.
+  Episode labels go to rows at random in meta-training, so every row is an interchangeable
+  initialisation: a support set with fewer classes uses the first rows; one with more is refused.
+- **Batch norm.** As in MAML, no running averages: the inner loop uses the support batch's
+  statistics. For the queries the paper uses the query batch's (transductive: a prediction
+  depends on the other queries, a batch of one breaks). The default ``bn="support"`` normalises
+  queries by the support statistics under theta', in meta-training and at test time, so
+  predictions are per-example; ``bn="transductive"`` is the paper's setting.
+- **Steps.** ``inner_steps`` in meta-training, ``test_steps`` at adaptation (MAML: 1 and 3 on
+  Omniglot); ``adapt(support, steps=, lr=)`` overrides the test-time ones.
+- **Graph.** Meta-training differentiates through the inner loop to the method's ``meta_order``
+  (MAML: second, first-order MAML: first); test-time adaptation passes ``"none"`` and backtracks
+  a step that makes the support loss explode.
 """
 
 from __future__ import annotations
@@ -45,13 +38,7 @@ from fewshot_sdk.errors import InputError
 from fewshot_sdk.methods._step_metrics import StepMetrics
 from fewshot_sdk.methods.base import Learner, TaskState
 from fewshot_sdk.methods.functional_call import Params, call, shadow_module
-from fewshot_sdk.methods.inner_loop import (
-    Order,
-    SupportLoss,
-    backtracking_steps,
-    meta_training_steps,
-    vmappable_gradient,
-)
+from fewshot_sdk.methods.inner_loop import Order, SupportLoss, inner_loop, vmappable_gradient
 from fewshot_sdk.methods.task_batchnorm import TaskBatchNorm, use_task_batchnorm
 from fewshot_sdk.models.folding import fold_batchnorm_
 
@@ -149,12 +136,9 @@ class GradientLearner(Learner):
 
     def test_settings(self, options: StrictModel | None) -> tuple[int, float]:
         """(steps, lr) of test-time adaptation: ``adapt``'s options, else the configured defaults."""
-        steps = getattr(options, "steps", None)
-        lr = getattr(options, "lr", None)
-        return (
-            self.config.test_steps if steps is None else int(steps),
-            self.config.inner_lr if lr is None else float(lr),
-        )
+        steps, lr = getattr(options, "steps", None), getattr(options, "lr", None)
+        cfg = self.config
+        return cfg.test_steps if steps is None else int(steps), cfg.inner_lr if lr is None else float(lr)
 
     # ----------------------------------------------------------- method hooks
     def inner_adapt(
@@ -163,15 +147,12 @@ class GradientLearner(Learner):
         """theta' = theta - alpha grad L_support(theta), ``steps`` times (MAML eq. 1).
 
         ``order="none"`` is test time: no graph, and a step that makes the support loss
-        explode is retried at a smaller step size (:func:`backtracking_steps`).
+        explode is retried at a smaller step size (``backtrack``).
         """
         self.check_task(support_x, n_way)
         stats: dict[str, Tensor] | None = {} if self.config.bn == "support" else None
         loss_fn, theta = self.support_loss_fn(support_x, support_y), self.initial_params(n_way)
-        if order == "none":
-            adapted = backtracking_steps(loss_fn, theta, steps, lr, stats=stats)
-        else:
-            adapted = meta_training_steps(loss_fn, theta, steps, lr, order, stats=stats)
+        adapted = inner_loop(loss_fn, theta, steps, lr, order, backtrack=order == "none", stats=stats)
         return {**adapted, **(stats or {})}
 
     def fit_task(
@@ -190,13 +171,9 @@ class GradientLearner(Learner):
 
     def episode_loss(self, episode: Episode) -> tuple[Tensor, Tensor]:
         """Query loss after the meta-training inner loop (``inner_steps``, graph of ``meta_order``)."""
+        cfg = self.config
         state = self.inner_adapt(
-            episode.support_x,
-            episode.support_y,
-            episode.n_way,
-            self.config.inner_steps,
-            self.config.inner_lr,
-            self.meta_order,
+            episode.support_x, episode.support_y, episode.n_way, cfg.inner_steps, cfg.inner_lr, self.meta_order
         )
         outputs = self.score(state, episode.query_x)
         return self.task_loss(outputs, episode.query_y), outputs
@@ -226,7 +203,7 @@ class GradientLearner(Learner):
                 return self.task_loss(call(self, params, support_x), support_y)
 
             steps, lr = self.config.inner_steps, self.config.inner_lr
-            adapted = meta_training_steps(support_loss, theta, steps, lr, self.meta_order, gradient=vmappable_gradient)
+            adapted = inner_loop(support_loss, theta, steps, lr, self.meta_order, gradient=vmappable_gradient)
             return self.task_loss(call(self, adapted, query_x), query_y)
 
         losses = torch.func.vmap(query_loss, in_dims=(None, 0, 0, 0, 0))(self.initial_params(1), *tasks)

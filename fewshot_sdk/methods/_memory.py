@@ -49,9 +49,6 @@ def read_weights(keys: torch.Tensor, memory: torch.Tensor, temperature: float = 
     )
 
 
-def update_usage(
-    prev_usage: torch.Tensor, read: torch.Tensor, written: torch.Tensor | None, gamma: float
-) -> torch.Tensor:
-    """w^u_t = gamma w^u_{t-1} + sum_h w^r_h + sum_h w^w_h (eq. 5); ``written`` is None when nothing was written."""
-    usage = gamma * prev_usage + read.sum(1)
-    return usage if written is None else usage + written.sum(1)
+def update_usage(prev_usage: torch.Tensor, read: torch.Tensor, written: torch.Tensor, gamma: float) -> torch.Tensor:
+    """w^u_t = gamma w^u_{t-1} + sum_h w^r_h + sum_h w^w_h (eq. 5)."""
+    return gamma * prev_usage + read.sum(1) + written.sum(1)

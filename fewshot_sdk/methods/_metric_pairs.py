@@ -22,26 +22,21 @@ SCALE_RANGE = (0.8, 1.2)
 MAX_TRANSLATION = 2.0 / 105.0
 
 
-def _uniform(n: int, low: float, high: float, like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    return low + (high - low) * torch.rand(n, generator=generator, dtype=like.dtype, device=like.device)
-
-
-def _kept(values: torch.Tensor, neutral: float, generator: torch.Generator | None) -> torch.Tensor:
-    """Each component is part of the distortion with probability 1/2, else it is the identity."""
-    keep = torch.rand(values.shape, generator=generator, device=values.device) < 0.5
-    return torch.where(keep, values, torch.full_like(values, neutral))
-
-
 def random_affine_matrices(n: int, like: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """[n, 2, 3] affine maps (rotation @ shear @ scale, plus translation) in ``affine_grid``'s units."""
-    theta = _kept(_uniform(n, -MAX_ROTATION_DEG, MAX_ROTATION_DEG, like, generator), 0.0, generator) * math.pi / 180
-    shear_x = _kept(_uniform(n, -MAX_SHEAR, MAX_SHEAR, like, generator), 0.0, generator)
-    shear_y = _kept(_uniform(n, -MAX_SHEAR, MAX_SHEAR, like, generator), 0.0, generator)
-    scale_x = _kept(_uniform(n, *SCALE_RANGE, like, generator), 1.0, generator)
-    scale_y = _kept(_uniform(n, *SCALE_RANGE, like, generator), 1.0, generator)
+
+    def component(low: float, high: float, neutral: float) -> torch.Tensor:
+        """n uniform draws, each kept with probability 1/2, else ``neutral`` (the identity)."""
+        values = low + (high - low) * torch.rand(n, generator=generator, dtype=like.dtype, device=like.device)
+        keep = torch.rand(values.shape, generator=generator, device=values.device) < 0.5
+        return torch.where(keep, values, torch.full_like(values, neutral))
+
+    theta = component(-MAX_ROTATION_DEG, MAX_ROTATION_DEG, 0.0) * math.pi / 180
+    shear_x, shear_y = component(-MAX_SHEAR, MAX_SHEAR, 0.0), component(-MAX_SHEAR, MAX_SHEAR, 0.0)
+    scale_x, scale_y = component(*SCALE_RANGE, 1.0), component(*SCALE_RANGE, 1.0)
     # affine_grid coordinates span [-1, 1], so a fraction f of the image is 2f.
-    shift_x = _kept(_uniform(n, -MAX_TRANSLATION, MAX_TRANSLATION, like, generator), 0.0, generator) * 2
-    shift_y = _kept(_uniform(n, -MAX_TRANSLATION, MAX_TRANSLATION, like, generator), 0.0, generator) * 2
+    shift_x = component(-MAX_TRANSLATION, MAX_TRANSLATION, 0.0) * 2
+    shift_y = component(-MAX_TRANSLATION, MAX_TRANSLATION, 0.0) * 2
 
     cos, sin = torch.cos(theta), torch.sin(theta)
     zeros, ones = torch.zeros_like(theta), torch.ones_like(theta)

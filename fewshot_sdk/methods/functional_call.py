@@ -1,13 +1,11 @@
 """Run a network with given weights: ``f_theta'(x)`` without writing theta' into the network.
 
-The gradient methods hold theta, the meta-learned weights, in the learner; a task's inner loop
-produces theta'_i = theta - alpha grad L(f_theta) (MAML eq. 1), and the task's predictions are
-``f_theta'_i(x)``. ``torch.func.functional_call`` runs a module with a dict of tensors standing in
-for its parameters, so theta' stays an ordinary autograd value (second-order MAML differentiates
-through it) and the learner is never patched. :func:`call` adds two things to it: a per-call
-shadow of the module to swap the tensors on, so concurrent tasks never see each other's weights,
-and the recording of each :class:`TaskBatchNorm`'s batch statistics, which is how a task keeps the
-statistics of its support set.
+The learner holds theta; a task's predictions are ``f_theta'(x)`` with theta' from its inner loop
+(MAML eq. 1). ``torch.func.functional_call`` runs a module with a dict of tensors standing in for its
+parameters, so theta' stays an ordinary autograd value (second-order MAML differentiates through it)
+and the learner is never patched. :func:`call` adds a per-call shadow of the module to swap the
+tensors on (concurrent tasks never see each other's weights) and records each
+:class:`TaskBatchNorm`'s batch statistics (how a task keeps its support set's).
 """
 
 from __future__ import annotations
@@ -24,11 +22,10 @@ Params = dict[str, Tensor]
 def shadow_module(module: nn.Module) -> nn.Module:
     """A copy of ``module``'s tree that shares every tensor but owns its attribute tables.
 
-    ``functional_call`` works by swapping a module's parameters for the call's tensors and
-    back. On the learner itself that is shared mutable state: a thread reading the weights
-    while another has them swapped gets the other task's (a 3-row head for a 5-way task).
-    Swapping on a per-call shadow leaves the learner untouched, with no lock that would
-    serialise concurrent predicts. Copying the tree is a few dict copies per module.
+    ``functional_call`` swaps a module's parameters for the call's tensors and back. On the learner
+    that is shared mutable state: a thread reading the weights while another has them swapped gets
+    the other task's (a 3-row head for a 5-way task). A per-call shadow leaves the learner untouched,
+    with no lock to serialise concurrent predicts, for a few dict copies per module.
     """
     clone = object.__new__(type(module))
     attributes = module.__dict__.copy()
@@ -48,11 +45,9 @@ def call(
 ) -> Tensor:
     """``module(x)`` with ``tensors`` standing in for its parameters/buffers of the same names.
 
-    With ``stats``, every :class:`TaskBatchNorm` that normalises by its batch writes the
-    batch's mean and variance there (how a task keeps its support statistics).
-
-    ``shadow``: a :func:`shadow_module` of ``module`` to swap the tensors on, for callers that make
-    several calls in turn on one thread (an adaptation's steps); by default a fresh one per call.
+    With ``stats``, every :class:`TaskBatchNorm` that normalises by its batch writes the batch's mean
+    and variance there. ``shadow``: a :func:`shadow_module` of ``module`` to swap the tensors on, for
+    callers that make several calls in turn on one thread (an adaptation's steps); else a fresh one.
     """
     shadow = shadow_module(module) if shadow is None else shadow
     recorders = [child for child in shadow.modules() if isinstance(child, TaskBatchNorm)] if stats is not None else []
@@ -68,9 +63,8 @@ def call(
 def has_tied_tensors(module: nn.Module) -> bool:
     """Whether one tensor is registered under two names in ``module`` (tied weights), cached on the module.
 
-    ``functional_call`` then must substitute the tensor under both names; it checks for that on every
-    call unless told there is none, a cost paid at every step of every adaptation. A network's
-    structure is fixed once built, so the answer is computed once.
+    ``functional_call`` checks for tied tensors on every call unless told there are none, a cost paid
+    at every step of every adaptation; a network's structure is fixed once built.
     """
     tied = module.__dict__.get("_fewshot_tied_tensors")
     if tied is None:

@@ -20,10 +20,6 @@ loop below, :func:`inner_loop`. They differ in three things, each a named piece 
   or an optimiser's direction (:class:`AdamDirections`, Reptile's inner optimiser); at test time
   a step that would explode the support loss is retried smaller (:func:`backtracked_step`).
 
-The callers name the combination they use: :func:`meta_training_steps` (orders "second" and
-"first", either gradient), :func:`backtracking_steps` (test time: no graph, backtracking) and
-:func:`optimiser_steps` (no graph, along an optimiser's directions).
-
 The parameters are plain dicts ``name -> Tensor`` (:data:`Params`), run through the network with
 :func:`fewshot_sdk.methods.functional_call.call`: no module is patched, so the loop is ordinary
 autograd. ``lr`` is a float or a per-parameter dict of rates.
@@ -106,16 +102,14 @@ def inner_loop(
 ) -> Params:
     """theta' after ``steps`` steps theta_{j+1} = theta_j - alpha d_j on ``loss_fn`` from ``params``.
 
-    The one loop behind the named callers (:func:`meta_training_steps`, :func:`backtracking_steps`,
-    :func:`optimiser_steps`), which say which combination of these each use takes:
-
     - ``order``, ``gradient``, ``directions``: see the module docstring. With ``order="none"`` the
       parameters restart as leaves after each step, and a non-finite support loss raises
       :class:`AdaptationError`, unless ``backtrack`` avoids the step that made it.
-    - ``backtrack`` (``order="none"``, a deterministic ``loss_fn``): each step is
-      :func:`backtracked_step`; when no step size passes, adaptation stops at the current weights.
-      The loss that accepts a step is the one the next step differentiates, so backtracking costs
-      no forward pass of its own on a task that adapts normally.
+    - ``backtrack`` (test time, ``order="none"``): each step is :func:`backtracked_step`; when no
+      step size passes, adaptation stops at the current weights. A step is judged by the loss it
+      gives, so ``loss_fn`` must be deterministic (the whole support set, not Reptile's changing
+      minibatches). The loss that accepts a step is the one the next step differentiates, so
+      backtracking costs no forward pass of its own on a task that adapts normally.
     - ``stats`` (a :class:`SupportLoss`): filled with the support batch-norm statistics under the
       returned parameters. With ``backtrack`` they are recorded by the forward that accepted the
       last step; otherwise by one more forward, which keeps the graph of ``order`` (the statistics
@@ -162,10 +156,7 @@ def descend(values: list[Tensor], directions: list[Tensor], rates: float | list[
 
 
 def support_statistics(loss_fn: LossFn, params: Params, order: Order) -> dict[str, Tensor]:
-    """The support batch-norm statistics under ``params``, by one forward of ``loss_fn`` (a SupportLoss).
-
-    In meta-training the forward keeps its graph: the statistics are part of the meta-gradient.
-    """
+    """The support batch-norm statistics under ``params``, by one forward of ``loss_fn`` (a SupportLoss)."""
     recorded: dict[str, Tensor] = {}
     if order == "none":
         with torch.no_grad():
@@ -242,41 +233,3 @@ class AdamDirections:
         self.v = [b2 * v + (1 - b2) * g * g for v, g in zip(self.v, grads, strict=True)]
         c1, c2 = 1 - b1 ** (step + 1), 1 - b2 ** (step + 1)
         return [(m / c1) / ((v / c2).sqrt() + self.eps) for m, v in zip(self.m, self.v, strict=True)]
-
-
-def meta_training_steps(
-    loss_fn: LossFn,
-    params: Params,
-    steps: int,
-    lr: float | Params,
-    order: Order,
-    *,
-    stats: dict[str, Tensor] | None = None,
-    gradient: Gradient = autograd_gradient,
-) -> Params:
-    """MAML's inner loop in meta-training: theta' differentiable w.r.t. theta to ``order`` ("second", "first").
-
-    ``gradient=vmappable_gradient`` when the loop runs under ``torch.func.vmap`` (a meta-batch of
-    tasks in one batch); the steps are the same.
-    """
-    return inner_loop(loss_fn, params, steps, lr, order, gradient=gradient, stats=stats)
-
-
-def backtracking_steps(
-    loss_fn: LossFn, params: Params, steps: int, lr: float | Params, *, stats: dict[str, Tensor] | None = None
-) -> Params:
-    """Test-time adaptation: no graph, and a step that explodes the support loss is backtracked.
-
-    ``loss_fn`` must be deterministic (the whole support set): a step is judged by the loss it gives.
-    """
-    return inner_loop(loss_fn, params, steps, lr, "none", backtrack=True, stats=stats)
-
-
-def optimiser_steps(
-    loss_fn: LossFn, params: Params, steps: int, lr: float | Params, *, directions: Directions | None = None
-) -> Params:
-    """``steps`` steps of an optimiser with no graph (Reptile's W): SGD, or along ``directions`` (Adam's).
-
-    No backtracking: ``loss_fn`` may draw a new minibatch at every call, so losses do not compare.
-    """
-    return inner_loop(loss_fn, params, steps, lr, "none", directions=directions)

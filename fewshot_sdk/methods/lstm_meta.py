@@ -4,24 +4,20 @@ The learner's parameters are the cell state of an LSTM (eq. 2):
 
     c_t = f_t * c_{t-1} + i_t * (-grad_{theta_{t-1}} L_t),   theta_t = c_t,
 
-with the learning rate i_t and the forget gate f_t computed per coordinate
-(eq. 3-4) from the learner's (preprocessed) gradient and loss, the current
-parameter value and the previous gate:
+with the learning rate i_t and forget gate f_t computed per coordinate (eq. 3-4) from the learner's
+preprocessed gradient and loss, the current parameter value and the previous gate:
 
     i_t = sigma(W_I [h_t, theta_{t-1}, i_{t-1}] + b_I),   f_t = sigma(W_F [h_t, theta_{t-1}, f_{t-1}] + b_F),
 
-where h_t is the hidden state of a first, ordinary LSTM layer over the inputs
-[preprocess(grad), preprocess(loss)]. Parameters are shared across all
-coordinates (coordinate-wise). The initial cell state c_0 is the learner's
-meta-learned initialisation. With f_t = 1 and i_t = alpha the update is SGD.
+where h_t is the hidden state of a first, ordinary LSTM layer over [preprocess(grad), preprocess(loss)]
+(Andrychowicz et al. 2016's log/sign map). Parameters are shared across coordinates. The initial cell
+state c_0 is the learner's meta-learned initialisation. With f_t = 1 and i_t = alpha the update is SGD.
 
-Training follows sec. 3.2: T updates on the support set, then the query loss at
-theta_T trains the meta-learner and c_0; the learner's gradients are inputs
-only (gradient-independence assumption: no backpropagation through them). The
-preprocessing is Andrychowicz et al. (2016)'s log/sign map. Batch norm uses the
-batch statistics of the support during the T updates and, for the queries,
-the support statistics under theta_T by default (``bn="support"``; the paper
-used batch statistics, ``bn="transductive"``).
+Training follows sec. 3.2: T updates on the support set, then the query loss at theta_T trains the
+meta-learner and c_0; the learner's gradients are inputs only (gradient-independence assumption: no
+backpropagation through them). Batch norm: the support's batch statistics during the T updates; for
+the queries, the support statistics under theta_T (``bn="support"``, default) or, as in the paper,
+the query batch's (``bn="transductive"``).
 """
 
 from __future__ import annotations
@@ -52,12 +48,15 @@ class LSTMMetaConfig(GradientConfig):
     init_lr: float = Field(0.01, gt=0, lt=1, description="sigma(b_I) at init: the starting learning rate")
 
 
-def preprocess(x: Tensor, p: float) -> Tensor:
-    """Andrychowicz et al. (2016): (log|x|/p, sign x) if |x| >= e^-p, else (-1, e^p x). [N] -> [N, 2]."""
+def preprocess(x: Tensor, p: float = 10.0) -> Tensor:
+    """Andrychowicz et al. (2016): (log|x|/p, sign x) if |x| >= e^-p, else (-1, e^p x). [...] -> [..., 2].
+
+    Also Meta Networks' gradient preprocessing (:mod:`.metanet`), with their p = 10.
+    """
     big = x.abs() >= math.exp(-p)
     log_part = torch.where(big, x.abs().clamp_min(1e-30).log() / p, torch.full_like(x, -1.0))
     sign_part = torch.where(big, x.sign(), x * math.exp(p))
-    return torch.stack([log_part, sign_part], dim=1)
+    return torch.stack([log_part, sign_part], dim=-1)
 
 
 def lstm_update(theta: Tensor, grad: Tensor, forget: Tensor, rate: Tensor) -> Tensor:
@@ -122,10 +121,8 @@ class LSTMMetaLearner(GradientLearner):
         learner's gradients enter as inputs only (the paper's gradient independence).
         """
         self.check_task(support_x, n_way)
-        if order == "none":
-            with torch.no_grad():
-                return self.lstm_updates(support_x, support_y, n_way, steps)
-        return self.lstm_updates(support_x, support_y, n_way, steps)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and order != "none"):
+            return self.lstm_updates(support_x, support_y, n_way, steps)
 
     def lstm_updates(self, support_x: Tensor, support_y: Tensor, n_way: int, steps: int) -> TaskState:
         params = self.initial_params(n_way)

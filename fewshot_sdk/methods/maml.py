@@ -1,34 +1,28 @@
 """Model-Agnostic Meta-Learning (Finn, Abbeel & Levine 2017), and its first-order approximation.
 
-MAML meta-learns an initialisation theta from which a few gradient steps on a
-task's support set give a good model for that task:
+MAML meta-learns an initialisation theta from which a few gradient steps on a task's support set
+give a good model for that task:
 
 - inner loop (eq. 1): theta'_i = theta - alpha grad_theta L_Ti^support(f_theta), k times;
 - outer loop (eq. 2-3): theta <- theta - beta grad_theta sum_i L_Ti^query(f_theta'_i),
   differentiating *through* the inner loop (second-order: Hessian-vector products).
 
-First-order MAML (sec. 5.2) drops the second derivatives: the inner gradients
-are treated as constants, so the meta-gradient is the query-loss gradient at
-theta'_i. Both share the functional inner loop of :mod:`.inner_loop` and the
-network, head and batch-norm choices of :mod:`._gradient_learner`; they differ
-only in how much graph the inner loop keeps.
+First-order MAML (sec. 5.2) drops the second derivatives: the inner gradients are treated as
+constants, so the meta-gradient is the query-loss gradient at theta'_i. Both share the inner loop of
+:mod:`.inner_loop` and the network, head and batch-norm choices of :mod:`._gradient_learner`; they
+differ only in how much graph the inner loop keeps. Classification uses cross-entropy, regression
+(the sinusoid family, sec. 5.1) mean squared error, chosen by ``task``.
 
-Classification uses cross-entropy, regression (the sinusoid family, sec. 5.1)
-mean squared error, chosen by ``task``.
-
-``head_init="zero"`` is the zeroing trick (Kao et al. 2022, "MAML is a noisy
-contrastive learner in classification"; Triantafillou et al. 2020 zero their
-proto-MAML head the same way): every task starts from a zero head, so the head is
-not meta-learned. It matters for first-order MAML. A learned head's rows can drift
-apart along the mean feature direction, the direction in which a softmax over
-post-ReLU features is shifted for every input at once. The inner loop erases such
-an offset in one or two steps, so the first-order meta-gradient, which takes
-d theta'/d theta = I, has nothing that holds it back. Our first
-``fomaml-omniglot`` drifted until one row won every 20-way prediction before
-adaptation (support loss 53.6, against ln 20 = 3.0): after one inner step its
-20-way accuracy was still chance (5.0%), and only the second step undid the
-offset. A zero head starts every task at loss ln N, with rows that are equal by
-construction (benchmarks/results/fomaml.md).
+``head_init="zero"`` is the zeroing trick (Kao et al. 2022, "MAML is a noisy contrastive learner in
+classification"; Triantafillou et al. 2020 zero their proto-MAML head the same way): every task
+starts from a zero head, so the head is not meta-learned. It matters for first-order MAML. A learned
+head's rows can drift apart along the mean feature direction, the direction in which a softmax over
+post-ReLU features is shifted for every input at once. The inner loop erases such an offset in one
+or two steps, so the first-order meta-gradient, which takes d theta'/d theta = I, has nothing that
+holds it back. Our first ``fomaml-omniglot`` drifted until one row won every 20-way prediction before
+adaptation (support loss 53.6, against ln 20 = 3.0): after one inner step its 20-way accuracy was
+still chance (5.0%), and only the second step undid the offset. A zero head starts every task at
+loss ln N, with rows that are equal by construction (benchmarks/results/fomaml.md).
 """
 
 from __future__ import annotations

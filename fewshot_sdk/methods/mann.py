@@ -1,40 +1,33 @@
 """Memory-Augmented Neural Network (Santoro, Bartunov, Botvinick, Wierstra & Lillicrap 2016).
 
-An LSTM controller reads and writes an external memory matrix. Reads are purely
-content-based (cosine similarity of the controller's key with every row, softmax,
-weighted sum: the kernel ``pairwise_softmax(..., "cosine")``); writes use Least
-Recently Used Access (eqs. 5-8, see :mod:`._memory`).
+An LSTM controller reads and writes an external memory matrix. Reads are content-based (softmax of
+the cosine of the controller's key with every row, then a weighted sum: the kernel
+``pairwise_softmax(..., "cosine")``); writes use Least Recently Used Access (eqs. 5-8, :mod:`._memory`).
 
-Training (Santoro §3): an episode is a sequence in which each input is presented
-with the *previous* step's label, (x_t, y_{t-1}), and the labels are shuffled per
-episode, so the only way to be right is to bind samples to labels in memory and
-retrieve them. The loss is the cross-entropy of every step's prediction of y_t
-(plus the queries', below).
+Training (Santoro §3): each input of an episode's sequence comes with the *previous* step's label,
+(x_t, y_{t-1}), and labels are shuffled per episode, so the only way to be right is to bind samples
+to labels in memory and retrieve them. The loss is the cross-entropy of every step's prediction of
+y_t (plus the queries', below).
 
-What is written (eq. 8 writes the key k_t): since the label of x_{t-1} arrives at
-step t, the row written at step t is the previous step's key bound to the label
-that has just arrived, (k_{t-1}, y_{t-1}); a row is ``memory_width`` key entries
-followed by ``max_classes`` label entries, and addressing compares the key part.
-Writing k_t itself (literally eq. 8) leaves the binding of x_{t-1} to y_{t-1} to be
-learnt by the LSTM, and on a CPU budget (a few hundred updates) that did not leave
-chance level in our measurements, on Omniglot or on synthetic episodes; with the
-explicit binding a 5-way synthetic task is learnt in ~250 updates. The LRUA
-addressing (read, least-used, write weights, zeroing, usage) is exactly the paper's.
+What is written (eq. 8 writes the key k_t): the label of x_{t-1} arrives at step t, so the row
+written then binds the previous key to it, (k_{t-1}, y_{t-1}): ``memory_width`` key entries, then
+``max_classes`` label entries; addressing compares the key part. Writing k_t itself (literally
+eq. 8) leaves that binding to the LSTM, and on a CPU budget (a few hundred updates) that did not
+leave chance level in our measurements, on Omniglot or synthetic episodes; with the explicit
+binding a 5-way synthetic task is learnt in ~250 updates. The LRUA addressing (read, least-used,
+write weights, zeroing, usage) is exactly the paper's.
 
-In the SDK a task is adapted, then queried:
+In the SDK:
 
-- ``adapt(support)`` feeds the support sequence (x_t, y_{t-1}) and one last step
-  (null input, y_N) so that the final label is written too, and keeps the
-  controller state and the memory. The support order matters to the memory state:
-  it is a fixed permutation seeded by ``support_order_seed`` (training draws a fresh
-  one per episode), so one support set always gives the same task.
-- ``predict(query)`` presents every query from that state with a null label and
-  reads the memory without writing, so each prediction is independent of the
-  other queries and of their order.
+- ``adapt(support)`` feeds the support sequence (x_t, y_{t-1}) and a last step (null input, y_N)
+  that writes the final label, and keeps the controller state and the memory. The support order
+  shapes the memory, so it is a fixed permutation seeded by ``support_order_seed`` (training draws
+  one per episode): one support set always gives the same task.
+- ``predict(query)`` presents each query from that state with a null label and reads without
+  writing, so a prediction is independent of the other queries and of their order.
 
-The label input/output is a one-hot over ``max_classes`` fixed at training; an
-n-way task with n <= max_classes uses the first n outputs. Training maps each
-episode's classes to a random subset of the ``max_classes`` labels. Inputs go
+The label input/output is a one-hot over ``max_classes`` fixed at training; an n-way task uses the
+first n outputs, and training maps each episode's classes to a random subset of them. Inputs go
 through the Conv4 backbone (``encoder="backbone"``, default) or enter as raw pixels
 (``encoder="pixels"``, as Santoro's 20x20 images did).
 """

@@ -1,34 +1,28 @@
 """Meta Networks (Munkhdalai & Yu 2017).
 
-Two networks with slow weights: an embedding f_theta that gives memory keys, and a
-base learner g_phi that classifies. A meta learner turns loss gradients (the "meta
-information") into fast weights:
+Two networks with slow weights: an embedding f_theta that gives memory keys, and a base learner
+g_phi that classifies. A meta learner turns loss gradients (the "meta information") into fast weights:
 
-- task level (§3.1, eq. 1-2): pairs of support examples give the embedding's
-  verification loss L_emb (is the pair one class?); an LSTM F_w reads their
-  gradients nabla_j = grad_theta L_emb(pair j) and outputs the task's fast weights
-  theta+ = F_w(nabla_1..nabla_T);
+- task level (§3.1, eq. 1-2): pairs of support examples give the embedding's verification loss
+  L_emb (is the pair one class?); an LSTM F_w reads their gradients nabla_j = grad_theta L_emb(pair j)
+  and outputs the task's fast weights theta+ = F_w(nabla_1..nabla_T);
 - example level (eq. 3-4): each support example's task-loss gradient
-  nabla_i = grad_phi L_task(g_phi(x'_i), y'_i) goes through an MLP G_v to give
-  fast weights phi+_i, stored in a memory with key r'_i = f_{theta,theta+}(x'_i);
+  nabla_i = grad_phi L_task(g_phi(x'_i), y'_i) goes through an MLP G_v to give fast weights phi+_i,
+  stored in a memory with key r'_i = f_{theta,theta+}(x'_i);
 - a query x reads its fast weights from that memory by attention (eq. 5):
-  phi+ = softmax(cosine(R, f_{theta,theta+}(x)))^T M, the kernel
-  ``pairwise_softmax(r, R, "cosine", values=M)``;
-- layer augmentation (§3.3): an augmented layer applies slow and fast weights to its
-  input separately, passes both through its activation and sums them.
+  phi+ = softmax(cosine(R, f_{theta,theta+}(x)))^T M, the kernel ``pairwise_softmax(r, R, "cosine", values=M)``;
+- layer augmentation (§3.3): an augmented layer applies slow and fast weights to its input
+  separately, passes both through its activation and sums them.
 
-Choices made for a CPU budget (documented, not the paper's): both networks share the
-Conv4 backbone as input encoder, and fast weights exist for the top layer of each
-(the embedding's last layer; the base learner's output layer); F_w and G_v work
-coordinate-wise on gradients preprocessed as in Andrychowicz et al. (2016); the
-gradients are inputs to the meta learner (detached), so meta-training is first-order
-through them. The base learner's outputs are ``max_classes`` label slots fixed at
-training (shuffled per training episode); an n-way task uses the first n.
+Choices made for a CPU budget (documented, not the paper's): both networks share the Conv4 backbone
+as input encoder, and fast weights exist for the top layer of each (the embedding's last layer; the
+base learner's output layer); F_w and G_v work coordinate-wise on gradients preprocessed as in
+Andrychowicz et al. (2016); the gradients are inputs to the meta learner (detached), so
+meta-training is first-order through them. The base learner's outputs are ``max_classes`` label
+slots fixed at training (shuffled per training episode); an n-way task uses the first n.
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn.functional as F
@@ -42,10 +36,8 @@ from fewshot_sdk.kernels import pairwise_softmax
 from fewshot_sdk.methods._label_slots import check_ways, shuffled_slots, task_slots
 from fewshot_sdk.methods.base import Learner, TaskState
 from fewshot_sdk.methods.functional_call import call
+from fewshot_sdk.methods.lstm_meta import preprocess as preprocess_gradient  # Andrychowicz et al.'s, p = 10
 from fewshot_sdk.registry import register_method
-
-#: Andrychowicz et al.'s gradient preprocessing constant p.
-PREPROCESS_P = 10.0
 
 
 class MetaNetConfig(StrictModel):
@@ -56,14 +48,6 @@ class MetaNetConfig(StrictModel):
     verification_pairs: int = Field(16, ge=1, description="support pairs whose gradients make theta+ (T)")
     temperature: float = Field(0.1, gt=0, description="cosine / temperature before the memory softmax")
     pair_seed: int = 0
-
-
-def preprocess_gradient(g: torch.Tensor) -> torch.Tensor:
-    """Each gradient coordinate -> (log|g| / p, sign g) if |g| >= e^-p else (-1, e^p g); shape [..., 2]."""
-    big = g.abs() >= math.exp(-PREPROCESS_P)
-    first = torch.where(big, g.abs().clamp_min(1e-30).log() / PREPROCESS_P, torch.full_like(g, -1.0))
-    second = torch.where(big, g.sign(), g * math.exp(PREPROCESS_P))
-    return torch.stack([first, second], -1)
 
 
 def verification_pairs(labels: torch.Tensor, count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -1,23 +1,20 @@
 """Learning to Compare: Relation Network for few-shot learning (Sung, Yang, Zhang, Xiang, Torr & Hospedales 2018).
 
-The embedding module f keeps feature maps (Conv4 with two pooled blocks: 28x28 ->
-64x7x7 on Omniglot). A class is represented by the element-wise *sum* of its
-support feature maps (sec. 3.2, K-shot), and the relation module g scores a
-query against a class from their channel-wise concatenation (eq. 1):
+The embedding module f keeps feature maps (Conv4 with two pooled blocks: 28x28 -> 64x7x7 on
+Omniglot). A class is represented by the element-wise *sum* of its support feature maps (sec. 3.2,
+K-shot), and the relation module g scores a query against a class from their channel-wise
+concatenation (eq. 1):
 
     r_{q,c} = g( C(f(x_q), f_c) ),   f_c = sum_{i: y_i = c} f(x_i)
 
-g is two conv blocks (3x3 conv, batch norm, ReLU, 2x2 max-pooling) and two fully
-connected layers (ReLU, then one sigmoid unit). Training regresses r onto the
-match indicator with mean squared error (eq. 2): sum (r_{q,c} - 1[y_q = c])^2.
+g is two conv blocks (3x3 conv, batch norm, ReLU, 2x2 max-pooling) and two fully connected layers
+(ReLU, then one sigmoid unit). Training regresses r onto the match indicator with mean squared error
+(eq. 2): sum (r_{q,c} - 1[y_q = c])^2. ``score`` returns the relation logits (before the sigmoid);
+probabilities are the sigmoid relation scores normalised to sum to one.
 
-``score`` returns the relation logits (before the sigmoid); probabilities are
-the sigmoid relation scores normalised to sum to one.
-
-The paper trains one model per K, so the sum matches what its relation module saw.
-A model used at a K other than its training K needs ``shot_pooling="mean"`` (the
-shipped 1-shot-trained model does; sum = mean at K = 1): summed maps at K = 5 are
-5x the scale it was trained on (benchmarks/results/relation.md).
+The paper trains one model per K, so the sum matches what its relation module saw. A model used at
+another K needs ``shot_pooling="mean"`` (the shipped 1-shot-trained model does; sum = mean at K = 1):
+summed maps at K = 5 are 5x the scale it was trained on (benchmarks/results/relation.md).
 """
 
 from __future__ import annotations

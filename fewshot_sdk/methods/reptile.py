@@ -35,7 +35,7 @@ from fewshot_sdk.methods._gradient_learner import GradientConfig, GradientLearne
 from fewshot_sdk.methods._step_metrics import StepMetrics
 from fewshot_sdk.methods.base import TaskState
 from fewshot_sdk.methods.functional_call import Params
-from fewshot_sdk.methods.inner_loop import AdamDirections, Order, optimiser_steps
+from fewshot_sdk.methods.inner_loop import AdamDirections, Order, inner_loop
 from fewshot_sdk.registry import register_method
 
 
@@ -70,11 +70,11 @@ class Reptile(GradientLearner):
     ) -> Params:
         """W: ``steps`` steps of the inner optimiser on minibatches of (x, y) from theta (no graph).
 
-        ``generator`` orders the minibatches; meta-training draws from the global (seeded) RNG.
+        ``generator`` orders the minibatches; meta-training draws from the global (seeded) RNG. No
+        backtracking: each step draws a new minibatch, so the losses of two steps do not compare.
         """
         order = torch.randperm(len(x), generator=generator).to(x.device)
         batch = min(self.config.inner_batch, len(x))
-
         calls = 0
 
         def loss_fn(params: Params) -> Tensor:
@@ -84,7 +84,7 @@ class Reptile(GradientLearner):
             return self.task_loss(self.score(params, x[idx]), y[idx])
 
         directions = AdamDirections((self.config.adam_beta1, 0.999)) if self.config.inner_optimizer == "adam" else None
-        return optimiser_steps(loss_fn, self.initial_params(n_way), steps, lr, directions=directions)
+        return inner_loop(loss_fn, self.initial_params(n_way), steps, lr, "none", directions=directions)
 
     def inner_adapt(
         self, support_x: Tensor, support_y: Tensor, n_way: int, steps: int, lr: float, order: Order

@@ -1,21 +1,19 @@
 """Siamese Neural Networks for one-shot image recognition (Koch, Zemel & Salakhutdinov 2015).
 
-Twin networks share one embedding h(x): the configured conv backbone, optionally
-followed by Koch's fully connected sigmoid layer h(x) = sigmoid(W conv(x) + b)
-(``embedding`` units; Koch: 4096 at 105x105). Off by default: at our training
-budget the bare conv features learned faster (benchmarks/results/siamese.md).
-A pair is scored by the weighted L1 distance between its embeddings followed by
-a sigmoid unit (Koch eq. 1):
+Twin networks share one embedding h(x): the configured conv backbone, optionally followed by Koch's
+fully connected sigmoid layer h(x) = sigmoid(W conv(x) + b) (``embedding`` units; Koch: 4096 at
+105x105). Off by default: at our training budget the bare conv features learned faster
+(benchmarks/results/siamese.md). A pair is scored by the weighted L1 distance between its
+embeddings followed by a sigmoid unit (Koch eq. 1):
 
     p(x1, x2) = sigmoid(b - sum_j w_j |h_j(x1) - h_j(x2)|)     ("same class")
 
-(Koch writes sum_j alpha_j |.| with learned alpha; w = -alpha keeps the kernel's
-sign convention ``pairwise_logits(..., "l1", weights=w) = -sum_j w_j |q_j - s_j|``.)
-Training is binary cross-entropy on same/different pairs of training-class images
-under random affine distortions (:mod:`._metric_pairs`). A one-shot task is
-solved as in Koch's one-shot experiments: score the query against every support image and
-take, per class, the best score; probabilities are those per-class sigmoid
-scores normalised to sum to one.
+(Koch writes sum_j alpha_j |.| with learned alpha; w = -alpha keeps the kernel's sign convention
+``pairwise_logits(..., "l1", weights=w) = -sum_j w_j |q_j - s_j|``.) Training is binary
+cross-entropy on same/different pairs of training-class images under random affine distortions
+(:mod:`._metric_pairs`). A one-shot task is solved as in Koch's one-shot experiments: score the
+query against every support image and take, per class, the best score; probabilities are those
+per-class sigmoid scores normalised to sum to one.
 """
 
 from __future__ import annotations

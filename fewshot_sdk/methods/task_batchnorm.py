@@ -17,12 +17,8 @@ from torch.autograd.function import once_differentiable
 
 
 class TaskBatchNorm(nn.Module):
-    """Batch norm with per-task statistics and no running averages.
-
-    With the empty default buffers it normalises by the batch's own mean and
-    (biased) variance, as MAML does in both meta-training and meta-testing. When
-    ``mean``/``var`` are supplied (through ``functional_call``) it uses them.
-    """
+    """Batch norm with no running averages: by the batch's own mean and (biased) variance, as MAML does,
+    or by ``mean``/``var`` when a task's are supplied (through ``functional_call``)."""
 
     def __init__(self, num_features: int, eps: float = 1e-5) -> None:
         super().__init__()
