@@ -4,9 +4,9 @@ torch's CPU tensors come from malloc. glibc serves a large block (above its mmap
 adapts up to 32 MiB) with fresh pages from the kernel and returns it on free, and it trims the top
 of its heap back to the kernel past a threshold too; the next call then takes the same memory again
 and the kernel zero-fills every page on first touch. Meta-iterations on Omniglot took tens of
-thousands of fresh pages that way, and none with these settings, and ran faster
-(``benchmarks/results/allocator_cpu.md``). The memory so kept is
-what the next call needs anyway, so the process's peak does not grow; it stops shrinking between calls.
+thousands of fresh pages that way, none with these settings, and ran faster
+(``benchmarks/results/allocator_cpu.md``). The memory kept is what the next call needs anyway, so
+the process's peak does not grow; it stops shrinking between calls.
 
 The ``fewshot`` command and ``python -m fewshot_sdk.train`` set this up for their own processes.
 A script of yours can call :func:`keep_freed_memory` itself (``fs.keep_freed_memory()``): the

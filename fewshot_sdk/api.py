@@ -32,10 +32,8 @@ QueryLike = ImageLike | torch.Tensor | Sequence
 class SupportSet:
     """A handful of labelled examples per class.
 
-    Build one with :meth:`from_folder`, :meth:`from_folders`, :meth:`from_mapping`
-    or :meth:`from_tensors`. Tensors are taken as model-ready (the output of
-    ``task.preprocess``); every other item is an image that the learner resizes
-    and normalises.
+    Build one with :meth:`from_folder`, :meth:`from_folders`, :meth:`from_mapping` or :meth:`from_tensors`.
+    Tensors are taken as model-ready (``task.preprocess``'s output); other items are images for the learner.
     """
 
     class_names: tuple[str, ...]
@@ -46,12 +44,10 @@ class SupportSet:
     task: TaskKind = "classification"
     sources: tuple[str, ...] = field(default=(), compare=False)
 
-    # ----------------------------------------------------------------- builders
     @classmethod
     def from_folder(cls, root: str | os.PathLike) -> SupportSet:
         """``root/<class name>/*.png``: one subfolder per class."""
-        classes = scan_class_folders(root)
-        return cls.from_mapping(classes)
+        return cls.from_mapping(scan_class_folders(root))
 
     @classmethod
     def from_folders(cls, folders: Sequence[str | os.PathLike]) -> SupportSet:
@@ -120,7 +116,6 @@ class SupportSet:
         support._check_classes()
         return support
 
-    # ---------------------------------------------------------------- checks
     def _check_classes(self, min_classes: int = 2) -> None:
         if len(self.class_names) < min_classes:
             only = f" ({self.class_names[0]!r})" if self.class_names else ""
@@ -131,7 +126,6 @@ class SupportSet:
         if len(set(self.class_names)) != len(self.class_names):
             raise InputError(f"class names must be unique; got {list(self.class_names)}")
 
-    # ------------------------------------------------------------ properties
     @property
     def num_classes(self) -> int:
         return len(self.class_names)

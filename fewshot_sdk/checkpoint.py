@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -86,11 +85,6 @@ def learner_config(learner: SavedLearner) -> LearnerConfig:
     )
 
 
-def tensors_for_saving(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """safetensors wants contiguous CPU tensors that share no memory."""
-    return {name: t.detach().to("cpu").contiguous().clone() for name, t in tensors.items()}
-
-
 def prepare_output_folder(folder: str | Path, overwrite: bool, files: tuple[str, ...]) -> Path:
     """Create ``folder``; refuse to replace an existing checkpoint unless ``overwrite``."""
     path = Path(folder)
@@ -111,7 +105,9 @@ def write_json(path: Path, model: StrictModel) -> None:
 
 def write_weights(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
-    save_file(tensors_for_saving(tensors), str(tmp), metadata=metadata)
+    # safetensors wants contiguous CPU tensors that share no memory
+    plain = {name: t.detach().to("cpu").contiguous().clone() for name, t in tensors.items()}
+    save_file(plain, str(tmp), metadata=metadata)
     follow_umask(tmp)
     tmp.replace(path)
 
@@ -122,7 +118,7 @@ def follow_umask(path: Path) -> None:
     safetensors and ``tempfile.mkstemp`` create files 0600, which makes a shared
     checkpoint or ``.onnx`` file unreadable to the other users of a machine.
     """
-    mask = os.umask(0)
+    mask = os.umask(0)  # reading the umask means setting it: put it back
     os.umask(mask)
     path.chmod(0o666 & ~mask)
 
@@ -192,10 +188,3 @@ def check_finite(tensors: dict[str, torch.Tensor], source: Path) -> None:
     broken = non_finite(tensors)
     if broken:
         raise CheckpointError(f"{source}: tensor {broken[0]} holds NaN or infinite values; the file is corrupt")
-
-
-def copy_checkpoint(source: str | Path, destination: str | Path, overwrite: bool = False) -> Path:
-    dest = prepare_output_folder(destination, overwrite, (CONFIG_FILE, WEIGHTS_FILE))
-    for name in (CONFIG_FILE, WEIGHTS_FILE):
-        shutil.copyfile(Path(source) / name, dest / name)
-    return dest

@@ -46,14 +46,10 @@ class PreprocessConfig(StrictModel):
         return value
 
     @model_validator(mode="after")
-    def _stats_match_channels(self) -> PreprocessConfig:
+    def _stats_match_channels_and_crop_fits(self) -> PreprocessConfig:
         for name in ("mean", "std"):
             if len(getattr(self, name)) not in (1, self.channels):
                 raise ValueError(f"{name} needs 1 or {self.channels} entries")
-        return self
-
-    @model_validator(mode="after")
-    def _crop_fits(self) -> PreprocessConfig:
         if self.resize_shorter is not None and self.resize_shorter < min(self.image_size):
             raise ValueError(f"resize_shorter {self.resize_shorter} is smaller than the crop {self.image_size}")
         return self

@@ -1,11 +1,10 @@
 """Opening user images safely and turning them into model pixels, with PIL and numpy alone (no torch).
 
-Shared by the torch preprocessing (:mod:`fewshot_sdk.data.images`) and the torch-free
-ONNX runtime (:mod:`fewshot_sdk.export.runtime`): both call :func:`to_model_pixels` for
-everything geometric and photometric (orientation, pixel mode, resize, crop, [0, 1]) and
-only normalise on their own, so an exported model sees exactly the pixels the torch model
-saw and the two cannot drift. They also refuse the same bad files with the same one-line
-messages.
+Shared by the torch preprocessing (:mod:`fewshot_sdk.data.images`) and the torch-free ONNX
+runtime (:mod:`fewshot_sdk.export.runtime`): both take everything geometric and photometric
+(orientation, pixel mode, resize, crop, [0, 1]) from :func:`to_model_pixels` and only normalise
+on their own, so an exported model sees exactly the pixels the torch model saw, and both refuse
+bad files with the same one-line messages.
 """
 
 from __future__ import annotations
@@ -103,9 +102,6 @@ def to_model_pixels(
     image: Image.Image, channels: int, image_size: tuple[int, int], resize_shorter: int | None = None
 ) -> np.ndarray:
     """The pixels a model consumes, before normalisation: float32 in [0, 1], HxW (1 channel) or HxWx3.
-
-    The one definition of preprocessing geometry and pixel modes; ``Preprocessor`` (torch)
-    and the ONNX runtime (numpy) only subtract the mean and divide by the std afterwards.
 
     1. Orientation: an EXIF (or XMP) Orientation tag is applied, so a phone photo stored
        sideways comes out the way every viewer shows it.
@@ -218,23 +214,15 @@ def is_image_file(path: Path) -> bool:
 COLOUR_CHROMA = 48
 #: An image is colour when more than this fraction of its sampled pixels are coloured.
 COLOUR_FRACTION = 0.10
-
-
 #: Side of the nearest-neighbour subsample the colour test reads.
 COLOUR_SAMPLE_SIDE = 32
 
 
 def looks_colourful(image: Image.Image) -> bool:
-    """Whether a PIL image has real colour, judged on a small subsample with transparency on white."""
+    """Whether a PIL image has real colour, not grey stored as RGB (judged on a subsample, transparency on white)."""
     width, height = image.size
-    side = COLOUR_SAMPLE_SIDE
-    small = image.resize((min(width, side), min(height, side)), Image.Resampling.NEAREST)
-    return is_colourful(np.asarray(flatten_alpha(small).convert("RGB")))
-
-
-def is_colourful(rgb: np.ndarray) -> bool:
-    """Real colour content in ``rgb`` ([h, w, 3] uint8, a subsample), not greyscale stored as RGB."""
-    pixels = rgb.astype(np.int16)
+    small = image.resize((min(width, COLOUR_SAMPLE_SIDE), min(height, COLOUR_SAMPLE_SIDE)), Image.Resampling.NEAREST)
+    pixels = np.asarray(flatten_alpha(small).convert("RGB")).astype(np.int16)
     chroma = pixels.max(axis=2) - pixels.min(axis=2)
     return bool((chroma > COLOUR_CHROMA).mean() > COLOUR_FRACTION)
 

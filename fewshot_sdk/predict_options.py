@@ -1,10 +1,8 @@
 """The options every ``predict`` takes (``reject``, ``batch_size``), checked alike by every runtime.
 
-The torch task (:mod:`fewshot_sdk.task.adapted`), the onnxruntime task and the torch-free
-``OnnxClassifier`` (:mod:`fewshot_sdk.export.runtime`) all accept the same options, so one
-module refuses a bad one with the same line and resolves ``reject`` to a threshold the
-same way. It imports neither torch nor numpy: ``fewshot classify --model x.onnx`` uses it
-without loading torch.
+The torch task, the onnxruntime task and the torch-free ``OnnxClassifier`` all take them, so
+one module refuses a bad one with one line and resolves ``reject`` one way. It imports neither
+torch nor numpy: ``fewshot classify --model x.onnx`` uses it without loading torch.
 """
 
 from __future__ import annotations

@@ -22,13 +22,8 @@ class Episode:
     n_way: int
 
     def to(self, device: torch.device | str) -> Episode:
-        return Episode(
-            self.support_x.to(device),
-            self.support_y.to(device),
-            self.query_x.to(device),
-            self.query_y.to(device),
-            self.n_way,
-        )
+        tensors = (self.support_x, self.support_y, self.query_x, self.query_y)
+        return Episode(*(t.to(device) for t in tensors), self.n_way)
 
 
 class EpisodeSampler:
@@ -77,13 +72,10 @@ class EpisodeSampler:
 
     def sample(self) -> Episode:
         g = self._generator
-        # one group (the whole dataset unless within_group): the first draw, so without groups the
-        # episodes are those of every earlier release
-        group = (
-            self._groups[int(torch.randint(len(self._groups), (1,), generator=g))]
-            if len(self._groups) > 1
-            else self._groups[0]
-        )
+        # one group (the whole dataset unless within_group), drawn only when there is a choice, so
+        # without groups the episodes are those of every earlier release
+        pick_group = len(self._groups) > 1
+        group = self._groups[int(torch.randint(len(self._groups), (1,), generator=g)) if pick_group else 0]
         chosen = torch.randperm(len(group), generator=g)[: self.n_way].tolist()
         support, query = [], []
         for c in chosen:

@@ -9,13 +9,18 @@ from fewshot_sdk.errors import InputError
 from fewshot_sdk.imageio import is_image_file
 
 
-def list_class_images(folder: str | Path) -> list[Path]:
-    """The image files of one class folder, sorted; refuses missing or empty folders."""
+def _existing_folder(folder: str | Path, expected: str) -> Path:
     path = Path(folder)
     if not path.exists():
         raise InputError(f"folder not found: {path}")
     if not path.is_dir():
-        raise InputError(f"expected a folder of images but {path} is a file")
+        raise InputError(f"expected {expected} but {path} is a file")
+    return path
+
+
+def list_class_images(folder: str | Path) -> list[Path]:
+    """The image files of one class folder, sorted; refuses missing or empty folders."""
+    path = _existing_folder(folder, "a folder of images")
     files = sorted(p for p in path.iterdir() if is_image_file(p))
     if not files:
         raise InputError(f"{path} holds no image files (png, jpg, bmp, gif, tiff, webp)")
@@ -24,11 +29,7 @@ def list_class_images(folder: str | Path) -> list[Path]:
 
 def scan_class_folders(root: str | Path) -> dict[str, list[Path]]:
     """``{class name: image files}`` for every subfolder of ``root`` (hidden ones skipped)."""
-    path = Path(root)
-    if not path.exists():
-        raise InputError(f"folder not found: {path}")
-    if not path.is_dir():
-        raise InputError(f"expected a folder with one subfolder per class but {path} is a file")
+    path = _existing_folder(root, "a folder with one subfolder per class")
     subfolders = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not subfolders:
         raise InputError(f"{path} has no class subfolders: put each class's images in its own subfolder")
@@ -44,7 +45,7 @@ def linked_class_groups(names: list[str]) -> list[list[str]]:
     """
     groups: dict[str, list[str]] = {}
     for name in names:
-        groups.setdefault(name.removesuffix("_easy") if name.endswith("_easy") else name, []).append(name)
+        groups.setdefault(name.removesuffix("_easy"), []).append(name)
     return list(groups.values())
 
 

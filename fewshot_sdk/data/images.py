@@ -1,11 +1,9 @@
 """Turning user images (paths, PIL images, arrays) into the tensor a model consumes.
 
-torchvision is deliberately not used (no build of it fits a CPU-only torch). Everything
-up to [0, 1] pixels (EXIF orientation, pixel mode, resize or resize-and-centre-crop) is
-:func:`fewshot_sdk.imageio.to_model_pixels`, the same torch-free function the ONNX
-runtime calls, so an exported model is fed exactly what this one is; here the pixels are
-only normalised with the checkpoint's mean and std. Whatever an image went through at
-training time it goes through here.
+torchvision is deliberately not used (no build of it fits a CPU-only torch). Everything up to
+[0, 1] pixels is :func:`fewshot_sdk.imageio.to_model_pixels`, shared with the ONNX runtime so an
+exported model is fed exactly what this one is (and what training fed it); here the pixels are
+only normalised with the checkpoint's mean and std.
 """
 
 from __future__ import annotations

@@ -26,9 +26,8 @@ class LabelledImages:
     def __post_init__(self) -> None:
         if self.images.ndim < 2 or self.labels.ndim != 1 or len(self.images) != len(self.labels):
             raise InputError(
-                f"images must be [N, ...] (model-ready images or cached backbone outputs) and labels [N]; "
-                f"got {tuple(self.images.shape)} "
-                f"and {tuple(self.labels.shape)}"
+                "images must be [N, ...] (model-ready images or cached backbone outputs) and labels [N]; "
+                f"got {tuple(self.images.shape)} and {tuple(self.labels.shape)}"
             )
         if len(self.labels) and int(self.labels.max()) >= len(self.class_names):
             raise InputError("a label is out of range of class_names")
@@ -45,9 +44,8 @@ class LabelledImages:
         names = tuple(classes)
         tensors, labels = [], []
         for index, name in enumerate(names):
-            batch = preprocessor(list(classes[name]))
-            tensors.append(batch)
-            labels.append(torch.full((len(batch),), index, dtype=torch.long))
+            tensors.append(preprocessor(list(classes[name])))
+            labels.append(torch.full((len(tensors[-1]),), index, dtype=torch.long))
         return cls(torch.cat(tensors), torch.cat(labels), names)
 
     def indices_by_class(self) -> list[torch.Tensor]:

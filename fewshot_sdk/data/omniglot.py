@@ -8,12 +8,11 @@ Two protocols, chosen by what a folder holds:
   20 evaluation alphabets, which nothing trains or selects on.
 - **Minimal** (``images_background_small1/2.zip``, 8 alphabets: fast, for tests): the two
   splits overlap (Greek and Latin are in both), so characters are keyed by (alphabet,
-  character) and kept once, and characters are split into train / val / test
-  (:func:`split_characters`).
+  character), kept once and split into train / val / test (:func:`split_characters`).
 
-Either way training characters are augmented with 90-degree rotations as new classes, as
-in the literature, and ``all_runs.zip`` is a test set only: it is read by
-:func:`load_lake_runs` and by nothing that trains or selects a model.
+Either way training characters are augmented with 90-degree rotations as new classes, as in
+the literature. ``all_runs.zip`` is a test set only, read by :func:`load_lake_runs` for evaluation
+and by nothing that trains or selects a model.
 """
 
 from __future__ import annotations
@@ -252,15 +251,13 @@ def load_lake_runs(path: str | Path) -> list[LakeRun]:
     for run in run_names:
         pairs = [line.split() for line in files[f"{run}/class_labels.txt"].decode().splitlines() if line.strip()]
         training_names = sorted(n for n in files if n.startswith(f"{run}/training/") and n.endswith(".png"))
-        test_names = [test for test, _ in pairs]
         index_of = {name: i for i, name in enumerate(training_names)}
-        answers = [index_of[train] for _, train in pairs]
         runs.append(
             LakeRun(
                 name=run,
                 training=[(n, _open(files[n], n)) for n in training_names],
-                test=[(n, _open(files[n], n)) for n in test_names],
-                answers=answers,
+                test=[(test, _open(files[test], test)) for test, _ in pairs],
+                answers=[index_of[train] for _, train in pairs],
             )
         )
     return runs

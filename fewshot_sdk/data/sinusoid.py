@@ -44,8 +44,3 @@ class SinusoidTasks:
 
     def episodes(self, count: int) -> list[Episode]:
         return [self.sample() for _ in range(count)]
-
-
-def sinusoid(x: torch.Tensor, amplitude: float, phase: float) -> torch.Tensor:
-    """y = A sin(x - phi)."""
-    return amplitude * torch.sin(x - phase)

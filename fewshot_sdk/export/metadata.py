@@ -1,21 +1,17 @@
 """What an exported ``.onnx`` file says about itself: the ``fewshot.*`` metadata props.
 
-An ONNX graph alone maps a [B, C, H, W] float32 batch to logits and probabilities;
-to classify an *image* a runtime also needs the class names and the exact
-preprocessing (resolution, channels, normalisation). They travel inside the file
-as ONNX ``metadata_props`` (string key/value pairs that Netron and onnxruntime's
-``get_modelmeta()`` show), so one file is the whole deployable model.
+To classify an *image*, a runtime needs besides the graph the class names and the exact
+preprocessing (resolution, channels, normalisation). They travel inside the file as ONNX
+``metadata_props`` (string pairs that Netron and onnxruntime's ``get_modelmeta()`` show), so one
+file is the whole deployable model.
 
-Format versions. Version 1 files stretch every image to ``image_size``. Version 2 adds
-``resize_shorter``: scale the shorter side to that many pixels, then centre-crop
-``image_size`` (photo models). A version-1 reader ignores keys it does not know, so it
-would open a cropping file and silently *stretch* the images, feeding the model inputs it
-was never trained on and giving confidently wrong answers. So a file is written as
-version 2 only when it really crops (``resize_shorter`` set): old SDKs then refuse it
-with "upgrade fewshot-sdk" instead, while every stretching file stays version 1 and keeps
-opening in old SDKs (it records ``resize_shorter`` as JSON ``null``, which they ignore and
-which means what they do). Reading accepts both; a file without the key is treated as
-``null`` (every file written before the key existed stretches).
+Format versions. Version 2 adds ``resize_shorter`` (scale the shorter side to that many pixels,
+then centre-crop ``image_size``; photo models) to version 1, which stretches every image. A
+version-1 reader ignores unknown keys, so it would silently *stretch* a cropping file's images and
+answer confidently wrong. So a file is version 2 only when it crops: old SDKs then refuse it with
+"upgrade fewshot-sdk", while every stretching file stays version 1 and keeps opening in them (its
+``resize_shorter`` is JSON ``null``, which they ignore and which means what they do). Reading
+accepts both; a missing key reads as ``null`` (every file written before it existed stretches).
 
 This module imports neither torch nor onnx: the torch-free runtime reads it.
 """
@@ -24,7 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from fewshot_sdk.errors import InputError
@@ -107,25 +103,9 @@ class OnnxMetadata:
         )
 
     def to_props(self) -> dict[str, str]:
-        """The ``metadata_props`` entries: every value a plain string (lists and numbers as JSON)."""
-        values = {
-            "format": self.format,
-            "format_version": self.format_version,
-            "sdk_version": self.sdk_version,
-            "method": self.method,
-            "class_names": list(self.class_names),
-            "image_size": list(self.image_size),
-            "channels": self.channels,
-            "mean": list(self.mean),
-            "std": list(self.std),
-            "resize_shorter": self.resize_shorter,
-            "resize": self.resize,
-            "novelty_threshold": self.novelty_threshold,
-            "task_digest": self.task_digest,
-            "input_name": self.input_name,
-            "output_names": list(self.output_names),
-            "exporter": self.exporter,
-        }
+        """The ``metadata_props`` entries: every field and ``format_version``, each a plain string (tuples,
+        numbers and None as JSON)."""
+        values = {"format": self.format, "format_version": self.format_version, **asdict(self)}
         return {PREFIX + key: value if isinstance(value, str) else json.dumps(value) for key, value in values.items()}
 
     @classmethod

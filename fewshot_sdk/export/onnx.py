@@ -1,32 +1,27 @@
 """Writing a task network as one self-contained ``.onnx`` file that reproduces it.
 
-The graph's input ``images`` is the batch ``task.preprocess(images)`` produces
-([B, C, H, W] float32, B dynamic); its outputs are ``logits``, ``probs`` and
-``novelty`` (each query's open-set score, :mod:`fewshot_sdk.task.open_set`;
-the task's ``reject="auto"`` threshold travels in the metadata). What the graph
-computes is the task network (:class:`~fewshot_sdk.task.network.TaskNetwork`) that
-``predict`` runs, with the task state baked in as constants; this module knows no
-method and no task, only a module, its input shape and the metadata to write.
+The graph's input ``images`` is the batch ``task.preprocess(images)`` produces ([B, C, H, W]
+float32, B dynamic); its outputs are ``logits``, ``probs`` and ``novelty`` (each query's open-set
+score, :mod:`fewshot_sdk.task.open_set`; the ``reject="auto"`` threshold travels in the metadata).
+The graph computes the task network (:class:`~fewshot_sdk.task.network.TaskNetwork`) that
+``predict`` runs, task state baked in as constants; this module knows no method and no task.
 
-Two exporters are tried in turn, and a graph is written only if it reproduces the task.
-First torch's TorchScript tracer (``dynamo=False``): a fraction of a second for these small
-static modules, where the ``torch.export``-based exporter takes seconds (most of a first
-export in a process goes to importing and setting up dynamo and onnxscript). A trace
-records one path through the Python code, so it is refused as soon as the tracer warns
-(``TracerWarning``: a Python bool, number or length read off a tensor, whose value the
-trace would freeze). That is how methods that turn the batch size into a Python int never
-take this path. Code on the traced path that must branch keeps its branch out of the trace
-instead: the kernels' argument size checks run only outside it, the weighted-L1 kernel takes
-its one export form there (``kernels.reference.exporting``; its value-dependent branch to
-``cdist`` once gave traced graphs that were silently wrong on some inputs), and
-EfficientNet-Lite pads with the padding planned for its input size. Then ``torch.export``
-(``dynamo=True``), which refuses data-dependent branches itself. Whichever wrote the graph
-is recorded in the file's ``fewshot.exporter``.
+Two exporters are tried in turn. First torch's TorchScript tracer (``dynamo=False``): a fraction of
+a second for these small static modules, where the ``torch.export``-based one takes seconds (mostly
+importing and setting up dynamo and onnxscript). A trace records one path through the Python code,
+so it is refused as soon as the tracer warns (``TracerWarning``: a Python bool, number or length
+read off a tensor, whose value the trace would freeze); methods that turn the batch size into a
+Python int thus never take this path. Code on the traced path that must branch keeps the branch out
+of the trace: the kernels' size checks run only outside it, the weighted-L1 kernel takes its one
+export form there (``kernels.reference.exporting``; its value-dependent branch to ``cdist`` once
+gave traced graphs that were silently wrong on some inputs), and EfficientNet-Lite pads with the
+padding planned for its input size. Then ``torch.export`` (``dynamo=True``), which refuses
+data-dependent branches itself. The file's ``fewshot.exporter`` records which one wrote it.
 
-The graph is checked with ``onnx.checker`` and run with onnxruntime on batches of other
-sizes than the traced one (and of varied content); only if its probabilities and novelty
-match the torch task's within 1e-4 (novelty: relative to its scale) is it written,
-atomically, with the ``fewshot.*`` metadata. Otherwise :class:`ExportError` says why.
+The graph is checked with ``onnx.checker`` and run with onnxruntime on batches of other sizes than
+the traced one (and of varied content); only if its probabilities and novelty match torch's within
+1e-4 (novelty: relative to its scale) is it written, atomically, with the ``fewshot.*`` metadata.
+Otherwise :class:`ExportError` says why.
 """
 
 from __future__ import annotations
@@ -207,12 +202,10 @@ EXPORTERS: list[tuple[str, Callable[[nn.Module, torch.Tensor, int | None], onnx.
 def _quiet_exporter() -> Iterator[None]:
     """Hide what torch's exporter says about torch itself, or when it gives up.
 
-    The op registry logs one warning per torchvision op when torchvision is absent
-    (we use none); torch's pytree emits a FutureWarning about its own ``LeafSpec``.
-    When ``torch.export`` gives up (a data-dependent branch, say), the shape solver
-    logs, and ``torch.export`` prints, the whole traced graph; the reason travels in
-    the exception instead (into :class:`ExportError` if no exporter succeeds), so
-    that output is dropped. On success, whatever else was printed is passed on.
+    The op registry warns once per torchvision op when torchvision is absent (we use none); torch's
+    pytree warns about its own ``LeafSpec``. When ``torch.export`` gives up (a data-dependent branch,
+    say) it logs and prints the whole traced graph, while the reason travels in the exception (into
+    :class:`ExportError` if no exporter succeeds), so that output is dropped; on success it is passed on.
     """
     loggers = [logging.getLogger(name) for name in QUIET_LOGGERS]
     levels = [log.level for log in loggers]

@@ -2,18 +2,16 @@
 
 ``fs.load(model, runtime="onnxruntime")`` freezes the learner with this engine: its inference twin
 (:class:`~fewshot_sdk.models.frozen.FrozenBackbone`) traces its batch-norm-folded network once into
-an ONNX graph and answers inference calls from an onnxruntime session: the embedding of the support
-set in ``adapt``, of the queries in ``predict``, and of every image in ``fewshot evaluate``'s
-embed-once pass. onnxruntime fuses ReLU6 and the residual additions into the convolutions and runs
-them in its blocked NCHWc layout on its own sgemm (MLAS); the figures against torch are in
-``benchmarks/results/photo_speed_cpu.md``.
+an ONNX graph, checked against torch (within 1e-4 of the outputs' scale on batches of other sizes
+than the traced one, else :class:`ExportError`), and answers from an onnxruntime session: the
+support set's embedding in ``adapt``, the queries' in ``predict``, every image in ``fewshot
+evaluate``'s embed-once pass. onnxruntime fuses ReLU6 and the residual additions into the
+convolutions and runs them in its blocked NCHWc layout on its own sgemm (MLAS); the figures against
+torch are in ``benchmarks/results/photo_speed_cpu.md``.
 
 The twin never changes after it is built, so the session needs no watch on the weights: it answers
 the calls whose input it was traced for (CPU float32 batches of one input shape); everything else,
 tracing for export included, runs the twin's torch network.
-
-The graph is checked before it is used: its outputs on batches of other sizes than the traced
-one must match torch's within 1e-4 of their scale, else :class:`ExportError`.
 """
 
 from __future__ import annotations
@@ -24,14 +22,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from fewshot_sdk.export.onnx import TRACE_BATCH, ExportError, trace_to_onnx
+from fewshot_sdk.export.onnx import TOLERANCE, TRACE_BATCH, ExportError, trace_to_onnx
 
 if TYPE_CHECKING:
     import onnxruntime
 
 INPUT = "images"
 OUTPUT = "features"
-TOLERANCE = 1e-4
 
 
 class OnnxBackbone:
@@ -45,10 +42,9 @@ class OnnxBackbone:
         import onnxruntime
 
         self.input_shape = tuple(input_shape)
-        network = body  # the inference twin's: eval, no autograd, and never changed after this
         generator = torch.Generator().manual_seed(0)
         example = torch.randn(TRACE_BATCH, *input_shape, generator=generator)
-        proto = trace_to_onnx(network, example, None, INPUT, (OUTPUT,))
+        proto = trace_to_onnx(body, example, None, INPUT, (OUTPUT,))
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads
         self.session: onnxruntime.InferenceSession = onnxruntime.InferenceSession(
@@ -57,7 +53,7 @@ class OnnxBackbone:
         checks = [torch.randn(batch, *input_shape, generator=generator) for batch in (1, TRACE_BATCH + 1)]
         with torch.inference_mode():
             for check in checks:
-                expected, got = network(check).numpy(), self(check).numpy()
+                expected, got = body(check).numpy(), self(check).numpy()
                 error = float(np.abs(got - expected).max()) if got.shape == expected.shape else float("inf")
                 if error > TOLERANCE * max(1.0, float(np.abs(expected).max())):
                     raise ExportError(f"the backbone's onnxruntime graph differs from torch by {error:.2e}")

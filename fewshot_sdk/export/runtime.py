@@ -1,19 +1,16 @@
 """Running an exported task with onnxruntime, numpy and pillow alone (no torch).
 
-:class:`OnnxClassifier` opens a ``.onnx`` file written by ``fewshot export`` /
-``task.export_onnx``, reads its ``fewshot.*`` metadata (class names and
-preprocessing), turns images into the model-ready batch exactly as
-``task.preprocess`` does (the same torch-free
-:func:`fewshot_sdk.imageio.to_model_pixels` for orientation, channels, resize
-or resize-and-centre-crop and [0, 1]; then the same float32 normalisation, in
-numpy), and returns each class's probability. ``classify(images, reject="auto")`` also
-answers ``None`` for queries whose ``novelty`` output is above the threshold recorded in
-the file (files exported before the novelty output existed cannot reject).
+:class:`OnnxClassifier` opens a ``.onnx`` file written by ``fewshot export`` / ``task.export_onnx``,
+reads its ``fewshot.*`` metadata (class names, preprocessing), turns images into the batch
+``task.preprocess`` gives (the same torch-free :func:`fewshot_sdk.imageio.to_model_pixels`, then the
+same float32 normalisation, in numpy) and returns each class's probability. ``classify(images,
+reject="auto")`` also answers ``None`` for queries whose ``novelty`` output is above the threshold
+recorded in the file (files exported before the novelty output existed cannot reject).
 
-Execution provider: CUDA when onnxruntime lists it *and* it can really run here
-(a GPU behind the driver, and the CUDA libraries the provider links against),
-else CPU. Asking first means a CPU-only machine never sees onnxruntime's
-"Failed to create CUDAExecutionProvider" warning, without silencing anything.
+Execution provider: CUDA when onnxruntime lists it *and* it can really run here (a GPU behind the
+driver, and the CUDA libraries the provider links against), else CPU. Asking first means a CPU-only
+machine never sees onnxruntime's "Failed to create CUDAExecutionProvider" warning, without silencing
+anything.
 
 Nothing here imports torch (nor ``fewshot_sdk.data``, which does).
 """
@@ -24,9 +21,10 @@ import ctypes
 import functools
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image
@@ -37,12 +35,12 @@ from fewshot_sdk.imageio import ImageLike, load_image, to_model_pixels
 from fewshot_sdk.predict_options import Reject, check_batch_size, resolve_threshold
 
 ImageInput = ImageLike
+T = TypeVar("T")
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 
 
-# ----------------------------------------------------------------- providers
 def choose_providers() -> list[str]:
     """``[CUDA, CPU]`` when the CUDA provider is listed and usable on this machine, else ``[CPU]``."""
     import onnxruntime
@@ -70,41 +68,43 @@ def cuda_usable() -> bool:
         count = ctypes.c_int(0)
         if driver.cuInit(0) != 0 or driver.cuDeviceGetCount(ctypes.byref(count)) != 0 or count.value < 1:
             return False
-        ctypes.CDLL(str(_provider_library(windows)))
+        import onnxruntime
+
+        provider = "onnxruntime_providers_cuda.dll" if windows else "libonnxruntime_providers_cuda.so"
+        ctypes.CDLL(str(Path(onnxruntime.__file__).parent / "capi" / provider))
         ctypes.CDLL("cudnn64_9.dll" if windows else "libcudnn.so.9")
     except (OSError, AttributeError):
         return False
     return True
 
 
-def _provider_library(windows: bool) -> Path:
-    import onnxruntime
-
-    name = "onnxruntime_providers_cuda.dll" if windows else "libonnxruntime_providers_cuda.so"
-    return Path(onnxruntime.__file__).parent / "capi" / name
-
-
-# ----------------------------------------------------------------- images
 def image_to_array(image: Image.Image, metadata: OnnxMetadata) -> np.ndarray:
     """One image -> [C, H, W] float32, equal to ``Preprocessor.image_to_tensor`` (same pixels, same float32 math)."""
     array = to_model_pixels(image, metadata.channels, metadata.image_size, metadata.resize_shorter)
     array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
-    shape = (metadata.channels, 1, 1)
-    mean = np.broadcast_to(np.asarray(metadata.mean, dtype=np.float32).reshape(-1, 1, 1), shape)
-    std = np.broadcast_to(np.asarray(metadata.std, dtype=np.float32).reshape(-1, 1, 1), shape)
+    mean = np.asarray(metadata.mean, dtype=np.float32).reshape(-1, 1, 1)  # 1 or C entries: both broadcast
+    std = np.asarray(metadata.std, dtype=np.float32).reshape(-1, 1, 1)
     return np.ascontiguousarray((array - mean) / std, dtype=np.float32)
 
 
-def preprocess(images: Sequence[ImageInput], metadata: OnnxMetadata) -> np.ndarray:
-    """A model-ready batch [B, C, H, W] float32 from paths, PIL images or arrays."""
-    if isinstance(images, (str, os.PathLike, Image.Image, np.ndarray)):
-        images = [images]
-    if len(images) == 0:
+def image_list(images: Sequence[ImageInput] | ImageInput) -> list[ImageInput]:
+    """One image (a path, PIL image or array) or a sequence of them, as a non-empty list."""
+    items = [images] if isinstance(images, (str, os.PathLike, Image.Image, np.ndarray)) else list(images)
+    if not items:
         raise InputError("no images given")
-    return np.stack([image_to_array(load_image(item), metadata) for item in images])
+    return items
 
 
-# ----------------------------------------------------------------- runner
+def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    """``items`` in consecutive slices of at most ``size``, made one at a time."""
+    return (items[i : i + size] for i in range(0, len(items), size))
+
+
+def preprocess(images: Sequence[ImageInput] | ImageInput, metadata: OnnxMetadata) -> np.ndarray:
+    """A model-ready batch [B, C, H, W] float32 from paths, PIL images or arrays."""
+    return np.stack([image_to_array(load_image(item), metadata) for item in image_list(images)])
+
+
 @dataclass(frozen=True)
 class OnnxAnswer:
     """``OnnxClassifier.classify``'s result: per query a class name (None: rejected), probabilities, novelty."""
@@ -224,14 +224,8 @@ class OnnxClassifier:
         self, images: Sequence[ImageInput] | ImageInput, reject: float | str | None = None, batch_size: int = 256
     ) -> OnnxAnswer:
         """Each query's class name (None where its novelty is above the threshold), probabilities and novelty."""
-        threshold = self.threshold(reject)
-        check_batch_size(batch_size)
-        items = [images] if isinstance(images, (str, os.PathLike, Image.Image, np.ndarray)) else list(images)
-        if not items:
-            raise InputError("no images given")
-        outputs = self.outputs_in_chunks(
-            self.preprocess(items[i : i + batch_size]) for i in range(0, len(items), batch_size)
-        )
+        threshold, size = self.threshold(reject), check_batch_size(batch_size)
+        outputs = self.outputs_in_chunks(self.preprocess(chunk) for chunk in chunks(image_list(images), size))
         probs = outputs[1]
         novelty = outputs[2] if self.has_novelty else None
         names: list[str | None] = [self.metadata.class_names[i] for i in probs.argmax(1)]

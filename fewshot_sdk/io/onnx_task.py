@@ -1,13 +1,11 @@
 """An exported task answering through the torch task's API: ``predict(query, batch_size=, reject=)`` -> ``Prediction``.
 
 ``fs.load_task("x.onnx")`` (or a saved task folder with ``runtime="onnxruntime"``) returns an
-:class:`OnnxTask`, so a deployed application changes how it loads a task, not how it asks it.
-Everything that touches the file is :class:`~fewshot_sdk.export.runtime.OnnxClassifier`'s
-(session, preprocessing of images, input checks, the recorded threshold); this module only
-reads queries as the torch task does (:func:`fewshot_sdk.api.query_form`) and wraps the
-outputs, without copying them, in torch's :class:`~fewshot_sdk.api.Prediction`.
-
-It imports torch, for ``Prediction``; the torch-free path stays ``OnnxClassifier`` itself.
+:class:`OnnxTask`, so a deployed application changes how it loads a task, not how it asks it. The
+file's session, preprocessing, input checks and threshold are
+:class:`~fewshot_sdk.export.runtime.OnnxClassifier`'s; this module reads queries as the torch task
+does (:func:`fewshot_sdk.api.query_form`) and wraps the outputs, uncopied, in a
+:class:`~fewshot_sdk.api.Prediction`. It imports torch for that; ``OnnxClassifier`` stays torch-free.
 """
 
 from __future__ import annotations
@@ -21,7 +19,7 @@ import torch
 
 from fewshot_sdk.api import Prediction, QueryLike, query_form
 from fewshot_sdk.errors import CheckpointError, InputError
-from fewshot_sdk.export.runtime import OnnxClassifier
+from fewshot_sdk.export.runtime import OnnxClassifier, chunks
 from fewshot_sdk.imageio import ImageLike
 from fewshot_sdk.predict_options import TASK_THRESHOLD, check_batch_size
 
@@ -83,12 +81,10 @@ class OnnxTask:
         """Model-ready numpy batches of at most ``batch_size`` queries; images are decoded a chunk at a time."""
         form = query_form(query)
         if not isinstance(form, torch.Tensor):
-            return (self.classifier.preprocess(form[i : i + batch_size]) for i in range(0, len(form), batch_size))
+            return (self.classifier.preprocess(chunk) for chunk in chunks(form, batch_size))
         batch = form.numpy(force=True)  # detached, on the CPU; no copy for a CPU tensor. The classifier checks it
         batch = batch[None] if batch.ndim == 3 else batch
-        if batch.ndim != 4 or len(batch) <= batch_size:
-            return [batch]
-        return [batch[i : i + batch_size] for i in range(0, len(batch), batch_size)]
+        return [batch] if batch.ndim != 4 or len(batch) <= batch_size else chunks(batch, batch_size)
 
     def __repr__(self) -> str:
         return f"OnnxTask({str(self.path)!r}, method={self.method!r}, classes={list(self.class_names)})"

@@ -1,17 +1,13 @@
 """A saved task folder's own ONNX file, ``task.onnx``, bound to the task files it was exported from.
 
 ``task.save(folder, onnx=True)`` writes it beside ``task.json`` and ``task.safetensors``, and
-``fs.load_task(folder, runtime="onnxruntime")`` answers with it. The file records, as its
-``fewshot.task_digest``, the SHA-256 of the two task files it was exported from, and is run
-only while they are still the ones beside it: a task saved again over an older export
-(``overwrite=True`` without ``onnx=True``), or a ``task.onnx`` copied from another folder,
-is refused with one line instead of answering for a task that is no longer there. (To run
-such a file anyway, load the ``.onnx`` path itself.)
+``fs.load_task(folder, runtime="onnxruntime")`` answers with it. Its ``fewshot.task_digest`` is the
+SHA-256 of those two files, and it runs only while they are still the ones beside it: after the task
+is saved again without ``onnx=True``, or when copied from another folder, it is refused in one line
+instead of answering for a task that is no longer there (loading the ``.onnx`` path itself runs it).
 
-Loading writes to the folder only when asked: ``load_task(folder, runtime="onnxruntime",
-export=True)`` exports ``task.onnx`` when the folder has none. A file that is there is never
-replaced by loading, whether or not it belongs; ``task.save(..., onnx=True, overwrite=True)``
-replaces it.
+Loading writes to the folder only with ``export=True``, and only a missing ``task.onnx``; an existing
+one, whether or not it belongs, is replaced only by ``task.save(..., onnx=True, overwrite=True)``.
 """
 
 from __future__ import annotations
@@ -24,7 +20,7 @@ from torch import nn
 from fewshot_sdk.checkpoint import check_finite, load_state_into, read_json_model, read_weights
 from fewshot_sdk.errors import CheckpointError, InputError
 from fewshot_sdk.io.onnx_task import OnnxTask, open_onnx_file
-from fewshot_sdk.io.zoo import RUNTIMES, build_learner
+from fewshot_sdk.io.zoo import build_learner, check_runtime
 from fewshot_sdk.task.adapted import AdaptedModel, check_class_count
 from fewshot_sdk.task.files import TASK_FILE, TASK_ONNX, TASK_WEIGHTS, TaskConfig, task_digest
 
@@ -63,12 +59,11 @@ def load_task(
 ) -> AdaptedModel | OnnxTask:
     """Reload a task written by ``AdaptedModel.save``, or open an exported ``.onnx`` file as a task.
 
-    ``runtime``: ``"torch"`` (the default for a folder) or ``"onnxruntime"`` (the default for a
-    ``.onnx`` file; for a folder, its ``task.onnx`` from ``task.save(folder, onnx=True)``). Both
-    answer ``predict(query, batch_size=, reject=)`` with a ``Prediction``; only the torch task
-    grows, saves and exports. ``export=True`` (onnxruntime, a folder): write the folder's
-    ``task.onnx`` if it has none, the one case in which loading writes. ``threads``: onnxruntime's
-    intra-op threads (0: its default).
+    ``runtime``: ``"torch"`` (a folder's default) or ``"onnxruntime"`` (a ``.onnx`` file's; for a
+    folder, its ``task.onnx``). Both answer ``predict(query, batch_size=, reject=)`` with a
+    ``Prediction``; only the torch task grows, saves and exports. ``export=True`` (onnxruntime, a
+    folder): write a missing ``task.onnx``, the one case in which loading writes. ``threads``:
+    onnxruntime's intra-op threads (0: its default).
     """
     path = Path(folder)
     runtime = _task_runtime(path, runtime)
@@ -109,8 +104,6 @@ def _task_runtime(path: Path, runtime: str | None) -> str:
     is_onnx_file = path.suffix.lower() == ".onnx" and not path.is_dir()
     if runtime is None:
         return "onnxruntime" if is_onnx_file else "torch"
-    if runtime not in RUNTIMES:
-        raise InputError(f"unknown runtime {runtime!r}; choose one of {', '.join(map(repr, RUNTIMES))}")
-    if runtime == "torch" and is_onnx_file:
+    if check_runtime(runtime) == "torch" and is_onnx_file:
         raise CheckpointError(f"{path} is an exported ONNX file: it runs with runtime='onnxruntime' (its default)")
     return runtime

@@ -42,16 +42,13 @@ def load(
 ) -> Learner:
     """A pretrained learner, frozen for inference: a bundled zoo name (``"protonet-omniglot"``) or a checkpoint folder.
 
-    ``backbone`` is needed only for checkpoints trained with a custom ``nn.Module``. The learner
-    comes back frozen (``Learner.freeze``): its inference twin, batch norm folded, is built here
-    once and serves every ``adapt``. ``runtime="onnxruntime"``: the twin's backbone inference (the
-    support set's embedding in ``adapt``, the queries' in ``predict``) runs in onnxruntime on the
-    CPU, traced and checked here once; gradients and training run torch. ``threads``:
-    onnxruntime's intra-op threads (0: its default).
+    ``backbone``: only for checkpoints trained with a custom ``nn.Module``. The learner comes back
+    frozen (``Learner.freeze``): its inference twin, batch norm folded, is built here once for every
+    ``adapt``. ``runtime="onnxruntime"``: the twin embeds supports and queries in onnxruntime on the
+    CPU, traced and checked here once; gradients and training run torch. ``threads``: onnxruntime's
+    intra-op threads (0: its default).
     """
-    if runtime not in RUNTIMES:
-        raise InputError(f"unknown runtime {runtime!r}; choose one of {', '.join(map(repr, RUNTIMES))}")
-    if runtime == "onnxruntime" and device is not None and torch.device(device).type != "cpu":
+    if check_runtime(runtime) == "onnxruntime" and device is not None and torch.device(device).type != "cpu":
         raise InputError(f"runtime='onnxruntime' runs the backbone on the CPU, not on {device}; drop device=")
     if not isinstance(name_or_path, (str, os.PathLike)) or not str(name_or_path):
         names = ", ".join(zoo_names()) or "none installed"
@@ -69,6 +66,12 @@ def load(
         raise CheckpointError(f"no checkpoint folder or bundled model named {str(name_or_path)!r}; bundled: {names}")
     learner = learner.to(device) if device else learner
     return learner.freeze(onnxruntime_engine(threads) if runtime == "onnxruntime" else None)
+
+
+def check_runtime(runtime: str) -> str:
+    if runtime not in RUNTIMES:
+        raise InputError(f"unknown runtime {runtime!r}; choose one of {', '.join(map(repr, RUNTIMES))}")
+    return runtime
 
 
 def onnxruntime_engine(threads: int) -> EngineFactory:

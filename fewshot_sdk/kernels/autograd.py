@@ -1,14 +1,12 @@
 """torch.autograd.Function wrappers that give the Triton forward kernels a backward.
 
-The backward recomputes the forward with the plain-torch reference and differentiates
-it with torch autograd.  That costs one reference forward+backward per backward call,
-but it is exact (same formulas as the reference the kernels are tested against), it
-covers every input (q, s, values, weights) and, because the recompute runs on the
-saved inputs themselves when a graph is being built, it is itself differentiable: a
+The backward differentiates the plain-torch reference, recomputed on the saved inputs: one
+reference forward+backward per call, but exact (the formulas the kernels are tested against), for
+every input (q, s, values, weights), and itself differentiable while a graph is being built, so a
 second-order method (MAML through a metric head) can take a gradient of a gradient.
 
-``SgdStep`` has an analytic backward (``dp = dout``, ``dg = -lr dout``,
-``dlr = -sum(g dout)``) written in torch ops, so it is twice differentiable too.
+``SgdStep`` has an analytic backward (``dp = dout``, ``dg = -lr dout``, ``dlr = -sum(g dout)``)
+in torch ops, so it is twice differentiable too.
 """
 
 from __future__ import annotations
@@ -111,19 +109,17 @@ class SgdStep(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, *douts: Tensor) -> tuple[Tensor | None, ...]:
         n, lr_value = ctx.n, ctx.lr_value
-        saved = ctx.saved_tensors
-        grads, lrs = saved[:n], saved[n:]
+        grads, lrs = ctx.saved_tensors[:n], ctx.saved_tensors[n:]
         needs = ctx.needs_input_grad[2:]
         d_params = [d if needs[i] else None for i, d in enumerate(douts)]
         d_grads: list[Tensor | None] = []
-        d_lrs: list[Tensor | None] = []
+        d_lrs: list[Tensor | None] = []  # stays empty for a float lr, which has no gradient slot
         for i, (g, d) in enumerate(zip(grads, douts, strict=True)):
             rate = lrs[i] if lr_value is None else lr_value
             d_grads.append(-(rate * d) if needs[n + i] else None)
             if lr_value is None and needs[2 * n + i]:
                 r = lrs[i]
-                dl = -(g * d)
-                d_lrs.append(dl.sum().reshape(r.shape) if r.numel() == 1 else dl.reshape(r.shape))
+                d_lrs.append((-(g * d).sum() if r.numel() == 1 else -(g * d)).reshape(r.shape))
             elif lr_value is None:
                 d_lrs.append(None)
         return (None, None, *d_params, *d_grads, *d_lrs)

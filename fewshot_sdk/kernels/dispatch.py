@@ -1,11 +1,10 @@
 """Public entry points: argument checking and backend selection.
 
-``backend="auto"`` runs Triton on CUDA tensors and the torch reference elsewhere;
-``"torch"`` forces the reference; ``"triton"`` forces the kernels, which on CPU is only
-possible through Triton's interpreter (``TRITON_INTERPRET=1`` must be set before this
-package is imported, because Triton decides how to run a kernel when it is defined).
-Every argument error is a ``ValueError`` naming the argument, so SDK methods can
-surface it to users unchanged.
+``backend="auto"`` runs Triton on CUDA tensors and the torch reference elsewhere; ``"torch"``
+forces the reference; ``"triton"`` the kernels, on CPU only through Triton's interpreter
+(``TRITON_INTERPRET=1`` set before this package is imported: Triton decides how to run a kernel
+when it is defined). Every argument error is a ``ValueError`` naming the argument, so SDK
+methods can surface it to users unchanged.
 """
 
 from __future__ import annotations
@@ -49,9 +48,7 @@ def _use_triton(backend: str, device: torch.device) -> bool:
         return available and device.type == "cuda"
     if not available:
         raise ValueError(f"backend='triton' requested but Triton could not be imported: {_TRITON_IMPORT_ERROR}")
-    if device.type == "cuda":
-        return True
-    if device.type == "cpu" and _tp.INTERPRET:
+    if device.type == "cuda" or (device.type == "cpu" and _tp.INTERPRET):
         return True
     if device.type == "cpu":
         raise ValueError(
@@ -79,10 +76,9 @@ def _check_pairwise(
     _check_matrix("s", s)
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
-    # Under the TorchScript tracer (ONNX export) sizes are traced tensors, and comparing them
-    # would put a Python bool in the trace (a TracerWarning, which makes the export fall back
-    # to the slow torch.export). The sizes are checked by the eager calls the export compares
-    # its graph with, and a mismatch while tracing fails in the ops themselves.
+    # Under the tracer (ONNX export) sizes are tensors: comparing them would put a Python bool in the
+    # trace (a TracerWarning, so the slow torch.export fallback). The export's eager parity calls
+    # check the sizes, and a mismatch while tracing fails in the ops themselves.
     sizes = not torch.jit.is_tracing()
     if sizes and s.shape[1] != q.shape[1]:
         raise ValueError(f"s must have the same feature size D as q: q is {tuple(q.shape)}, s is {tuple(s.shape)}")
@@ -108,10 +104,6 @@ def _check_pairwise(
         raise ValueError(f"temperature must be a positive float, got {type(temperature).__name__}")
     if not (math.isfinite(temperature) and temperature > 0):
         raise ValueError(f"temperature must be a positive finite float, got {temperature}")
-
-
-def _triton_dtype_ok(t: Tensor) -> bool:
-    return t.dtype in _TRITON_DTYPES
 
 
 def pairwise_logits(
@@ -158,7 +150,7 @@ def pairwise_softmax(
 
 
 def _check_triton_dtype(t: Tensor) -> bool:
-    if not _triton_dtype_ok(t):
+    if t.dtype not in _TRITON_DTYPES:
         supported = sorted(map(str, _TRITON_DTYPES))
         raise ValueError(f"backend 'triton' supports q dtypes {supported}, got {t.dtype}")
     return True
@@ -213,7 +205,7 @@ def sgd_step_(params: Sequence[Tensor], grads: Sequence[Tensor], lr: LearningRat
     if not _use_triton(backend, _device_of(params)):
         reference.sgd_step_(params, grads, rates)
         return
-    fast = [i for i, p in enumerate(params) if p.is_contiguous() and _triton_dtype_ok(p)]
+    fast = [i for i, p in enumerate(params) if p.is_contiguous() and p.dtype in _TRITON_DTYPES]
     slow = sorted(set(range(len(params))) - set(fast))
     with torch.no_grad():
         if fast:
@@ -240,7 +232,7 @@ def sgd_step(
     params, grads, rates = _check_sgd(params, grads, lr)
     if not params:
         return []
-    if not _use_triton(backend, _device_of(params)) or not all(_triton_dtype_ok(p) for p in params):
+    if not _use_triton(backend, _device_of(params)) or not all(p.dtype in _TRITON_DTYPES for p in params):
         return reference.sgd_step(params, grads, rates)
     if isinstance(rates, float):
         return list(_tri.SgdStep.apply(len(params), rates, *params, *grads))

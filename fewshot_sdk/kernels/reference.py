@@ -1,9 +1,9 @@
 """Plain-torch reference implementations of the kernels.
 
-These are the CPU path of ``backend="auto"`` and the ground truth the Triton kernels
-are tested against, so they favour clarity and numerical safety (they work in
-float64) over speed.  They are differentiable through ordinary torch autograd, which
-is also how the Triton path gets its backward (see ``autograd.py``).
+The CPU path of ``backend="auto"`` and the ground truth the Triton kernels are tested against,
+so clarity and numerical safety (they work in float64) come before speed. They are differentiable
+through ordinary torch autograd, which is also how the Triton path gets its backward
+(``autograd.py``).
 """
 
 from __future__ import annotations
@@ -27,10 +27,8 @@ _DIRECT_SQEUCLIDEAN_ELEMS = 1 << 24
 def exporting() -> bool:
     """Whether this call is being recorded for export: by ``torch.export``, or by the TorchScript tracer.
 
-    ONNX export tries the tracer first (:mod:`fewshot_sdk.export.onnx`). An exported graph keeps one
-    path through the Python code: a branch on sizes or values would be frozen at the example's (the
-    tracer warns, ``torch.export`` refuses), so the branches below take their one size- and
-    value-independent form there.
+    An exported graph keeps one path through the Python code (:mod:`fewshot_sdk.export.onnx`), so
+    the branches below take their one size- and value-independent form there.
     """
     return torch.compiler.is_exporting() or torch.jit.is_tracing()
 
@@ -64,11 +62,10 @@ def _l1_distance(q: Tensor, s: Tensor, weights: Tensor | None) -> Tensor:
     """``sum_d w_d |q_d - s_d|`` as [M, N].
 
     Without autograd (inference, the common CPU case) and with positive weights, this is
-    ``cdist(q * w, s * w, p=1)``, whose kernel never materialises [M, N, D] (much faster
-    on CPU: ``benchmarks/results/kernels_cpu.md``).  cdist has no double backward, so when a graph is being recorded the
-    difference tensor is built explicitly, in row chunks to bound memory; that path
-    is differentiable to any order and correct for weights of any sign. Under export
-    (:func:`exporting`) the difference is built in one piece (see the branch below).
+    ``cdist(q * w, s * w, p=1)``, whose kernel never materialises [M, N, D] (much faster on CPU:
+    ``benchmarks/results/kernels_cpu.md``). cdist has no double backward, so while a graph is
+    recorded the difference is built explicitly, in row chunks to bound memory: differentiable to
+    any order and right for weights of any sign. Under export it is built in one piece (below).
     """
     if exporting():
         # ONNX: no value-dependent branch (a trace would keep the branch that the example's

@@ -6,14 +6,12 @@ One kernel serves three modes (constexpr ``MODE``) so the score code exists once
 * ``MODE_SOFTMAX``: each program owns BLOCK_M rows; a first sweep over N keeps the
   running max / sum (online softmax), a second sweep recomputes the scores and writes
   normalised probabilities, so no [M, N] scratch buffer is needed.
-* ``MODE_VALUES``: FlashAttention-style; the probabilities of one tile are multiplied
-  into a [BLOCK_M, BLOCK_V] accumulator and never written, so memory stays O(M * V)
-  for any N.
+* ``MODE_VALUES``: FlashAttention-style; each tile's probabilities go into a
+  [BLOCK_M, BLOCK_V] accumulator and are never written, so memory stays O(M * V) for any N.
 
-The interpreter (``TRITON_INTERPRET=1``, used by CPU tests) runs every program in
-Python, so there the launcher uses few, large blocks; on CUDA it autotunes.  Whether
-the interpreter is active is fixed when ``triton`` compiles a kernel definition, so
-it is recorded once at import time in :data:`INTERPRET`.
+The interpreter (``TRITON_INTERPRET=1``, used by CPU tests) runs every program in Python,
+so there the launcher uses few, large blocks; on CUDA it autotunes. Triton fixes whether it
+interprets when it compiles a kernel definition, so :data:`INTERPRET` is read once, at import.
 """
 
 from __future__ import annotations
@@ -27,7 +25,6 @@ from torch import Tensor
 
 from .reference import COSINE_EPS
 
-#: True when this module was imported with TRITON_INTERPRET=1 (kernels run on CPU).
 INTERPRET: bool = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 METRICS: dict[str, int] = {"sqeuclidean": 0, "cosine": 1, "l1": 2}
@@ -215,7 +212,6 @@ def pairwise_forward(
     if n == 0:  # softmax over an empty set is undefined; match torch (empty @ values = 0)
         return out.zero_()
     acc = tl.float64 if q.dtype == torch.float64 else tl.float32
-    prec = "ieee"
     block_v = _pow2(nv, 16, 256 if INTERPRET else 64)
     v_arg = values if values is not None else q
     w_arg = weights if weights is not None else q
@@ -226,7 +222,7 @@ def pairwise_forward(
         1.0 / temperature, COSINE_EPS,
     )  # fmt: skip
     consts = {
-        "METRIC": met, "HAS_W": weights is not None, "MODE": mode, "ACC": acc, "PREC": prec,
+        "METRIC": met, "HAS_W": weights is not None, "MODE": mode, "ACC": acc, "PREC": "ieee",
         "BLOCK_V": block_v,
     }  # fmt: skip
 

@@ -1,12 +1,9 @@
 """Triton multi-tensor SGD: one launch updates (or copies-and-updates) many tensors.
 
-Launching one elementwise kernel per parameter costs a launch each on a GPU, which
-dominates an inner-loop step of MAML-style adaptation on small networks.  Here the
-host builds a tiny table of raw addresses and sizes (``int64``) and a block list
-(which tensor, which offset); every program reads its row of that table, turns the
-addresses back into typed pointers and updates BLOCK elements, so a whole network's
-step is a single launch.  All tensors in one launch share a dtype; ``dispatch``
-groups mixed-dtype lists.
+On a GPU, one elementwise launch per parameter dominates a MAML-style inner step on small
+networks. Instead the host builds an ``int64`` table of raw addresses and sizes and a block list
+(which tensor, which offset); each program turns its row's addresses back into typed pointers and
+updates BLOCK elements. All tensors in one launch share a dtype; ``dispatch`` groups mixed lists.
 """
 
 from __future__ import annotations
