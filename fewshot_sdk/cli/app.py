@@ -161,10 +161,9 @@ def changed_task(task: Any, add_support: list[Path] | None, remove_class: list[s
 def one_line_warnings() -> Iterator[None]:
     """The SDK's warnings (photos given to a handwriting model) as one ``warning: ...`` line on stderr.
 
-    Python's own format is ``file:line: DomainWarning: ...`` plus a source line; other
-    libraries' warnings keep it. The SDK already says each thing once per model, so its
-    warnings are always shown (Python's once-per-location registry would hide a repeat run
-    in the same process).
+    Python's own format is ``file:line: DomainWarning: ...`` plus a source line; other libraries' warnings keep it.
+    The SDK already says each thing once per model, so its warnings are always shown (Python's once-per-location
+    registry would hide a repeat run in the same process).
     """
     from fewshot_sdk.task.domain import DomainWarning
 
@@ -326,38 +325,14 @@ def train(
     ] = 1,
 ) -> None:
     """Meta-train a method episodically; keeps the weights with the best validation figure (accuracy, or MSE)."""
-    from pydantic import ValidationError
-
     from fewshot_sdk.checkpoint import CONFIG_FILE, prepare_output_folder
-    from fewshot_sdk.config import describe_validation_error
     from fewshot_sdk.train import distributed
     from fewshot_sdk.train.loop import TrainConfig, resolve_device, seed_everything
     from fewshot_sdk.train.recipes import train_on_dataset
     from fewshot_sdk.train.starting import starting_learner
 
     options = dict(locals())  # the parsed options, for the processes --nproc-per-node starts
-    given = {
-        "episodes": episodes,
-        "n_way": n_way,
-        "k_shot": k_shot,
-        "q_queries": q_queries,
-        "meta_batch": meta_batch,
-        "lr": lr,
-        "lr_decay_every": lr_decay_every,
-        "val_every": val_every,
-        "val_episodes": val_episodes,
-        "val_n_way": val_n_way,
-        "val_k_shot": val_k_shot,
-        "val_within_group": val_within_alphabet,
-        "seed": seed,
-        "device": device,
-        "frozen_stages": frozen_stages,
-        "batchnorm": batchnorm,
-    }
-    try:
-        config = TrainConfig(**{name: value for name, value in given.items() if value is not None})
-    except ValidationError as exc:
-        fail(f"invalid training settings: {describe_validation_error(exc)}")
+    config = config_from(TrainConfig, "training", options, val_within_group=val_within_alphabet)
     resolve_device(config.device)  # an unknown or absent device fails now, not after loading the data
     if nproc_per_node > 1 and not distributed.launched_by_torchrun():
         distributed.check_world(config.meta_batch, distributed.Ranks(world_size=nproc_per_node))
@@ -389,17 +364,28 @@ def train(
         console.print(f"best validation {figure} {result.best_value:.4f} at episode {result.best_episode}; saved {out}")
 
 
-def command_options(command: Any, local_values: dict[str, Any]) -> dict[str, Any]:
-    """Of a command body's ``locals()``, the values of ``command``'s own parameters."""
-    return {name: local_values[name] for name in inspect.signature(command).parameters if name in local_values}
+def config_from(config_model: Any, what: str, options: dict[str, Any], **renamed: Any) -> Any:
+    """``config_model`` from a command's options named as its fields (``renamed``: those named otherwise); an option
+    left out (None) takes the config model's default, the one source of them."""
+    from pydantic import ValidationError
+
+    from fewshot_sdk.config import describe_validation_error
+
+    given = {**options, **renamed}
+    try:
+        return config_model(**{name: given[name] for name in config_model.model_fields if given.get(name) is not None})
+    except ValidationError as exc:
+        fail(f"invalid {what} settings: {describe_validation_error(exc)}")
 
 
 def in_processes(command: Any, local_values: dict[str, Any], nproc: int, device: str) -> None:
-    """Run a CLI command in ``nproc`` processes (``--nproc-per-node``) with the options already parsed here."""
+    """Run a CLI command in ``nproc`` processes (``--nproc-per-node``) with the options already parsed here:
+    of the command body's ``locals()``, the command's own parameters."""
     from fewshot_sdk.cli.launch import check_processes, launch
 
     check_processes(nproc, device)
-    launch(f"{__name__}:{command.__name__}", command_options(command, local_values), nproc)
+    options = {name: local_values[name] for name in inspect.signature(command).parameters if name in local_values}
+    launch(f"{__name__}:{command.__name__}", options, nproc)
 
 
 @contextmanager
@@ -482,77 +468,36 @@ def evaluate(
     protocol: 5- and 20-way, 1- and 5-shot episodes of the evaluation characters, and
     Lake's runs from the folder's all_runs.zip.
     """
+    import fewshot_sdk as fs
     from fewshot_sdk.train import distributed
-    from fewshot_sdk.train.recording import record_folder
+    from fewshot_sdk.train.protocols import EvaluationConfig, choose_protocol, run_protocol
+    from fewshot_sdk.train.recording import record_folder, record_results
 
     if record:
         record_folder(model)  # a bundled model is refused before any episode runs
-    options = dict(locals())
+    options = dict(locals())  # the parsed options, for the processes --nproc-per-node starts
     if nproc_per_node > 1 and not distributed.launched_by_torchrun():
         in_processes(evaluate, options, nproc_per_node, "auto")
         return
+    # One process of the group: the library shards the episodes; rank 0 prints and records.
     with distributed.process_group("auto") as ranks:
-        evaluate_in_group(ranks, **command_options(evaluate_in_group, options))
+        config = config_from(EvaluationConfig, "evaluation", options, q_queries=queries, within_group=within_alphabet)
+        protocol = choose_protocol(data, config)
+        learner = fs.load(model, runtime=runtime)
+        quiet = as_json or not ranks.is_main
 
+        @contextmanager
+        def progress(label: str, total: int) -> Iterator[Callable[[int], None]]:
+            with progress_bar(console, label, total, quiet=quiet) as advance:
+                yield lambda done: advance(done, {})
 
-def evaluate_in_group(
-    ranks: Any,
-    model: str,
-    data: Path | None,
-    n_way: list[int] | None,
-    k_shot: list[int] | None,
-    queries: int | None,
-    episodes: int | None,
-    seed: int | None,
-    split: str | None,
-    split_seed: int | None,
-    lake_runs: Path | None,
-    within_alphabet: bool | None,
-    record: bool,
-    as_json: bool,
-    runtime: str,
-) -> None:
-    """``evaluate`` in one process of ``ranks``: the library shards the episodes; rank 0 prints and records."""
-    from pydantic import ValidationError
-
-    import fewshot_sdk as fs
-    from fewshot_sdk.config import describe_validation_error
-    from fewshot_sdk.train.protocols import EvaluationConfig, choose_protocol, run_protocol
-    from fewshot_sdk.train.recording import record_results
-
-    try:
-        given = {
-            "q_queries": queries,
-            "episodes": episodes,
-            "seed": seed,
-            "split": split,
-            "within_group": within_alphabet,
-        }
-        config = EvaluationConfig(
-            n_way=n_way,
-            k_shot=k_shot,
-            split_seed=split_seed,
-            lake_runs=lake_runs,
-            **{name: value for name, value in given.items() if value is not None},
-        )
-    except ValidationError as exc:
-        fail(f"invalid evaluation settings: {describe_validation_error(exc)}")
-    protocol = choose_protocol(data, config)
-    learner = fs.load(model, runtime=runtime)
-    quiet = as_json or not ranks.is_main
-
-    @contextmanager
-    def progress(label: str, total: int) -> Iterator[Callable[[int], None]]:
-        with progress_bar(console, label, total, quiet=quiet) as advance:
-            yield lambda done: advance(done, {})
-
-    evaluation = run_protocol(learner, protocol, config, ranks, progress, None if quiet else print_result)
-    if not ranks.is_main:
-        return
-    if record:
-        record_results(learner, model)
-    if as_json:
-        typer.echo(json.dumps({"model": model, "method": learner.method, **evaluation.as_json()}, indent=2))
+        evaluation = run_protocol(learner, protocol, config, ranks, progress, None if quiet else print_result)
+        if not ranks.is_main:
+            return
+        if record:
+            record_results(learner, model)
+        if as_json:
+            typer.echo(json.dumps({"model": model, "method": learner.method, **evaluation.as_json()}, indent=2))
 
 
 def print_result(result: Any) -> None:

@@ -1,11 +1,9 @@
 """``--nproc-per-node N``: run a CLI command in N processes through torch.distributed's elastic launcher.
 
-This is what ``torchrun --nproc-per-node N`` does, started from inside ``fewshot``:
-a single-node rendezvous on a free local port, N spawned workers with ``RANK`` /
-``WORLD_SIZE`` / ``LOCAL_RANK`` set, no restarts, and the whole group taken down as
-soon as one worker fails. Each worker runs the same command function with the
-options already parsed here; a worker's one-line error comes back to this process,
-which prints it with the rank that raised it.
+This is what ``torchrun --nproc-per-node N`` does, started from inside ``fewshot``: a single-node rendezvous on a
+free local port, N spawned workers with ``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK`` set, no restarts, and the whole
+group taken down as soon as one worker fails. Each worker runs the same command function with the options already
+parsed here; a worker's one-line error comes back to this process, which prints it with the rank that raised it.
 """
 
 from __future__ import annotations
@@ -40,10 +38,8 @@ def check_processes(nproc: int, device: str) -> None:
 
 
 def launch(target: str, options: dict[str, Any], nproc: int) -> None:
-    """Run ``target(**options)`` in ``nproc`` processes; raise the first failing rank's error.
-
-    ``target`` is ``"module:function"`` (the CLI passes ``fewshot_sdk.cli.app:train``).
-    """
+    """Run ``target(**options)`` in ``nproc`` processes; raise the first failing rank's error. ``target`` is
+    ``"module:function"`` (the CLI passes ``fewshot_sdk.cli.app:train``)."""
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -76,11 +72,10 @@ def launch(target: str, options: dict[str, Any], nproc: int) -> None:
 def failure_report(errors: Path, failures: dict[int, Any]) -> str:
     """The one-line error of the lowest rank that wrote one; else which rank exited first, and how.
 
-    A rank that raised takes the group down, so the others fail too (a collective whose
-    peer is gone); their failures say nothing about the cause. Every rank's file is read,
-    not only those of the ranks the launcher saw fail: the rank that raised can still be
-    finishing its exit when a peer's failure is noticed, and then it is stopped, not failed
-    (the two-rank failure test saw this 2 runs in 10).
+    A rank that raised takes the group down, so the others fail too (a collective whose peer is gone); their failures
+    say nothing about the cause. Every rank's file is read, not only those of the ranks the launcher saw fail: the
+    rank that raised can still be finishing its exit when a peer's failure is noticed, and then it is stopped, not
+    failed (the two-rank failure test saw this 2 runs in 10).
     """
     written = sorted(errors.glob("rank*.txt"), key=lambda path: int(path.stem.removeprefix("rank")))
     if written:

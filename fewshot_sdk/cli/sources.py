@@ -40,11 +40,10 @@ def classes_to_add(folders: list[Path]) -> dict[str, list[Path]]:
     for folder in folders:
         if not folder.is_dir():
             raise InputError(f"--add-support {folder}: not a folder")
-        found = (
-            scan_class_folders(folder)
-            if has_class_subfolders(folder)
-            else {folder.resolve().name: list_class_images(folder)}
-        )
+        if has_class_subfolders(folder):
+            found = scan_class_folders(folder)
+        else:
+            found = {folder.resolve().name: list_class_images(folder)}
         for name, files in found.items():
             if name in classes:
                 raise InputError(f"--add-support: two classes are both named {name!r}")

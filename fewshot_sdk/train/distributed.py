@@ -1,23 +1,18 @@
 """Meta-training and evaluation across processes: torch.distributed, launched by torchrun.
 
-Each process (rank) takes ``meta_batch / world_size`` episodes of every meta-update
-from its own seeded sampler, computes their meta-gradient with the method's
-``meta_gradients`` and the ranks average ``.grad`` with one ``all_reduce`` before the
-method's ``outer_update``. Averaging ``.grad`` rather than wrapping the learner in
-DistributedDataParallel is deliberate: MAML differentiates through its inner loop with
-``torch.autograd.grad(create_graph=True)`` on functional parameters, which DDP's
-gradient hooks do not support, and Reptile's outer update is no gradient step at all.
-Every method writes its meta-update direction into ``.grad`` (Reptile: -(W - theta)),
-so one collective serves all of them, and N ranks x B/N episodes give the meta-gradient
-of 1 rank x B episodes.
+Each rank takes ``meta_batch / world_size`` episodes of every meta-update from its own seeded sampler, computes
+their meta-gradient with the method's ``meta_gradients``, and the ranks average ``.grad`` in one ``all_reduce``
+before the method's ``outer_update``: N ranks x B/N episodes give the meta-gradient of 1 rank x B episodes. Not
+DistributedDataParallel, deliberately: MAML differentiates through its inner loop with
+``torch.autograd.grad(create_graph=True)`` on functional parameters, which DDP's gradient hooks do not support, and
+Reptile's outer update is no gradient step; but every method writes its meta-update direction into ``.grad``
+(Reptile: -(W - theta)), so one collective serves all of them.
 
-Validation, keeping the best weights, progress and writing files happen on rank 0;
-the other ranks receive rank 0's kept weights at the end. Batch norm stays per task
-(no synchronised statistics). Buffers (running statistics where a backbone keeps them,
-ProtoNet's centring mean, which validation computes) are broadcast from rank 0 after
-each validation, so every rank trains with what rank 0 validated.
-
-Backends: ``nccl`` on CUDA (rank r on ``cuda:LOCAL_RANK``), ``gloo`` on CPU.
+Rank 0 validates, keeps the best weights, shows progress and writes files; the other ranks receive its kept weights
+at the end. Batch norm stays per task (no synchronised statistics). Buffers (running statistics where a backbone
+keeps them, ProtoNet's centring mean, which validation computes) are broadcast from rank 0 after each validation,
+so every rank trains with what rank 0 validated. Backends: ``nccl`` on CUDA (rank r on ``cuda:LOCAL_RANK``),
+``gloo`` on CPU.
 """
 
 from __future__ import annotations
@@ -77,8 +72,7 @@ def uses_cuda(device_name: str) -> bool:
 def process_group(device_name: str) -> Iterator[Ranks]:
     """Join the process group torchrun described in the environment (a no-op for a single process).
 
-    On CUDA each rank takes ``cuda:LOCAL_RANK``; the device string the run should use is
-    given by :func:`rank_device`.
+    On CUDA each rank takes ``cuda:LOCAL_RANK``; :func:`rank_device` gives the device string the run should use.
     """
     if not launched_by_torchrun() or dist.is_initialized():
         yield current()
@@ -96,13 +90,12 @@ def process_group(device_name: str) -> Iterator[Ranks]:
 def join_process_group(backend: str, **options: Any) -> None:
     """``dist.init_process_group``, made safe to end: the group's threads are gone once it is destroyed.
 
-    ``torch.distributed.nn.functional`` takes ``group.WORLD`` as the default argument of its
-    collectives when it is imported, and ``torch._dynamo`` imports it (the first optimiser built
-    does). Imported after the group exists, those defaults keep the destroyed group alive until
-    the interpreter exits, with its worker threads; a worker still dropping the tensors of the
-    last collective then needs the GIL during finalisation, and the process aborts ("terminate
-    called without an active exception"; 3 runs of 20 of the two-rank MAML test). Imported
-    first, the defaults are ``None``.
+    ``torch.distributed.nn.functional`` takes ``group.WORLD`` as the default argument of its collectives when it is
+    imported, and ``torch._dynamo`` imports it (the first optimiser built does). Imported after the group exists,
+    those defaults keep the destroyed group and its worker threads alive until the interpreter exits; a worker still
+    dropping the last collective's tensors then needs the GIL during finalisation, and the process aborts
+    ("terminate called without an active exception"; 3 runs of 20 of the two-rank MAML test). Imported first, the
+    defaults are ``None``.
     """
     import torch.distributed.nn.functional  # noqa: F401  (the import is the point; see above)
 
@@ -132,17 +125,17 @@ def check_world(meta_batch: int, ranks: Ranks) -> int:
     return meta_batch // ranks.world_size
 
 
-def rank_seed(seed: int, ranks: Ranks) -> int:
-    """Rank r's episode seed: ``seed`` itself on rank 0, so one process samples what it always did."""
-    return seed + 1_000_003 * ranks.rank
+def rank_seed(seed: int, ranks: Ranks | None = None) -> int:
+    """Rank r's episode seed (r: this process's by default): ``seed`` itself on rank 0, so one process samples what
+    it always did."""
+    return seed + 1_000_003 * (ranks or current()).rank
 
 
 def average_gradients(module: torch.nn.Module) -> None:
     """Average ``.grad`` of every trainable parameter over the ranks, in one ``all_reduce``.
 
-    A parameter without a gradient on some rank counts as zero there; one without a
-    gradient on every rank keeps ``grad=None``, so an optimiser skips it exactly as it
-    does in one process.
+    A parameter without a gradient on some rank counts as zero there; one without a gradient on every rank keeps
+    ``grad=None``, so an optimiser skips it exactly as it does in one process.
     """
     ranks = current()
     if not ranks.distributed:

@@ -1,9 +1,8 @@
 """The evaluation protocol of the literature: mean accuracy over many episodes with a 95% CI.
 
-N-way K-shot episodes with 15 queries per class, 600 or more of them, drawn with a
-fixed seed from classes the learner never trained on; the interval is
-1.96 * sample std / sqrt(episodes). Lake's one-shot challenge is scored through
-the public ``adapt``/``predict`` path, exactly as a user would run it.
+N-way K-shot episodes with 15 queries per class, 600 or more of them, drawn with a fixed seed from classes the
+learner never trained on; the interval is 1.96 * sample std / sqrt(episodes). Lake's one-shot challenge is scored
+through the public ``adapt``/``predict`` path, exactly as a user would run it.
 """
 
 from __future__ import annotations
@@ -26,11 +25,21 @@ from fewshot_sdk.train.distributed import Ranks, gather_objects
 
 def episode_accuracy(learner: Learner, episode: Episode) -> float:
     """Query accuracy of one episode, through the same fit_task/score path as ``adapt``/``predict``."""
-    device = learner.device
     state = learner.adapt_tensors(episode.support_x, episode.support_y, episode.n_way)
     with torch.inference_mode():
-        logits = learner.score(state, episode.query_x.to(device))
+        logits = learner.score(state, episode.query_x.to(learner.device))
     return float((logits.argmax(-1).cpu() == episode.query_y).float().mean())
+
+
+@contextmanager
+def in_eval_mode(learner: Learner) -> Iterator[Learner]:
+    """The learner in eval mode inside the block, back in the mode it was in after it."""
+    was_training = learner.training
+    learner.eval()
+    try:
+        yield learner
+    finally:
+        learner.train(was_training)
 
 
 @contextmanager
@@ -71,35 +80,29 @@ def evaluate_episodes(
 ) -> AccuracyResult:
     """Mean query accuracy ± 95% CI over ``episodes`` seeded episodes.
 
-    A method whose backbone embeds images independently of the task has every image
-    embedded once, not once per episode it appears in (a 20-way 5-shot protocol would
-    otherwise embed each photo ~50 times); the episodes, and so the figures, are the same.
+    A method whose backbone embeds images independently of the task has every image embedded once, not once per
+    episode it appears in (a 20-way 5-shot protocol would otherwise embed each photo ~50 times); the episodes, and
+    so the figures, are the same.
 
-    ``ranks`` shards the episodes over the processes of a distributed run: every rank
-    draws every episode (so each stays in step with the seeded sampler), scores episode
-    i when i % world_size is its rank, and the per-episode accuracies are gathered in
-    episode order, so the mean and CI equal the single-process figures exactly.
+    ``ranks`` shards the episodes over the processes of a distributed run: every rank draws every episode (so each
+    stays in step with the seeded sampler), scores episode i when i % world_size is its rank, and the per-episode
+    accuracies are gathered in episode order, so the mean and CI equal the single-process figures exactly.
 
-    A frozen learner (``fs.load``'s) adapts and scores on its inference twin, so the episodes
-    run on the twin: the embed-once pass must feed the very backbone that scores.
+    A frozen learner (``fs.load``'s) adapts and scores on its inference twin, so the episodes run on the twin: the
+    embed-once pass must feed the very backbone that scores.
     """
     ranks = ranks or Ranks()
     learner = learner.frozen_or_self()
-    was_training = learner.training
-    learner.eval()
     scored: list[tuple[int, float]] = []
-    try:
-        with embedded_once(learner, dataset) as inputs:
-            sampler = EpisodeSampler(inputs, n_way, k_shot, q_queries, seed=seed, within_group=within_group)
-            for index in range(episodes):
-                episode = sampler.sample()
-                if index % ranks.world_size != ranks.rank:
-                    continue
-                scored.append((index, episode_accuracy(learner, episode)))
-                if on_episode is not None:
-                    on_episode(index)
-    finally:
-        learner.train(was_training)
+    with in_eval_mode(learner), embedded_once(learner, dataset) as inputs:
+        sampler = EpisodeSampler(inputs, n_way, k_shot, q_queries, seed=seed, within_group=within_group)
+        for index in range(episodes):
+            episode = sampler.sample()
+            if index % ranks.world_size != ranks.rank:
+                continue
+            scored.append((index, episode_accuracy(learner, episode)))
+            if on_episode is not None:
+                on_episode(index)
     if ranks.distributed:
         scored = sorted(pair for part in gather_objects(scored) for pair in part)
     mean, ci = mean_ci95([accuracy for _, accuracy in scored])
@@ -152,11 +155,10 @@ class OpenSetEpisode:
 def open_set_episode(learner: Learner, episode: Episode, n_way: int, outside_queries: int) -> OpenSetEpisode:
     """Scores one episode drawn with ``n_way`` support classes first and outside classes after them.
 
-    The support is the first ``n_way`` classes' support examples. The queries are their
-    queries plus the first ``outside_queries`` queries of every other class, which the
-    task never saw. Calibration uses the support alone (``Learner.novelty_threshold``).
+    The support is the first ``n_way`` classes' support examples. The queries are their queries plus the first
+    ``outside_queries`` queries of every other class, which the task never saw. Calibration uses the support alone
+    (``Learner.novelty_threshold``).
     """
-    device = learner.device
     known = episode.support_y < n_way
     support_x, support_y = episode.support_x[known], episode.support_y[known]
     inside = episode.query_y < n_way
@@ -167,7 +169,7 @@ def open_set_episode(learner: Learner, episode: Episode, n_way: int, outside_que
     state = learner.adapt_tensors(support_x, support_y, n_way)
     threshold = learner.novelty_threshold(support_x, support_y, n_way)
     with torch.inference_mode():
-        logits, novelty = learner.score_with_novelty(state, queries.to(device))
+        logits, novelty = learner.score_with_novelty(state, queries.to(learner.device))
         probs = learner.probabilities(logits).cpu()
     novelty = novelty.cpu()
     n_in = len(labels)
@@ -198,21 +200,16 @@ def evaluate_open_set(
 ) -> dict[str, tuple[float, float]]:
     """Mean ± 95% CI of every :class:`OpenSetEpisode` figure over seeded episodes of held-out classes.
 
-    Each episode draws ``n_way + outside_classes`` distinct classes: the first ``n_way`` are
-    the support, the others supply ``outside_queries`` queries each from no support class.
-    A frozen learner's episodes run on its inference twin, as in :func:`evaluate_episodes`.
+    Each episode draws ``n_way + outside_classes`` distinct classes: the first ``n_way`` are the support, the others
+    supply ``outside_queries`` queries each from no support class. A frozen learner's episodes run on its inference
+    twin, as in :func:`evaluate_episodes`.
     """
     learner = learner.frozen_or_self()
-    was_training = learner.training
-    learner.eval()
     scored: list[OpenSetEpisode] = []
-    try:
-        with embedded_once(learner, dataset) as inputs:
-            sampler = EpisodeSampler(inputs, n_way + outside_classes, k_shot, q_queries, seed=seed)
-            for index in range(episodes):
-                scored.append(open_set_episode(learner, sampler.sample(), n_way, outside_queries))
-                if on_episode is not None:
-                    on_episode(index)
-    finally:
-        learner.train(was_training)
+    with in_eval_mode(learner), embedded_once(learner, dataset) as inputs:
+        sampler = EpisodeSampler(inputs, n_way + outside_classes, k_shot, q_queries, seed=seed)
+        for index in range(episodes):
+            scored.append(open_set_episode(learner, sampler.sample(), n_way, outside_queries))
+            if on_episode is not None:
+                on_episode(index)
     return {name: mean_ci95([getattr(s, name) for s in scored]) for name in OpenSetEpisode.__dataclass_fields__}

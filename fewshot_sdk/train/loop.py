@@ -1,12 +1,10 @@
 """Episodic meta-training: sample episodes, take a method's meta-update, validate, keep the best.
 
-One loop serves every method and every task family. A method changes how one
-meta-update learns (``episode_loss`` / ``meta_gradients`` / ``outer_update``), never
-the loop; a task family (classification episodes from labelled images, MAML's
-sinusoids) is an :class:`Objective`: where episodes come from, and the validation
-figure that decides which weights are kept (accuracy, higher is better; MSE, lower
-is better). Validation uses a fixed set of held-out episodes, so "best" compares
-like with like.
+One loop serves every method and every task family. A method changes how one meta-update learns
+(``episode_loss`` / ``meta_gradients`` / ``outer_update``), never the loop; a task family (classification episodes
+from labelled images, MAML's sinusoids) is an :class:`Objective`: where episodes come from, and the validation figure
+that decides which weights are kept (accuracy, higher is better; MSE, lower is better). Validation uses a fixed set
+of held-out episodes, so "best" compares like with like.
 """
 
 from __future__ import annotations
@@ -22,6 +20,7 @@ from typing import Literal, Protocol
 import numpy as np
 import torch
 from pydantic import Field
+from torch.optim.lr_scheduler import StepLR
 
 import fewshot_sdk.train.distributed as distributed
 from fewshot_sdk.config import StrictModel
@@ -29,7 +28,7 @@ from fewshot_sdk.data.episodes import Episode, EpisodeSampler
 from fewshot_sdk.data.labelled import LabelledImages
 from fewshot_sdk.errors import InputError
 from fewshot_sdk.methods.base import Learner
-from fewshot_sdk.train.evaluate import evaluate_episodes
+from fewshot_sdk.train.evaluate import evaluate_episodes, in_eval_mode
 
 
 class TrainConfig(StrictModel):
@@ -125,13 +124,11 @@ def make_optimizer(learner: Learner, config: TrainConfig) -> torch.optim.Optimiz
     return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
 
 
-def prepare(learner: Learner, config: TrainConfig) -> torch.device:
+def prepare(learner: Learner, config: TrainConfig) -> None:
     """Seed every generator (per rank) and move the learner to the run's device."""
     ranks = distributed.current()
     seed_everything(distributed.rank_seed(config.seed, ranks))
-    device = resolve_device(distributed.rank_device(config.device, ranks))
-    learner.to(device)
-    return device
+    learner.to(resolve_device(distributed.rank_device(config.device, ranks)))
 
 
 class EpisodeObjective:
@@ -143,11 +140,7 @@ class EpisodeObjective:
     def __init__(self, train_data: LabelledImages, val_data: LabelledImages, config: TrainConfig) -> None:
         try:
             self.sampler = EpisodeSampler(
-                train_data,
-                config.n_way,
-                config.k_shot,
-                config.q_queries,
-                seed=distributed.rank_seed(config.seed, distributed.current()),
+                train_data, config.n_way, config.k_shot, config.q_queries, seed=distributed.rank_seed(config.seed)
             )
         except InputError as exc:
             raise InputError(
@@ -175,17 +168,14 @@ class EpisodeObjective:
         """Adapt to one validation support set now: a model that refuses its shape fails before training."""
         config = self.config
         episode = EpisodeSampler(self.val_data, config.val_n_way, config.val_k_shot, 1).sample()
-        was_training = learner.training
-        learner.eval()
         try:
-            learner.adapt_tensors(episode.support_x, episode.support_y, episode.n_way)
+            with in_eval_mode(learner):
+                learner.adapt_tensors(episode.support_x, episode.support_y, episode.n_way)
         except InputError as exc:
             raise InputError(
                 f"validation episodes (--val-n-way {config.val_n_way} --val-k-shot {config.val_k_shot}) do not fit "
                 f"this model: {exc}; lower --val-n-way"
             ) from None
-        finally:
-            learner.train(was_training)
 
     def sample(self) -> Episode:
         return self.sampler.sample()
@@ -218,10 +208,9 @@ def meta_train(
 ) -> TrainResult:
     """Meta-train a classifier on labelled images; at the end it holds the weights of the best validation score.
 
-    ``on_new_best`` is called with the learner each time validation improves (the CLI
-    writes the checkpoint then, so an interrupted run keeps its best weights).
-    ``validate_initial`` scores the starting weights as episode 0, so continuing from a
-    trained checkpoint can never end worse than it started (on validation).
+    ``on_new_best`` is called with the learner each time validation improves (the CLI writes the checkpoint then, so
+    an interrupted run keeps its best weights). ``validate_initial`` scores the starting weights as episode 0, so
+    continuing from a trained checkpoint can never end worse than it started (on validation).
     """
     prepare(learner, config)
     stages = learner.backbone.stages
@@ -283,8 +272,7 @@ def run_training(
 ) -> TrainResult:
     """The one meta-training loop: ``config.episodes`` meta-updates, validating every ``val_every``.
 
-    The learner ends with the weights of the best validation figure (an objective's
-    ``higher_is_better`` says which way is best).
+    The learner ends with the weights of the best validation figure (``higher_is_better`` says which way is best).
     """
     device = learner.device
     ranks = distributed.current()
@@ -292,20 +280,13 @@ def run_training(
     learner.check_can_train(config.episodes)
     distributed.broadcast_state(learner)  # every rank starts from rank 0's weights
     optimizer = make_optimizer(learner, config) if learner.uses_outer_optimizer else None
-    scheduler = (
-        torch.optim.lr_scheduler.StepLR(optimizer, config.lr_decay_every, gamma=config.lr_decay)
-        if optimizer is not None
-        else None
-    )
+    scheduler = StepLR(optimizer, config.lr_decay_every, gamma=config.lr_decay) if optimizer is not None else None
     key = f"val_{objective.metric}"
     worst = -math.inf if objective.higher_is_better else math.inf
     best_value, best_episode, best_state = worst, 0, copy.deepcopy(learner.state_dict())
     history: list[dict[str, float]] = []
     start = time.perf_counter()
     running = RunningMetrics()
-
-    def improves(value: float) -> bool:
-        return value > best_value if objective.higher_is_better else value < best_value
 
     def validate(episode_index: int) -> None:
         nonlocal best_value, best_episode, best_state
@@ -320,7 +301,7 @@ def run_training(
             "seconds": time.perf_counter() - start,
         }
         history.append(record)
-        improved = improves(value)
+        improved = value > best_value if objective.higher_is_better else value < best_value
         if improved:
             best_value, best_episode = value, episode_index
             best_state = copy.deepcopy(learner.state_dict())

@@ -1,13 +1,12 @@
 """Which evaluation a dataset gets, run on a learner and recorded in its provenance.
 
-The protocol follows from the data, so that the command line, a script and a benchmark
-report the same figures for the same folder:
+The protocol follows from the data, so that the command line, a script and a benchmark report the same figures
+for the same folder:
 
-- a full Omniglot folder (background and evaluation sets), test split: the papers'
-  protocol, 5- and 20-way, 1- and 5-shot episodes of the evaluation alphabets, plus
-  Lake's 20 one-shot runs from the folder's ``all_runs.zip``;
-- any other class data (class folders, the minimal Omniglot split, ``split="val"``):
-  the ways and shots asked for, 5-way 1-shot when none are, on the held-out classes;
+- a full Omniglot folder (background and evaluation sets), test split: the papers' protocol, 5- and 20-way, 1- and
+  5-shot episodes of the evaluation alphabets, plus Lake's 20 one-shot runs from the folder's ``all_runs.zip``;
+- any other class data (class folders, the minimal Omniglot split, ``split="val"``): the ways and shots asked for,
+  5-way 1-shot when none are, on the held-out classes;
 - MAML's sinusoid family: the K-shot MSE after 1, 5 and 10 adaptation steps.
 
 Ways and shots given explicitly always win over the protocol's own.
@@ -120,12 +119,12 @@ def run_protocol(
 ) -> Evaluation:
     """Measure every figure of ``protocol`` and record each in ``learner.provenance``.
 
-    The episodes are sharded over ``ranks`` (every rank returns the same figures);
-    the sinusoid tasks and Lake's runs are cheap and run on rank 0 alone, whose
-    :class:`Evaluation` is then the complete one. Recording replaces an earlier figure of
-    the same protocol, so evaluating twice never lists a setting twice.
+    The episodes are sharded over ``ranks`` (every rank returns the same figures); the sinusoid tasks and Lake's runs
+    are cheap and run on rank 0 alone, whose :class:`Evaluation` is then the complete one. Recording replaces an
+    earlier figure of the same protocol, so evaluating twice never lists a setting twice.
     """
     ranks = ranks or Ranks()
+    on_result = on_result or (lambda result: None)
     evaluation = Evaluation()
     if protocol.sinusoid_shots and ranks.is_main:
         mse: dict[str, dict[str, float]] = {}
@@ -134,8 +133,7 @@ def run_protocol(
         evaluation.sinusoid_mse = mse
         if learner.provenance.training is not None:
             learner.provenance.training.extra["sinusoid_mse"] = mse
-        if on_result is not None:
-            on_result(mse)
+        on_result(mse)
     if protocol.data is not None:
         held_out = getattr(dataset_splits(protocol.data, learner, config.split_seed), config.split)
         for n_way, k_shot in protocol.settings:
@@ -158,12 +156,10 @@ def run_protocol(
                 )
             learner.provenance.record(result)
             evaluation.episodes.append(result)
-            if on_result is not None:
-                on_result(result)
+            on_result(result)
     if protocol.lake_runs is not None and ranks.is_main:
         lake = evaluate_lake_runs(learner, load_lake_runs(protocol.lake_runs))
         learner.provenance.lake_runs = lake
         evaluation.lake_runs = lake
-        if on_result is not None:
-            on_result(lake)
+        on_result(lake)
     return evaluation

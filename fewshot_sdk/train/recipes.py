@@ -37,9 +37,8 @@ class FullOmniglotSplits:
     """The papers' protocol: train on background alphabets, validate on held-out background alphabets, test on
     the evaluation set. Each split is decoded on first use (evaluating reads only the evaluation set).
 
-    Validation alphabets are drawn on ``split_seed`` from the background alphabets outside the
-    minimal splits, so a warm start from a minimal-split checkpoint never validates on
-    characters it trained on.
+    Validation alphabets are drawn on ``split_seed`` from the background alphabets outside the minimal splits, so a
+    warm start from a minimal-split checkpoint never validates on characters it trained on.
     """
 
     def __init__(self, data: str | Path, preprocessor: Preprocessor, split_seed: int, val_alphabets: int = 5) -> None:
@@ -85,8 +84,8 @@ def train_on_splits(
 ) -> TrainResult:
     """Meta-train on class-disjoint splits and record how in the learner's provenance.
 
-    A learner that was trained before (``warm_start``) continues from its weights; its
-    earlier record is kept as ``init_training``.
+    A learner trained before (``warm_start``) continues from its weights; its earlier record is kept as
+    ``init_training``.
     """
     previous = learner.provenance.training
     if previous is not None and previous.dataset == dataset and previous.split_seed not in (None, splits.split_seed):
@@ -105,11 +104,7 @@ def train_on_splits(
         dataset=dataset,
         split_seed=splits.split_seed,
         train_classes=splits.train.num_classes,
-        episodes=config.episodes,
-        n_way=config.n_way,
-        k_shot=config.k_shot,
-        q_queries=config.q_queries,
-        seed=config.seed,
+        **config.model_dump(include={"episodes", "n_way", "k_shot", "q_queries", "seed"}),
         extra={**settings, "status": "in progress"},
         init_training=previous,
     )
@@ -151,9 +146,9 @@ def train_on_splits(
 def warm_start(init: str | Path, settings: dict[str, Any] | None = None) -> Learner:
     """A trained learner to meta-train further, with some method settings changed (e.g. MAML's ``inner_lr``).
 
-    The weights, backbone and preprocessing come from ``init``; the old evaluation
-    results are dropped (they describe weights that training is about to change) and its
-    training record is kept, so the new checkpoint says where it started.
+    The weights, backbone and preprocessing come from ``init``; the old evaluation results are dropped (they
+    describe weights that training is about to change) and its training record is kept, so the new checkpoint says
+    where it started.
     """
     from fewshot_sdk.io.zoo import PREPROCESS_KEYS, load
 
@@ -190,13 +185,11 @@ RUNNING_STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
 def with_backbone_from(source: str | Path, method: str, settings: dict[str, Any] | None = None) -> Learner:
     """A new ``method`` learner whose backbone (architecture, weights, preprocessing) is ``source``'s.
 
-    For a method whose embedding has to be learnt from scratch as well as its own parts
-    (MANN's controller and memory, MetaNet's meta-learner), starting the embedding from a
-    metric learner trained on the same data leaves the short CPU budget to the parts that
-    are the method's own; a gradient method (Reptile) starts its initialisation from features
-    that already separate characters. The source's training record becomes
-    ``init_training``, marked ``backbone_only``, so the checkpoint says where its embedding
-    came from.
+    For a method whose embedding has to be learnt from scratch as well as its own parts (MANN's controller and
+    memory, MetaNet's meta-learner), starting the embedding from a metric learner trained on the same data leaves the
+    short CPU budget to the method's own parts; a gradient method (Reptile) starts its initialisation from features
+    that already separate characters. The source's training record becomes ``init_training``, marked
+    ``backbone_only``, so the checkpoint says where its embedding came from.
     """
     from fewshot_sdk.io.zoo import PREPROCESS_KEYS, create, load
 
@@ -235,8 +228,8 @@ def is_omniglot(data: str | Path) -> bool:
 class FolderSplits:
     """A class-per-folder dataset split by class; each split's images are decoded on first use.
 
-    Photo datasets are large once preprocessed (Caltech-101 at 224x224 is 5 GB in float32), so
-    evaluating the test classes must not decode the training classes.
+    Photo datasets are large once preprocessed (Caltech-101 at 224x224 is 5 GB in float32), so evaluating the test
+    classes must not decode the training classes.
     """
 
     def __init__(self, files: dict[str, dict[str, list[Path]]], preprocessor: Preprocessor, split_seed: int) -> None:
@@ -288,20 +281,14 @@ def folder_preprocess_settings(data: str | Path, split_seed: int = 0) -> dict[st
     return {"channels": channels, "mean": mean, "std": std}
 
 
-def checkpoint_split_seed(learner: Learner) -> int:
-    """The class split the learner was trained on (0, the default split, when it has no record)."""
-    training = learner.provenance.training
-    return training.split_seed if training is not None and training.split_seed is not None else 0
-
-
 def dataset_splits(
     data: str | Path, learner: Learner, split_seed: int | None = None
 ) -> OmniglotSplits | FullOmniglotSplits | FolderSplits:
-    """Omniglot's background splits, or any class-per-folder dataset, split by class.
-
-    ``split_seed`` defaults to the learner's own, so its held-out classes stay held out.
-    """
-    split_seed = checkpoint_split_seed(learner) if split_seed is None else split_seed
+    """Omniglot's background splits, or any class-per-folder dataset, split by class; ``split_seed`` defaults to the
+    learner's own, so its held-out classes stay held out."""
+    training = learner.provenance.training
+    if split_seed is None:  # the split it was trained on; 0, the default split, when it has no record
+        split_seed = training.split_seed if training is not None and training.split_seed is not None else 0
     if is_omniglot(data):
         return omniglot_splits(data, learner, split_seed)
     return folder_splits(data, learner, split_seed)

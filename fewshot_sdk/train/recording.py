@@ -1,9 +1,8 @@
 """Writing evaluation figures back into the checkpoint folder they describe, never into the installed package.
 
-A bundled model's folder lies inside the installed package: figures written there would
-change what every user of that installation loads and lists, and would vanish (or be
-refused, on a read-only install) at the next upgrade. Figures of a bundled model belong
-in a copy of the user's own, saved first.
+A bundled model's folder lies inside the installed package: figures written there would change what every user of
+that installation loads and lists, and would vanish (or be refused, on a read-only install) at the next upgrade.
+Figures of a bundled model belong in a copy of the user's own, saved first.
 """
 
 from __future__ import annotations
@@ -21,8 +20,8 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1]
 def record_folder(model: str | Path) -> Path:
     """The checkpoint folder whose ``config.json`` takes ``model``'s figures; a bundled model is refused.
 
-    ``model`` is resolved as loading resolves it: an existing folder first, then a bundled
-    name. Checked before evaluating, so a refusal costs nothing.
+    ``model`` is resolved as loading resolves it: an existing folder first, then a bundled name. Checked before
+    evaluating, so a refusal costs nothing.
     """
     path = Path(model)
     folder = path if path.exists() else zoo_path(str(model))
@@ -39,9 +38,7 @@ def record_folder(model: str | Path) -> Path:
 
 def record_results(learner: Learner, model: str | Path) -> Path:
     """Rewrite ``model``'s checkpoint folder with ``learner``'s provenance, its figures included; the folder.
-
-    :func:`record_folder` is asked again here, so no caller can skip the refusal.
-    """
+    :func:`record_folder` is asked again here, so no caller can skip the refusal."""
     folder = record_folder(model)
     learner.save(folder, overwrite=True)
     return folder

@@ -1,9 +1,8 @@
 """Meta-training and evaluation on MAML's sinusoid regression family (Finn et al. 2017, sec. 5.1).
 
-The same training loop as classification (:func:`run_training`), fed :class:`SinusoidTasks` episodes;
-validation and evaluation report the mean squared error on the query points
-after a given number of adaptation steps, mean ± 95% CI over seeded tasks, as
-the paper's Figure 2 and Table of K-shot MSE do.
+The same training loop as classification (:func:`run_training`), fed :class:`SinusoidTasks` episodes; validation
+and evaluation report the mean squared error on the query points after a given number of adaptation steps,
+mean ± 95% CI over seeded tasks, as the paper's Figure 2 and Table of K-shot MSE do.
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ from fewshot_sdk.data.episodes import Episode
 from fewshot_sdk.data.sinusoid import SinusoidTasks
 from fewshot_sdk.errors import InputError
 from fewshot_sdk.methods.base import Learner
-from fewshot_sdk.train.evaluate import mean_ci95
+from fewshot_sdk.train.evaluate import in_eval_mode, mean_ci95
 from fewshot_sdk.train.loop import TrainConfig, TrainResult, prepare, run_training
 
 SINUSOID = "sinusoid"
@@ -41,18 +40,13 @@ def sinusoid_mse(
 ) -> tuple[float, float]:
     """Query MSE after ``steps`` adaptation steps on K points, mean ± 95% CI over ``tasks`` tasks."""
     check_regressor(learner)
-    was_training = learner.training
-    learner.eval()
-    sampler = SinusoidTasks(k_shot, q_queries, seed=seed)
     errors = []
-    try:
-        for episode in sampler.episodes(tasks):
+    with in_eval_mode(learner):
+        for episode in SinusoidTasks(k_shot, q_queries, seed=seed).episodes(tasks):
             state = learner.adapt_tensors(episode.support_x, episode.support_y, 1, steps=steps)
             with torch.inference_mode():
                 prediction = learner.score(state, episode.query_x.to(learner.device)).cpu()
             errors.append(float(((prediction - episode.query_y) ** 2).mean()))
-    finally:
-        learner.train(was_training)
     return mean_ci95(errors)
 
 
@@ -74,9 +68,7 @@ class SinusoidObjective:
     higher_is_better = False
 
     def __init__(self, config: TrainConfig) -> None:
-        self.tasks = SinusoidTasks(
-            config.k_shot, config.q_queries, seed=distributed.rank_seed(config.seed, distributed.current())
-        )
+        self.tasks = SinusoidTasks(config.k_shot, config.q_queries, seed=distributed.rank_seed(config.seed))
         self.config = config
 
     def sample(self) -> Episode:
@@ -95,9 +87,8 @@ def train_sinusoid(
 ) -> TrainResult:
     """Meta-train on sinusoid tasks (``k_shot`` support and ``q_queries`` query points per task).
 
-    The classification loop, with sinusoid tasks for episodes: it keeps the weights with
-    the lowest validation MSE (after the learner's ``test_steps``) on a fixed set of
-    validation tasks with the training K.
+    The classification loop, with sinusoid tasks for episodes: it keeps the weights with the lowest validation MSE
+    (after the learner's ``test_steps``) on a fixed set of validation tasks with the training K.
     """
     check_regressor(learner)
     if config.frozen_stages:
@@ -106,11 +97,8 @@ def train_sinusoid(
     result = run_training(learner, SinusoidObjective(config), config, on_progress, on_new_best)
     learner.provenance.training = TrainingInfo(
         dataset="sinusoid: A~U[0.1,5], phase~U[0,pi], x~U[-5,5]",
-        episodes=config.episodes,
+        **config.model_dump(include={"episodes", "k_shot", "q_queries", "seed"}),
         n_way=1,
-        k_shot=config.k_shot,
-        q_queries=config.q_queries,
-        seed=config.seed,
         best_val_accuracy=None,
         extra={
             "train_config": config.model_dump(mode="json"),

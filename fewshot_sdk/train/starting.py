@@ -1,10 +1,9 @@
 """The learner a training run starts from: new, new on another model's backbone, or a trained one continued.
 
-A new learner's backbone and preprocessing follow from the data, so that a run on the
-user's photos never normalises them with Omniglot's statistics: the sinusoid family gets
-MAML's 1-40-40-1 ReLU regressor, Omniglot the method's own defaults, and class folders
-(unless an ImageNet backbone or explicit statistics are asked for) the channels, mean
-and std of their training classes.
+A new learner's backbone and preprocessing follow from the data, so that a run on the user's photos never
+normalises them with Omniglot's statistics: the sinusoid family gets MAML's 1-40-40-1 ReLU regressor, Omniglot the
+method's own defaults, and class folders (unless an ImageNet backbone or explicit statistics are asked for) the
+channels, mean and std of their training classes.
 """
 
 from __future__ import annotations
@@ -35,10 +34,9 @@ def starting_learner(
 ) -> Learner:
     """A new ``method`` learner for ``data``, one on ``backbone_from``'s backbone, or ``init``'s weights.
 
-    ``settings`` are method settings (and preprocessing keys for a new learner);
-    for ``init`` they change the trained learner's settings (``warm_start``).
-    ``split_seed`` picks the training classes whose image statistics a new learner on
-    class folders normalises with (0 when None, the default split).
+    ``settings`` are method settings (and preprocessing keys for a new learner); for ``init`` they change the trained
+    learner's settings (``warm_start``). ``split_seed`` picks the training classes whose image statistics a new
+    learner on class folders normalises with (0 when None, the default split).
     """
     settings = dict(settings or {})
     if backbone_from is not None:
