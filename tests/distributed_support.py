@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 import fewshot_sdk as fs
 from fewshot_sdk.data.episodes import Episode
 from fewshot_sdk.errors import FewShotError
-from fewshot_sdk.methods._step_metrics import StepMetrics
+from fewshot_sdk.methods.step_metrics import StepMetrics
 from fewshot_sdk.train import distributed
 
 #: Learners small enough to meta-train in float64 in a test, one per family the issue names.

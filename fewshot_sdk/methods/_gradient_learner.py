@@ -35,10 +35,10 @@ from fewshot_sdk.config import StrictModel
 from fewshot_sdk.data.episodes import Episode
 from fewshot_sdk.data.task_kinds import KindName
 from fewshot_sdk.errors import InputError
-from fewshot_sdk.methods._step_metrics import StepMetrics
 from fewshot_sdk.methods.base import Learner, TaskState
 from fewshot_sdk.methods.functional_call import Params, call, shadow_module
 from fewshot_sdk.methods.inner_loop import Order, SupportLoss, inner_loop, vmappable_gradient
+from fewshot_sdk.methods.step_metrics import StepMetrics
 from fewshot_sdk.methods.task_batchnorm import TaskBatchNorm, use_task_batchnorm
 from fewshot_sdk.models.folding import fold_batchnorm_
 

@@ -11,12 +11,9 @@ A method writes three things, in the words of its paper:
   optimiser step".
 
 Everything else (preprocessing, validation, batching, devices, Prediction,
-saving, export) is shared here and in :mod:`fewshot_sdk.task`.
-
-Inference runs on the learner's *inference twin* (:meth:`Learner.inference_learner`): a copy
-whose backbone is a :class:`~fewshot_sdk.models.frozen.FrozenBackbone` (batch norm folded, eval,
-no autograd, chunked, optionally onnxruntime). ``fs.load`` freezes a learner, building the twin
-once; a learner being trained has none, and ``adapt`` then builds one for the task it makes.
+saving, export) is shared here and in :mod:`fewshot_sdk.task`. Inference runs on the learner's
+*inference twin* (:meth:`Learner.freeze`), which ``fs.load`` builds once and ``adapt`` builds per
+task for a learner that has none (one being trained).
 """
 
 from __future__ import annotations
@@ -46,7 +43,7 @@ from fewshot_sdk.data.labelled import LabelledImages
 from fewshot_sdk.data.task_kinds import CLASSIFICATION, TaskKind, task_kind
 from fewshot_sdk.errors import InputError
 from fewshot_sdk.finite import all_finite
-from fewshot_sdk.methods._step_metrics import StepMetrics
+from fewshot_sdk.methods.step_metrics import StepMetrics
 from fewshot_sdk.models.backbones import build_backbone, default_domain, default_preprocess
 from fewshot_sdk.models.frozen import EngineFactory, FrozenBackbone
 from fewshot_sdk.task.adapted import AdaptedModel, TaskState, TaskSupport
@@ -240,14 +237,12 @@ class Learner(nn.Module, metaclass=ABCMeta):
 
     # ------------------------------------------------------- inference twin
     def freeze(self, engine: EngineFactory | None = None) -> Learner:
-        """Build this learner's inference twin once, for every later ``adapt`` and evaluation; returns self.
+        """Build, once, the inference twin every later ``adapt`` and evaluation use; returns self.
 
-        The twin is a copy made from the weights of this moment, its backbone's batch norms folded
-        (:class:`~fewshot_sdk.models.frozen.FrozenBackbone`); ``engine`` runs its backbone's
-        inference elsewhere (``fs.load(..., runtime="onnxruntime")``). ``fs.load`` freezes the learners
-        it returns. ``train()`` (as every training loop calls), ``unfreeze()``, ``load_state_dict``
-        and moving the learner (``.to()``) drop or rebuild the twin; a training loop of your own that
-        steps the weights without ``learner.train()`` must call ``unfreeze()`` first.
+        The twin is a copy of this moment's weights with a folded backbone (:class:`FrozenBackbone`);
+        ``engine`` runs its backbone elsewhere (``fs.load(..., runtime="onnxruntime")``). ``train()``
+        and ``unfreeze()`` drop it, ``load_state_dict`` and ``.to()`` rebuild it; a training loop of
+        your own that steps the weights without ``learner.train()`` must call ``unfreeze()`` first.
         """
         self.__dict__["_engine"] = engine
         self.__dict__["_twin"] = self.inference_twin(engine) if self.has_inference_twin else self
@@ -268,10 +263,8 @@ class Learner(nn.Module, metaclass=ABCMeta):
         return self.__dict__.get("_twin", self)
 
     def inference_learner(self) -> Learner:
-        """The learner a task network is built on: the twin of a frozen learner, else a twin built now.
-
-        Never the live learner where it has a twin to build: a task must not change when the learner trains.
-        """
+        """The learner a task network is built on: the frozen twin, else a twin built now (never the live
+        learner where it has a twin to build: a task must not change when the learner trains)."""
         twin = self.__dict__.get("_twin")
         if twin is not None:
             return twin
@@ -280,12 +273,8 @@ class Learner(nn.Module, metaclass=ABCMeta):
     def inference_twin(self, engine: EngineFactory | None = None) -> Learner:
         """A frozen copy of this learner for inference, its backbone a :class:`FrozenBackbone`."""
         memo: dict[int, Any] = {id(self.backbone): FrozenBackbone(self.backbone, engine)}
-        for private in ("_twin", "_engine"):
-            if private in self.__dict__:
-                memo[id(self.__dict__[private])] = None
-        twin = copy.deepcopy(self, memo)
-        for private in ("_twin", "_engine"):
-            twin.__dict__.pop(private, None)
+        memo.update({id(self.__dict__[key]): None for key in ("_twin", "_engine") if key in self.__dict__})
+        twin = copy.deepcopy(self, memo).unfreeze()  # (the copy keeps no twin of its own)
         nn.Module.train(twin, False)
         return twin.requires_grad_(False)
 
@@ -302,14 +291,12 @@ class Learner(nn.Module, metaclass=ABCMeta):
 
     def _apply(self, fn: Callable[..., Any], recurse: bool = True) -> Learner:
         super()._apply(fn, recurse)
-        if self.frozen:  # moved or cast: the twin follows
-            self.freeze(self.__dict__.get("_engine"))
-        return self
+        return self.freeze(self.__dict__["_engine"]) if self.frozen else self  # moved or cast: the twin follows
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
         result = super().load_state_dict(state_dict, strict=strict, assign=assign)
         if self.frozen:  # new weights: a new twin
-            self.freeze(self.__dict__.get("_engine"))
+            self.freeze(self.__dict__["_engine"])
         return result
 
     # ------------------------------------------------------- shared API
@@ -417,12 +404,8 @@ class _ScoreWithState(nn.Module):
 
 
 def check_support(x: object, y: object, n_way: int, kind: TaskKind = CLASSIFICATION, min_classes: int = 2) -> None:
-    """Refuse a support set no method can adapt to, with one line naming the problem.
-
-    ``fs.SupportSet`` validates what users build; this guards ``adapt_tensors``, the path
-    evaluation, training and tensor users take, for every method at once. The targets are the
-    task kind's to check (labels, or regression values).
-    """
+    """Refuse a support set no method can adapt to, in one line: ``adapt_tensors``' guard (evaluation,
+    training, tensor users), as ``fs.SupportSet`` is ``adapt``'s. The targets are the task kind's to check."""
     if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
         raise InputError(
             f"support images and labels must be torch tensors, got {type(x).__name__} and {type(y).__name__}"

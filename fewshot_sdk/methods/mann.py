@@ -49,8 +49,8 @@ from fewshot_sdk.errors import InputError
 from fewshot_sdk.kernels import pairwise_softmax
 from fewshot_sdk.methods import _memory
 from fewshot_sdk.methods._label_slots import check_ways, shuffled_slots, task_slots
-from fewshot_sdk.methods._step_metrics import StepMetrics
 from fewshot_sdk.methods.base import Learner, TaskState
+from fewshot_sdk.methods.step_metrics import StepMetrics
 from fewshot_sdk.registry import register_method
 
 #: Santoro initialises memory to a small constant so that the first cosine scores are defined.

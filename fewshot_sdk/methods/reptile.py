@@ -32,10 +32,10 @@ from fewshot_sdk.data.episodes import Episode
 from fewshot_sdk.errors import InputError
 from fewshot_sdk.kernels import sgd_step_
 from fewshot_sdk.methods._gradient_learner import GradientConfig, GradientLearner
-from fewshot_sdk.methods._step_metrics import StepMetrics
 from fewshot_sdk.methods.base import TaskState
 from fewshot_sdk.methods.functional_call import Params
 from fewshot_sdk.methods.inner_loop import AdamDirections, Order, inner_loop
+from fewshot_sdk.methods.step_metrics import StepMetrics
 from fewshot_sdk.registry import register_method
 
 

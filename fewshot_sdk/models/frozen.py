@@ -1,13 +1,11 @@
 """A backbone's inference twin: built once from the trainable backbone, never changed afterwards.
 
-Inference and training want different networks. Training needs batch norm as a layer of its own
-and autograd; inference (``adapt`` embedding a support set, ``predict`` embedding queries) runs
-faster with each batch norm folded into the convolution before it (:mod:`fewshot_sdk.models.folding`),
-in chunks of inputs that keep the allocator's memory warm, and, where the user asked, in an
-onnxruntime session. Keeping those speed-ups on the trainable module meant guessing, call by
-call, whether a cached copy was still the network's. The twin is instead made once, explicitly
-(``Learner.freeze``, or for one ``adapt``), from the weights of that moment: a later training step
-changes the learner, never the twin or the tasks built on it.
+Training needs batch norm as a layer and autograd; inference (``adapt`` embedding a support set,
+``predict`` embedding queries) runs faster with batch norm folded into the convolution before it
+(:mod:`fewshot_sdk.models.folding`), in chunks that keep the allocator's memory warm, and, where
+asked, in onnxruntime. Kept on the trainable module, those speed-ups needed a guess, call by call,
+whether a cached copy was still the network's; the twin is made once, explicitly (``Learner.freeze``,
+or for one ``adapt``), so a later training step changes the learner, never the twin or its tasks.
 """
 
 from __future__ import annotations
@@ -39,10 +37,8 @@ class Engine(Protocol):
 class FrozenBackbone(Backbone):
     """The inference twin of a :class:`Backbone`: eval mode, no autograd, batch norm folded where exact.
 
-    Calls run in chunks of ``inference_chunk`` inputs. With an engine, calls made without autograd
-    (``predict``, ``adapt``, the embed-once pass of evaluation) that the engine accepts run there;
-    tracing for export and calls with autograd run the folded torch network, so an exported graph
-    is always torch's.
+    Calls run in chunks of ``inference_chunk`` inputs; with an engine, those without autograd that it
+    accepts run there, while traces for export (and autograd) run the folded torch network.
     """
 
     def __init__(self, backbone: Backbone, engine: EngineFactory | None = None) -> None:

@@ -1,18 +1,12 @@
-"""An adapted model: a learner plus one task's state and the task network built from it.
+"""An adapted model: what ``learner.adapt(support)`` returns.
 
-It is what ``learner.adapt(support)`` returns. It holds a reference to the learner (never a
-copy, never a mutation), the task state tensors and the task network
-(:class:`~fewshot_sdk.task.network.TaskNetwork`) that ``adapt`` built once from them: ``predict``
-runs that network and ``export_onnx`` serialises it. ``save`` writes the learner and the state
-into one folder so an application can adapt once and reload the task later.
-
-A task adapted in this process also keeps its model-ready support tensors, in memory
-only, for one purpose: ``reject="auto"`` calibrates its novelty threshold on them, on
-first use. ``save`` and ``export_onnx`` record that threshold, so a reloaded task rejects
-with it without its support images.
-
-The task knows no method: it reaches its learner through :class:`TaskLearner`, the few calls a
-task makes (a method builds tasks; a task never needs a method's code).
+It holds the learner (a reference, never mutated), the task state and the task network
+(:class:`~fewshot_sdk.task.network.TaskNetwork`) ``adapt`` built from it once: ``predict`` runs
+that network, ``export_onnx`` serialises it, ``save`` writes learner and state to one folder.
+A task adapted in this process also keeps its model-ready support tensors, in memory only, so
+that ``reject="auto"`` can calibrate its threshold on first use; ``save`` and ``export_onnx``
+record the threshold. The task knows no method: it reaches its learner through
+:class:`TaskLearner` (a method builds tasks; a task never needs a method's code).
 """
 
 from __future__ import annotations
@@ -270,12 +264,9 @@ class AdaptedModel:
         return layout
 
     def save(self, folder: str | os.PathLike, overwrite: bool = False, onnx: bool = False) -> Path:
-        """One folder with the learner, the task state and its novelty threshold; reload with ``fs.load_task``.
-
-        The support images are not saved: the threshold is calibrated (if it was not yet) and recorded.
-        ``onnx=True`` also writes ``task.onnx``, verified as ``export_onnx`` verifies, for
-        ``fs.load_task(folder, runtime="onnxruntime")``. It is exported before any file is
-        written, so a task that does not export leaves the folder as it was.
+        """One folder with the learner, the task state and its novelty threshold (calibrated now if need be:
+        the support images are not saved); reload with ``fs.load_task``. ``onnx=True`` also writes a verified
+        ``task.onnx``, exported before any file is written, so a task that does not export leaves the folder be.
         """
         graph = None
         if onnx:
@@ -313,12 +304,9 @@ class AdaptedModel:
         overwrite: bool = False,
         phases: dict[str, float] | None = None,
     ) -> Path:
-        """One self-contained ``.onnx`` file (outputs ``logits``, ``probs``, ``novelty``) for onnxruntime alone.
-
-        The file is the task network ``predict`` runs, checked against it before it is written.
-        ``opset``: the ONNX opset to target (default: the exporter's choice). An existing file is
-        replaced only with ``overwrite=True``; a failed export leaves no file behind. ``phases``,
-        when given, receives the seconds each step took.
+        """The task network ``predict`` runs as one ``.onnx`` file (outputs ``logits``, ``probs``, ``novelty``),
+        checked against it before it is written; a failed export leaves no file. ``opset``: the target
+        (default: the exporter's); ``phases``, when given, receives the seconds each step took.
         """
         from fewshot_sdk.export.onnx import check_destination  # onnx: imported when a task is exported
 

@@ -1,17 +1,12 @@
 """Out-of-domain inputs: say so, once per learner, when a model is given images unlike its training data.
 
-A learner knows what its weights were trained on (``learner.domain``, saved in
-``config.json``) and the input it takes (``learner.preprocess_config``). The
-handwriting models (1x28x28 greyscale Omniglot glyphs) still *run* on photos, since
-the preprocessor turns anything into 28x28 grey, but their answers are then noise.
-
-The check rides on decoding: a learner's preprocessor shows its :class:`DomainWatch` every
-image as it decodes it (tensors are model-ready and never decoded), and the watch of a
-handwriting model notes the first one that looks like a photo
-(:func:`fewshot_sdk.imageio.photo_description`). It reads no file of its own, and a photo
-model's watch returns at its first line. The API's entry points (``adapt``, ``predict``,
-``add_classes``) then call :meth:`DomainWatch.warn`, which issues one :class:`DomainWarning`
-per learner naming the model to use instead.
+The handwriting models (1x28x28 greyscale glyphs, ``learner.domain`` in ``config.json``) still
+*run* on photos, which the preprocessor turns into 28x28 grey, but answer noise. The check rides
+on decoding: a learner's preprocessor shows its :class:`DomainWatch` each image it decodes
+(tensors are model-ready, never decoded), a handwriting model's watch notes the first that looks
+like a photo (:func:`fewshot_sdk.imageio.photo_description`) and a photo model's returns at once;
+no file is read twice. ``adapt``, ``predict`` and ``add_classes`` then call
+:meth:`DomainWatch.warn`: one :class:`DomainWarning` per learner, naming the model to use.
 """
 
 from __future__ import annotations

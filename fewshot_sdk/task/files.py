@@ -1,10 +1,9 @@
-"""A saved task folder: ``task.json`` + ``task.safetensors``, and optionally its own ``task.onnx``.
+"""A saved task folder: ``task.json`` + ``task.safetensors`` (nothing pickled), and optionally ``task.onnx``.
 
-``task.json`` holds the learner's config, the class names, the names of the state tensors and the
-``reject="auto"`` threshold; ``task.safetensors`` the learner's weights (``learner.*``) and the task
-state (``state.*``). Nothing is pickled. ``task.onnx``, written by ``task.save(folder, onnx=True)``,
-records as its ``fewshot.task_digest`` the SHA-256 of the two task files it was exported from, so a
-reader can refuse a file that no longer belongs to the task beside it
+``task.json``: the learner's config, class names, state tensor names and the ``reject="auto"``
+threshold; ``task.safetensors``: the learner's weights (``learner.*``) and the task state
+(``state.*``). ``task.onnx`` records the SHA-256 of the two files it was exported from
+(``fewshot.task_digest``), so a reader refuses one that no longer belongs to them
 (:mod:`fewshot_sdk.io.saved_tasks`).
 """
 

@@ -1,11 +1,9 @@
 """The task network: what ``adapt`` builds once for a task, ``predict`` runs and ``export_onnx`` serialises.
 
-A method turns a task state into a scoring module (``Learner.export_module``: ProtoNet's prototypes
-as a linear head, stored embeddings, memories, adapted weights) built on the learner's inference
-twin, whose batch norms are folded and whose weights never change. This module adds the method's
-probability rule and the default novelty, and is then frozen: eval mode, no autograd. Because
-``predict`` and the exporter run this same module, an exported file and ``predict`` agree by
-construction, and no cache anywhere has to guess whether it is stale.
+A method turns a task state into a scoring module (``Learner.export_module``: prototypes as a linear
+head, stored embeddings, memories, adapted weights) on the learner's inference twin; this adds the
+method's probability rule and the default novelty, in eval mode without autograd. ``predict`` and
+the exporter run the same module, so an exported file and ``predict`` agree by construction.
 """
 
 from __future__ import annotations

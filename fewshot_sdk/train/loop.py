@@ -36,7 +36,9 @@ class TrainConfig(StrictModel):
 
     episodes: int = Field(5000, ge=1, description="meta-updates")
     n_way: int = Field(60, ge=2)
-    k_shot: int = Field(5, ge=1)
+    k_shot: int = Field(
+        1, ge=1, description="support examples per class (1: the shipped Omniglot models, Snell et al.)"
+    )
     q_queries: int = Field(5, ge=1)
     meta_batch: int = Field(1, ge=1, description="episodes per meta-update")
     optimizer: Literal["adam", "sgd"] = "adam"

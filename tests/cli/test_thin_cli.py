@@ -47,7 +47,7 @@ def test_a_plain_train_command_trains_with_the_training_config(tmp_path, minimal
     out = tmp_path / "out"
     assert_clean_error(run("train", "--out", out, "--data", minimal_omniglot_dir), "captured")
     assert seen["config"] == TrainConfig() and not out.exists()
-    assert seen["config"].k_shot == 5  # the CLI's own default was 1, against the config's 5
+    assert seen["config"].k_shot == 1  # the shipped Omniglot models were trained 1-shot: the config says so too
 
 
 def test_a_plain_evaluate_command_evaluates_with_the_evaluation_config(checkpoint, minimal_omniglot_dir, monkeypatch):

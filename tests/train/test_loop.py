@@ -6,7 +6,7 @@ import torch
 import fewshot_sdk as fs
 from fewshot_sdk.data.episodes import Episode
 from fewshot_sdk.errors import InputError
-from fewshot_sdk.methods._step_metrics import StepMetrics
+from fewshot_sdk.methods.step_metrics import StepMetrics
 from fewshot_sdk.train.loop import TrainConfig, meta_train, run_training
 from fewshot_sdk.train.recipes import warm_start
 from fewshot_sdk.train.regression import train_sinusoid
