@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from fewshot_sdk.class_names import class_names_problem
 from fewshot_sdk.data.folders import list_class_images, scan_class_folders
 from fewshot_sdk.data.images import ImageLike, Preprocessor
 from fewshot_sdk.data.task_kinds import KindName, task_kind
@@ -125,6 +126,9 @@ class SupportSet:
             )
         if len(set(self.class_names)) != len(self.class_names):
             raise InputError(f"class names must be unique; got {list(self.class_names)}")
+        problem = class_names_problem(self.class_names)
+        if problem is not None:
+            raise InputError(f"{problem}: rename that class (its folder or mapping key)")
 
     @property
     def num_classes(self) -> int:
@@ -163,12 +167,17 @@ def query_form(query: QueryLike) -> torch.Tensor | list[ImageLike]:
     """
     if isinstance(query, torch.Tensor):
         return query
-    if isinstance(query, (str, os.PathLike, Image.Image, np.ndarray)):
+    if isinstance(query, (str, bytes, os.PathLike, Image.Image, np.ndarray)):
         return [query]
     if isinstance(query, Sequence):
         if len(query) == 0:
             raise InputError("no query images given")
         if all(isinstance(item, torch.Tensor) for item in query):
+            shapes = {tuple(item.shape) for item in query}
+            if len(shapes) > 1:
+                raise InputError(
+                    f"query tensors have different shapes {sorted(shapes)}: give [C, H, W] tensors of one size"
+                )
             return torch.stack(list(query))
         return list(query)
     raise InputError(

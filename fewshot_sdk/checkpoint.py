@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -97,19 +100,92 @@ def prepare_output_folder(folder: str | Path, overwrite: bool, files: tuple[str,
     return path
 
 
+#: Held (created exclusively) by the one save writing into a folder; it names that writer's process.
+LOCK_FILE = ".fewshot-writing"
+
+
+@contextmanager
+def writing_folder(folder: str | Path, overwrite: bool, files: tuple[str, ...]) -> Iterator[Path]:
+    """``folder``, written by this block alone: concurrent saves into one folder never interleave or vanish.
+
+    The block holds ``folder/.fewshot-writing`` (created exclusively). Another save meanwhile fails
+    with one line; the refusal to replace ``files`` without ``overwrite`` is checked again under the
+    lock, so of several saves into a new folder exactly one wins. A lock left by a killed process is
+    taken over.
+    """
+    path = prepare_output_folder(folder, overwrite, files)
+    lock = path / LOCK_FILE
+    for _ in range(2):
+        try:
+            handle = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            break
+        except FileExistsError:
+            if _lock_holder_alive(lock):
+                holder = _lock_holder(lock)
+                raise InputError(
+                    f"{path} is being written by another save (process {holder}); retry after it"
+                ) from None
+            lock.unlink(missing_ok=True)  # its writer is gone: take it over
+        except OSError as exc:
+            raise InputError(f"cannot write into {path}: {exc.strerror or exc}") from None
+    else:
+        raise InputError(f"{path} is being written by another save; retry after it")
+    try:
+        os.write(handle, str(os.getpid()).encode())
+        os.close(handle)
+        prepare_output_folder(path, overwrite, files)  # again, now that no one else writes here
+        yield path
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _lock_holder(lock: Path) -> int | None:
+    try:
+        return int(lock.read_text() or "0") or None
+    except (OSError, ValueError):
+        return None
+
+
+def _lock_holder_alive(lock: Path) -> bool:
+    holder = _lock_holder(lock)
+    if holder is None:
+        return True  # being created this instant: someone holds it
+    try:
+        os.kill(holder, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _temporary(path: Path) -> Path:
+    """A fresh file beside ``path`` for an atomic replace: a name no other writer shares."""
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    return Path(name)
+
+
 def write_json(path: Path, model: StrictModel) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(model.model_dump(mode="json"), indent=2) + "\n")
-    tmp.replace(path)
+    tmp = _temporary(path)
+    try:
+        tmp.write_text(json.dumps(model.model_dump(mode="json"), indent=2) + "\n")
+        follow_umask(tmp)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_weights(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    # safetensors wants contiguous CPU tensors that share no memory
-    plain = {name: t.detach().to("cpu").contiguous().clone() for name, t in tensors.items()}
-    save_file(plain, str(tmp), metadata=metadata)
-    follow_umask(tmp)
-    tmp.replace(path)
+    tmp = _temporary(path)
+    try:
+        # safetensors wants contiguous CPU tensors that share no memory
+        plain = {name: t.detach().to("cpu").contiguous().clone() for name, t in tensors.items()}
+        save_file(plain, str(tmp), metadata=metadata)
+        follow_umask(tmp)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def follow_umask(path: Path) -> None:
@@ -130,9 +206,9 @@ def stored_tensors(learner: SavedLearner) -> dict[str, torch.Tensor]:
 
 
 def save_learner(learner: SavedLearner, folder: str | Path, overwrite: bool = False) -> Path:
-    path = prepare_output_folder(folder, overwrite, (CONFIG_FILE, WEIGHTS_FILE))
-    write_weights(path / WEIGHTS_FILE, stored_tensors(learner), {"format": "fewshot-sdk/learner"})
-    write_json(path / CONFIG_FILE, learner_config(learner))
+    with writing_folder(folder, overwrite, (CONFIG_FILE, WEIGHTS_FILE)) as path:
+        write_weights(path / WEIGHTS_FILE, stored_tensors(learner), {"format": "fewshot-sdk/learner"})
+        write_json(path / CONFIG_FILE, learner_config(learner))
     return path
 
 

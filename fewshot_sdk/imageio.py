@@ -10,6 +10,7 @@ bad files with the same one-line messages.
 from __future__ import annotations
 
 import os
+import stat
 import warnings
 from pathlib import Path
 
@@ -31,21 +32,32 @@ SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
 ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa"})
 
 
+def check_regular_file(path: Path, what: str) -> None:
+    """Refuse, before opening, what is not a readable regular file: a FIFO or device would block or never end."""
+    try:
+        status = path.stat()
+    except FileNotFoundError:
+        raise InputError(f"{what} not found: {path}") from None
+    except OSError as exc:  # a name too long, a link loop, a folder we may not enter
+        raise InputError(f"cannot read {what} {str(path)[:200]}: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(status.st_mode):
+        raise InputError(f"expected an {what} file but {path} is a folder")
+    if not stat.S_ISREG(status.st_mode):
+        raise InputError(f"{path} is not a regular file (a FIFO, socket or device): give an {what} file")
+
+
 def load_image(item: ImageLike) -> Image.Image:
     """Open one image, with errors that name the file; refuses decompression bombs."""
     if isinstance(item, Image.Image):
         return item
     if isinstance(item, np.ndarray):
         return image_from_array(item)
-    if not isinstance(item, (str, os.PathLike)):
+    if not isinstance(item, (str, bytes, os.PathLike)):
         raise InputError(
             f"cannot read an image from a {type(item).__name__}: pass a file path, a PIL image or a numpy array"
         )
-    path = Path(item)
-    if not path.exists():
-        raise InputError(f"image not found: {path}")
-    if path.is_dir():
-        raise InputError(f"expected an image file but {path} is a folder")
+    path = Path(os.fsdecode(item))
+    check_regular_file(path, "image")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

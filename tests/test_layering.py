@@ -29,6 +29,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "fewshot_sdk.allocator",
             "fewshot_sdk.predict_options",
             "fewshot_sdk.checkpoint",
+            "fewshot_sdk.class_names",
+            "fewshot_sdk.model_card",
         ),
     ),
     ("data", ("fewshot_sdk.imageio", "fewshot_sdk.data", "fewshot_sdk.api")),

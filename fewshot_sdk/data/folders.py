@@ -11,17 +11,28 @@ from fewshot_sdk.imageio import is_image_file
 
 def _existing_folder(folder: str | Path, expected: str) -> Path:
     path = Path(folder)
-    if not path.exists():
-        raise InputError(f"folder not found: {path}")
-    if not path.is_dir():
-        raise InputError(f"expected {expected} but {path} is a file")
+    try:
+        if not path.exists():
+            raise InputError(f"folder not found: {path}")
+        if not path.is_dir():
+            raise InputError(f"expected {expected} but {path} is a file")
+    except OSError as exc:  # a name too long, a link loop
+        raise InputError(f"cannot read folder {str(path)[:200]}: {exc.strerror or exc}") from None
     return path
+
+
+def _entries(path: Path) -> list[Path]:
+    """The folder's entries, or one line saying why they cannot be listed (permissions)."""
+    try:
+        return list(path.iterdir())
+    except OSError as exc:
+        raise InputError(f"cannot list {path}: {exc.strerror or exc}") from None
 
 
 def list_class_images(folder: str | Path) -> list[Path]:
     """The image files of one class folder, sorted; refuses missing or empty folders."""
     path = _existing_folder(folder, "a folder of images")
-    files = sorted(p for p in path.iterdir() if is_image_file(p))
+    files = sorted(p for p in _entries(path) if is_image_file(p))
     if not files:
         raise InputError(f"{path} holds no image files (png, jpg, bmp, gif, tiff, webp)")
     return files
@@ -30,7 +41,11 @@ def list_class_images(folder: str | Path) -> list[Path]:
 def scan_class_folders(root: str | Path) -> dict[str, list[Path]]:
     """``{class name: image files}`` for every subfolder of ``root`` (hidden ones skipped)."""
     path = _existing_folder(root, "a folder with one subfolder per class")
-    subfolders = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    entries = [p for p in _entries(path) if not p.name.startswith(".")]
+    broken = [p.name for p in entries if p.is_symlink() and not p.exists()]  # a dangling link or a link loop
+    if broken:
+        raise InputError(f"{path}: {broken[0]} is a link that leads nowhere (or to itself); fix or remove it")
+    subfolders = sorted(p for p in entries if p.is_dir())
     if not subfolders:
         raise InputError(f"{path} has no class subfolders: put each class's images in its own subfolder")
     return {sub.name: list_class_images(sub) for sub in subfolders}

@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from fewshot_sdk.class_names import class_names_problem
 from fewshot_sdk.errors import InputError
 
 PREFIX = "fewshot."
@@ -168,6 +169,8 @@ class OnnxMetadata:
             problems.append(f"resize_shorter {self.resize_shorter}")
         if len(self.class_names) < 1:
             problems.append("no class names")
+        elif (names := class_names_problem(self.class_names)) is not None:
+            problems.append(names)
         if self.resize != RESIZE:
             problems.append(f"resize {self.resize!r}")
         if tuple(self.output_names[:2]) != OUTPUT_NAMES[:2]:

@@ -26,10 +26,10 @@ from fewshot_sdk.api import Prediction, QueryLike, SupportSet, TaskKind, query_f
 from fewshot_sdk.checkpoint import (
     learner_config,
     non_finite,
-    prepare_output_folder,
     stored_tensors,
     write_json,
     write_weights,
+    writing_folder,
 )
 from fewshot_sdk.config import PreprocessConfig, StrictModel
 from fewshot_sdk.data.images import Preprocessor
@@ -268,33 +268,29 @@ class AdaptedModel:
         the support images are not saved); reload with ``fs.load_task``. ``onnx=True`` also writes a verified
         ``task.onnx``, exported before any file is written, so a task that does not export leaves the folder be.
         """
-        graph = None
-        if onnx:
-            existed = Path(folder).exists()
-            path = prepare_output_folder(folder, overwrite, (TASK_FILE, TASK_WEIGHTS, TASK_ONNX))
-            try:
-                graph = self.verified_graph()
-            except BaseException:
-                if not existed:
-                    with contextlib.suppress(OSError):
-                        path.rmdir()  # the folder this call made, still empty
-                raise
-        else:
-            path = prepare_output_folder(folder, overwrite, (TASK_FILE, TASK_WEIGHTS))
-        threshold = self.novelty_threshold_or_none()
-        tensors = {f"learner.{k}": v for k, v in stored_tensors(self.learner).items()}
-        tensors.update({f"state.{k}": v for k, v in self.state.items()})
-        write_weights(path / TASK_WEIGHTS, tensors, {"format": "fewshot-sdk/task"})
-        config = TaskConfig(
-            learner=learner_config(self.learner),
-            class_names=list(self.class_names),
-            state_names=list(self.state),
-            task=self.task,
-            novelty_threshold=threshold,
-        )
-        write_json(path / TASK_FILE, config)
-        if graph is not None:
-            self.write_graph(graph, path / TASK_ONNX, task_digest(path))
+        files = (TASK_FILE, TASK_WEIGHTS, TASK_ONNX) if onnx else (TASK_FILE, TASK_WEIGHTS)
+        existed = Path(folder).exists()
+        try:
+            with writing_folder(folder, overwrite, files) as path:
+                graph = self.verified_graph() if onnx else None  # before any file is written
+                tensors = {f"learner.{k}": v for k, v in stored_tensors(self.learner).items()}
+                tensors.update({f"state.{k}": v for k, v in self.state.items()})
+                write_weights(path / TASK_WEIGHTS, tensors, {"format": "fewshot-sdk/task"})
+                config = TaskConfig(
+                    learner=learner_config(self.learner),
+                    class_names=list(self.class_names),
+                    state_names=list(self.state),
+                    task=self.task,
+                    novelty_threshold=self.novelty_threshold_or_none(),
+                )
+                write_json(path / TASK_FILE, config)
+                if graph is not None:
+                    self.write_graph(graph, path / TASK_ONNX, task_digest(path))
+        except BaseException:
+            if not existed:
+                with contextlib.suppress(OSError):
+                    Path(folder).rmdir()  # the folder this call made, if still empty
+            raise
         return path
 
     def export_onnx(

@@ -13,8 +13,11 @@ import hashlib
 from pathlib import Path
 from typing import Literal
 
+from pydantic import Field, field_validator
+
 from fewshot_sdk.api import TaskKind
 from fewshot_sdk.checkpoint import LearnerConfig
+from fewshot_sdk.class_names import class_names_problem
 from fewshot_sdk.config import StrictModel
 from fewshot_sdk.errors import CheckpointError
 from fewshot_sdk.version import __version__
@@ -36,7 +39,15 @@ class TaskConfig(StrictModel):
     state_names: list[str]
     task: TaskKind = "classification"
     #: The ``reject="auto"`` threshold calibrated on the support set; None: not calibrated.
-    novelty_threshold: float | None = None
+    novelty_threshold: float | None = Field(None, allow_inf_nan=False)
+
+    @field_validator("class_names")
+    @classmethod
+    def _usable_names(cls, names: list[str]) -> list[str]:
+        problem = class_names_problem(names)
+        if problem is not None:
+            raise ValueError(problem)
+        return names
 
 
 def task_digest(folder: Path) -> str:
