@@ -2,8 +2,9 @@
 
 A leaf: it imports nothing of the package. Methods register themselves with
 :func:`register_method` when ``fewshot_sdk.methods`` is imported (``fewshot_sdk.io.zoo``
-does that before any lookup); bundled checkpoints are discovered from the
-folders under ``fewshot_sdk/models/zoo/``, so shipping a model is adding a folder.
+does that before any lookup; :data:`SHIPPED_METHODS` names them without importing them);
+bundled checkpoints are discovered from the folders under ``fewshot_sdk/models/zoo/``,
+so shipping a model is adding a folder.
 """
 
 from __future__ import annotations
@@ -15,6 +16,15 @@ ZOO_DIR = Path(__file__).parent / "models" / "zoo"
 
 #: Name (and alias) -> Learner class; typed loosely, since the registry sits below the methods.
 _METHODS: dict[str, Any] = {}
+#: Every name (and alias) the package's own methods register, known without importing them (torch), so that
+#: ``fewshot models`` answers in a fraction of a second; a test checks it against the registered classes.
+SHIPPED_METHODS = frozenset(
+    {
+        *("protonet", "matching", "matching-fce", "siamese", "relation"),  # metric
+        *("mann", "santoro", "metanet", "meta-networks", "lstm-meta", "meta-lstm", "lstm-meta-learner"),  # memory
+        *("maml", "fomaml", "first-order-maml", "reptile"),  # gradient
+    }
+)
 LearnerT = TypeVar("LearnerT", bound=type)
 
 

@@ -519,29 +519,28 @@ def print_result(result: Any) -> None:
 @clean_errors
 def models(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List the methods and the bundled pretrained models with their recorded accuracy."""
-    import fewshot_sdk as fs
-    from fewshot_sdk.checkpoint import CONFIG_FILE, LearnerConfig, read_json_model
-    from fewshot_sdk.registry import zoo_path
-    from fewshot_sdk.task.domain import describe_input
+    # Names and config.json files only: no torch (fs.available() imports every method to list them).
+    from fewshot_sdk.model_card import read_model_card
+    from fewshot_sdk.registry import SHIPPED_METHODS, ZOO_DIR, zoo_names
 
-    listing = fs.available()
+    methods = sorted(SHIPPED_METHODS)
     bundled = []
-    for name in listing["models"]:
-        config: LearnerConfig = read_json_model(zoo_path(name) / CONFIG_FILE, LearnerConfig)  # type: ignore[operator]
-        figures = {f"{r.n_way}w{r.k_shot}s": round(r.accuracy, 4) for r in config.provenance.results}
+    for name in zoo_names():
+        card = read_model_card(ZOO_DIR / name)
+        figures = {f"{r.n_way}w{r.k_shot}s": round(r.accuracy, 4) for r in card.provenance.results}
         bundled.append(
             {
                 "name": name,
-                "method": config.method,
-                "domain": config.domain,
-                "input_size": describe_input(config.backbone, config.preprocess),
+                "method": card.method,
+                "domain": card.domain,
+                "input_size": card.input_size,
                 "results": figures,
             }
         )
     if as_json:
-        typer.echo(json.dumps({"methods": listing["methods"], "models": bundled}, indent=2))
+        typer.echo(json.dumps({"methods": methods, "models": bundled}, indent=2))
         return
-    typer.echo("methods: " + ", ".join(listing["methods"]))
+    typer.echo("methods: " + ", ".join(methods))
     table = Table(title="bundled models")
     for column in ("name", "method", "domain", "input", "test accuracy"):
         table.add_column(column, overflow="fold")  # narrow terminals: wrap, never cut a name short

@@ -15,13 +15,12 @@ import warnings
 from typing import TYPE_CHECKING, Any
 
 from fewshot_sdk.imageio import photo_description
+from fewshot_sdk.model_card import input_shape
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from fewshot_sdk.config import BackboneConfig, PreprocessConfig
-
-__all__ = ["DomainWarning", "DomainWatch", "describe_input", "name_learner"]
+__all__ = ["DomainWarning", "DomainWatch", "name_learner"]
 
 HANDWRITTEN = "handwritten-characters"
 #: The bundled model to use for photos.
@@ -60,7 +59,7 @@ class DomainWatch:
         kind = "greyscale" if preprocess.channels == 1 else "RGB"
         message = (
             f"{self.name or f'this {learner.method} model'} is a {learner.domain} model "
-            f"({_input_shape(preprocess)} {kind}); these look like photos ({self.found}): "
+            f"({input_shape(preprocess)} {kind}); these look like photos ({self.found}): "
             f"use fs.load('{PHOTO_MODEL}') / --model {PHOTO_MODEL}"
         )
         warnings.warn(message, DomainWarning, stacklevel=stacklevel + 1)
@@ -69,15 +68,3 @@ class DomainWatch:
 def name_learner(learner: Any, name: str) -> None:
     """Remember the name a learner was loaded by, for the warning's wording."""
     learner.domain_watch.name = str(name)
-
-
-def describe_input(backbone: BackboneConfig, preprocess: PreprocessConfig) -> str:
-    """The input a model takes: ``"1x28x28"`` (channels x height x width), or ``"1"`` for a vector MLP."""
-    if backbone.name == "mlp":
-        return str(backbone.in_features)
-    return _input_shape(preprocess)
-
-
-def _input_shape(preprocess: PreprocessConfig) -> str:
-    height, width = preprocess.image_size
-    return f"{preprocess.channels}x{height}x{width}"
