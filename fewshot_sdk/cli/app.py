@@ -19,7 +19,6 @@ from rich.table import Table
 from fewshot_sdk.allocator import keep_freed_memory
 from fewshot_sdk.cli.errors import clean_errors, fail
 from fewshot_sdk.cli.progress import embedding_progress, progress_bar
-from fewshot_sdk.cli.sources import expand_queries, support_from_options
 
 #: The bundled photo model; handwriting models (``protonet-omniglot``, ...) are named with --model.
 DEFAULT_MODEL = "protonet-photos"
@@ -73,6 +72,8 @@ def classify(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Adapt to the support images (or load a saved --task, growing it with --add-support) and classify the queries."""
+    from fewshot_sdk.cli.sources import expand_queries, support_from_options  # images: numpy, pillow
+
     threshold = parse_reject(reject)
     if task is not None or add_support or remove_class or save_task is not None:
         classify_with_task(
@@ -120,6 +121,7 @@ def classify_with_task(
     """``classify --task``: a saved task, grown or shrunk by class, saved again, and/or classifying queries."""
     import fewshot_sdk as fs
     from fewshot_sdk.checkpoint import prepare_output_folder
+    from fewshot_sdk.cli.sources import expand_queries
     from fewshot_sdk.task.adapted import TASK_FILE, TASK_WEIGHTS
 
     if task_folder is None:
@@ -566,6 +568,7 @@ def export(
 ) -> None:
     """Adapt to the support images and write the task as one .onnx file that onnxruntime runs alone."""
     import fewshot_sdk as fs
+    from fewshot_sdk.cli.sources import support_from_options
     from fewshot_sdk.export.onnx import check_destination
     from fewshot_sdk.task.adapted import TASK_FILE
 
