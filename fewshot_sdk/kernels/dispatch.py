@@ -20,14 +20,38 @@ from torch.autograd.graph import increment_version
 
 from . import reference
 
-try:  # Triton is optional (no wheels off Linux x86-64); the torch path always works.
-    from . import autograd as _tri
-    from . import triton_pairwise as _tp
-    from .triton_sgd import SUPPORTED_DTYPES as _TRITON_DTYPES
+_TRITON_NAMES = ("_tri", "_tp", "_TRITON_DTYPES", "_TRITON_IMPORT_ERROR")
+_triton_tried = False
 
-    _TRITON_IMPORT_ERROR: Exception | None = None
-except ImportError as exc:  # pragma: no cover - depends on the platform
-    _TRITON_IMPORT_ERROR = exc
+
+def _load_triton() -> Exception | None:
+    """Import the Triton modules on first need (CUDA tensors, or ``backend="triton"``); return the error.
+
+    Triton is optional (the base install has none; the ``gpu`` and ``test`` extras and CUDA builds
+    of torch bring it), and importing it costs time, so ``backend="auto"`` on CPU never does.
+    """
+    global _tri, _tp, _TRITON_DTYPES, _TRITON_IMPORT_ERROR, _triton_tried
+    if not _triton_tried:
+        try:
+            from . import autograd as _tri
+            from . import triton_pairwise as _tp
+            from .triton_sgd import SUPPORTED_DTYPES as _TRITON_DTYPES
+
+            _TRITON_IMPORT_ERROR = None
+        except ImportError as exc:
+            _TRITON_IMPORT_ERROR = exc
+        _triton_tried = True
+    return _TRITON_IMPORT_ERROR
+
+
+def __getattr__(name: str) -> object:
+    """``dispatch._tri`` and the other Triton names (tests patch them) import Triton on first access."""
+    if name in _TRITON_NAMES:
+        _load_triton()
+        if name in globals():  # absent where Triton failed to import
+            return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 Metric = Literal["sqeuclidean", "cosine", "l1"]
 Backend = Literal["auto", "triton", "torch"]
@@ -41,13 +65,13 @@ def _use_triton(backend: str, device: torch.device) -> bool:
     """Resolve ``backend`` for tensors on ``device``; raise ValueError if impossible."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if backend == "torch":
+    if backend == "torch" or (backend == "auto" and device.type != "cuda"):
         return False
-    available = _TRITON_IMPORT_ERROR is None
+    error = _load_triton()
     if backend == "auto":
-        return available and device.type == "cuda"
-    if not available:
-        raise ValueError(f"backend='triton' requested but Triton could not be imported: {_TRITON_IMPORT_ERROR}")
+        return error is None
+    if error is not None:
+        raise ValueError(f"backend='triton' requested but Triton could not be imported: {error}")
     if device.type == "cuda" or (device.type == "cpu" and _tp.INTERPRET):
         return True
     if device.type == "cpu":
