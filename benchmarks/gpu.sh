@@ -41,11 +41,12 @@ if [[ $cpu_check == 0 ]]; then
         "" | -1) refuse "CUDA_VISIBLE_DEVICES='${CUDA_VISIBLE_DEVICES}' hides every GPU" ;;
     esac
     if command -v nvidia-smi >/dev/null 2>&1; then
-        if ! timeout 30 nvidia-smi -L 2>/dev/null | grep -q '^GPU '; then
-            refuse "nvidia-smi lists no GPU"
+        listing=$(timeout 30 nvidia-smi -L 2>&1 || true)
+        if ! grep -q '^GPU ' <<<"$listing"; then
+            refuse "nvidia-smi lists no GPU: $(head -n 1 <<<"$listing")"
         fi
     elif ! compgen -G '/dev/nvidia[0-9]*' >/dev/null; then
-        refuse "no nvidia-smi and no /dev/nvidia* device on $(hostname)"
+        refuse "no nvidia-smi and no /dev/nvidia* device on ${HOSTNAME:-this machine}"
     fi
 fi
 

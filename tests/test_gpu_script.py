@@ -53,10 +53,10 @@ def test_refuses_fast_without_cuda(tmp_path, hidden):
 
 
 def test_cpu_check_runs_every_child_part(tmp_path):
-    """The driver's parts on the CPU with tiny sizes (the GPU-only branches say n/a); train is left out for time
-    (about 7 s of training on this machine), the kernel tests are only collected."""
+    """Every part on the CPU with tiny sizes (the GPU-only branches say n/a; the kernel tests are only collected,
+    training runs one episode), the table and $OUT: about 17 s here."""
     results, out = tmp_path / "results", tmp_path / "out"
-    parts = "env,kernels,maml,photos,nccl,tests"
+    parts = "env,kernels,maml,photos,nccl,train,tests"
     done, _ = run_script(
         "--cpu-check", "--parts", parts, "--results", str(results), env=script_env(OUT=str(out)), timeout=180
     )
@@ -72,5 +72,6 @@ def test_cpu_check_runs_every_child_part(tmp_path):
     assert any("adapt, 5 steps" in r for r in by_part["maml"]), table
     assert any("images/s" in r for r in by_part["photos"]), table
     assert any("gloo" in r for r in by_part["nccl"]), table
+    assert any("best validation accuracy" in r for r in by_part["train"]), table
     assert any("tests collected" in r for r in by_part["tests"]), table
     assert "FAILED" not in table and "skipped" not in table
