@@ -91,12 +91,19 @@ def learner_config(learner: SavedLearner) -> LearnerConfig:
 def prepare_output_folder(folder: str | Path, overwrite: bool, files: tuple[str, ...]) -> Path:
     """Create ``folder``; refuse to replace an existing checkpoint unless ``overwrite``."""
     path = Path(folder)
-    if path.exists() and not path.is_dir():
-        raise InputError(f"{path} exists and is not a folder")
-    existing = [name for name in files if (path / name).exists()]
-    if existing and not overwrite:
-        raise InputError(f"{path} already holds {', '.join(existing)}; pass overwrite=True (--overwrite) to replace it")
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        if path.exists() and not path.is_dir():
+            raise InputError(f"{path} exists and is not a folder")
+        existing = [name for name in files if (path / name).exists()]
+        if existing and not overwrite:
+            raise InputError(
+                f"{path} already holds {', '.join(existing)}; pass overwrite=True (--overwrite) to replace it"
+            )
+        path.mkdir(parents=True, exist_ok=True)
+        probe = _temporary(path / "probe")  # a folder we cannot write into says so now, not after the work
+        probe.unlink()
+    except OSError as exc:  # read-only, a parent that is a file, a name too long, /proc
+        raise InputError(f"cannot write into {str(path)[:200]}: {exc.strerror or exc}") from None
     return path
 
 
@@ -212,15 +219,28 @@ def save_learner(learner: SavedLearner, folder: str | Path, overwrite: bool = Fa
     return path
 
 
+#: No config.json or task.json comes near this: a larger one is refused before it is parsed.
+MAX_JSON_BYTES = 16 << 20
+
+
 def read_json_model(path: Path, model: type[StrictModel]) -> Any:
     if not path.is_file():
         raise CheckpointError(f"{path} is missing: is {path.parent} a fewshot-sdk checkpoint folder?")
     try:
+        if path.stat().st_size > MAX_JSON_BYTES:
+            raise CheckpointError(f"{path} is {path.stat().st_size:,} bytes, far beyond any fewshot-sdk config")
         raw = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path} is not valid JSON ({exc}); the checkpoint is corrupt") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise CheckpointError(f"{path} is not valid JSON ({why}); the checkpoint is corrupt") from None
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}") from None
     try:
         return model.model_validate(raw)
+    except RecursionError:
+        raise CheckpointError(
+            f"{path} is nested too deeply to be a {model.__name__}; the checkpoint is corrupt"
+        ) from None
     except ValidationError as exc:
         raise CheckpointError(f"{path} is not a valid {model.__name__}: {describe_validation_error(exc)}") from None
 
@@ -230,7 +250,9 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path} is missing: the checkpoint has no weights")
     try:
         return load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as exc:
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except (SafetensorError, ValueError) as exc:
         raise CheckpointError(f"{path} is not a readable safetensors file ({exc}); the checkpoint is corrupt") from None
 
 
@@ -240,6 +262,14 @@ def load_state_into(module: nn.Module, tensors: dict[str, torch.Tensor], source:
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     wrong = sorted(k for k in set(expected) & set(tensors) if expected[k].shape != tensors[k].shape)
+    kinds = sorted(
+        k for k in set(expected) & set(tensors) if expected[k].is_floating_point() != tensors[k].is_floating_point()
+    )
+    if kinds:
+        k = kinds[0]
+        raise CheckpointError(
+            f"{source}: tensor {k} is {tensors[k].dtype} but the model keeps {expected[k].dtype} there"
+        )
     if missing or unexpected or wrong:
         details = []
         if missing:
@@ -251,6 +281,9 @@ def load_state_into(module: nn.Module, tensors: dict[str, torch.Tensor], source:
             details.append(f"{k} is {tuple(tensors[k].shape)} but the model needs {tuple(expected[k].shape)}")
         raise CheckpointError(f"{source} does not match its config.json: {'; '.join(details)}")
     check_finite(tensors, source)
+    negative = [k for k, t in tensors.items() if k.endswith("running_var") and bool((t < 0).any())]
+    if negative:
+        raise CheckpointError(f"{source}: batch-norm variance {negative[0]} is negative; the file is corrupt")
     module.load_state_dict(tensors, strict=True)
 
 

@@ -8,7 +8,7 @@ silently ignored setting.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -19,13 +19,19 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
 
 
+#: The largest image side a model may take: beyond it a single input would not fit in memory.
+MAX_IMAGE_SIDE = 4096
+ImageSide = Annotated[int, Field(ge=1, le=MAX_IMAGE_SIDE)]
+
+
 class PreprocessConfig(StrictModel):
     """How an image becomes the tensor a model consumes; stored in every checkpoint."""
 
-    image_size: tuple[int, int] = (28, 28)
+    image_size: tuple[ImageSide, ImageSide] = (28, 28)
     channels: Literal[1, 3] = 1
-    mean: tuple[float, ...] = (0.92,)
-    std: tuple[float, ...] = (0.22,)
+    mean: tuple[Annotated[float, Field(allow_inf_nan=False)], ...] = (0.92,)
+    #: A std near 0 would blow pixels up past what any network was trained on (1e-45 gave NaN answers).
+    std: tuple[Annotated[float, Field(ge=1e-6, allow_inf_nan=False)], ...] = (0.22,)
     resize_shorter: int | None = Field(
         None,
         ge=1,
@@ -41,7 +47,7 @@ class PreprocessConfig(StrictModel):
     @field_validator("std")
     @classmethod
     def _positive_std(cls, value: tuple[float, ...]) -> tuple[float, ...]:
-        if any(s <= 0 for s in value):
+        if any(s <= 0 for s in value):  # (the field's bound says so too; kept for a clear message)
             raise ValueError("every std entry must be > 0")
         return value
 

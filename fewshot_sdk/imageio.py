@@ -79,14 +79,33 @@ def load_image(item: ImageLike) -> Image.Image:
     return image
 
 
+#: The numpy images read, by dtype: uint8 0..255, uint16 0..65535, other integers and bool within
+#: 0..255 / 0..1, floats in [0, 1]. Anything else is refused rather than clipped into another picture.
+ARRAY_DTYPES = "uint8 (0..255), uint16 (0..65535), other integers within 0..255, bool, or floats within [0, 1]"
+
+
 def image_from_array(array: np.ndarray) -> Image.Image:
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (1, 3, 4)):
         raise InputError(f"a numpy image must be HxW or HxWxC with C in 1, 3, 4; got shape {array.shape}")
-    if array.dtype == np.uint16:  # 16-bit data: its range is 0..65535, not 0..1 (which would saturate it)
+    kind = array.dtype.kind
+    if kind not in "biuf" or array.size == 0:
+        raise InputError(f"a numpy image holds {ARRAY_DTYPES}; got an empty array or dtype {array.dtype}")
+    if kind == "b":
+        array = array.astype(np.uint8) * np.uint8(255)
+    elif array.dtype == np.uint16:  # 16-bit data: its range is 0..65535, not 0..1 (which would saturate it)
         array = array.astype(np.float32) / np.float32(65535.0)
+    elif kind in "iu" and array.dtype != np.uint8:
+        if int(array.min()) < 0 or int(array.max()) > 255:
+            raise InputError(f"a {array.dtype} numpy image must lie within 0..255; a numpy image holds {ARRAY_DTYPES}")
+        array = array.astype(np.uint8)
     if array.dtype != np.uint8:
         if not np.isfinite(array).all():
             raise InputError("the numpy image contains NaN or infinite values")
+        low, high = float(array.min()), float(array.max())
+        if low < -1e-3 or high > 1 + 1e-3:
+            raise InputError(
+                f"a float numpy image must lie within [0, 1], got {low:g}..{high:g}: divide 0..255 data by 255"
+            )
         array = (np.clip(array, 0.0, 1.0) * 255).round().astype(np.uint8)
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
@@ -145,6 +164,11 @@ def to_model_pixels(
             image = image.resize((width, height), Image.Resampling.BILINEAR, reducing_gap=None)
     else:
         size = scaled_size(image.size, image_size, resize_shorter)
+        if size[0] * size[1] > MAX_IMAGE_PIXELS:  # a 100000x1 strip passes the bomb guard, not its resize
+            raise InputError(
+                f"{name} is {image.size[0]}x{image.size[1]}: scaling its shorter side to {resize_shorter} would "
+                f"make it {size[0]}x{size[1]} pixels; crop it to a photo's proportions first"
+            )
         if image.size != size:
             image = image.resize(size, Image.Resampling.BILINEAR, reducing_gap=None)
         if image.size != (width, height):

@@ -128,3 +128,147 @@ def test_a_lock_left_by_a_killed_writer_is_taken_over(task, tmp_path):
     (folder / ".fewshot-writing").write_text("999999999")  # no such process
     task.save(folder, overwrite=True)
     assert not (folder / ".fewshot-writing").exists()
+
+
+def saved_task(task, tmp_path, name="task"):
+    return task.save(tmp_path / name)
+
+
+def test_a_deeply_nested_or_relabelled_task_file_is_refused(task, tmp_path):
+    folder = saved_task(task, tmp_path)
+    config = json.loads((folder / TASK_FILE).read_text())
+    (folder / TASK_FILE).write_text('{"learner": ' + "[" * 100000 + "]" * 100000 + "}")
+    with pytest.raises(fs.CheckpointError, match="nested too deeply|not valid"):
+        fs.load_task(folder)
+    (folder / TASK_FILE).write_text(json.dumps({**config, "task": "regression"}))
+    with pytest.raises(fs.CheckpointError, match="regression task but its protonet learner's tasks are classification"):
+        fs.load_task(folder)
+
+
+def rewrite_weights(folder, change):
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(folder / "task.safetensors"))
+    change(tensors)
+    save_file(tensors, str(folder / "task.safetensors"), metadata={"format": "fewshot-sdk/task"})
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        (lambda t: t.update({k: v.round().int() for k, v in t.items() if k.endswith("0.0.weight")}), "int32"),
+        (lambda t: t.update({k: -v.abs() - 1 for k, v in t.items() if k.endswith("running_var")}), "negative"),
+        (lambda t: t.update({k: v * 1e30 for k, v in t.items() if k.startswith("state.")}), "beyond"),
+    ],
+)
+def test_weights_of_the_wrong_kind_or_range_are_refused(task, tmp_path, change, match):
+    folder = saved_task(task, tmp_path)
+    rewrite_weights(folder, change)
+    with pytest.raises(fs.CheckpointError, match=match):
+        fs.load_task(folder)
+
+
+def test_values_that_would_overflow_the_network_are_refused(task):
+    with pytest.raises(fs.InputError, match="not normalised pixels"):
+        task.predict(torch.full((1, 1, 28, 28), 1e30))
+    with pytest.raises(fs.InputError, match="not normalised pixels"):
+        fs.load("protonet-omniglot").adapt(fs.SupportSet.from_tensors(torch.full((2, 1, 28, 28), 1e30), [0, 1]))
+
+
+def test_numpy_images_are_read_in_their_documented_dtypes_only(task):
+    import numpy as np
+
+    pixels = np.random.default_rng(0).integers(0, 256, (28, 28))
+    as_uint8 = task.predict(pixels.astype(np.uint8)).probs
+    torch.testing.assert_close(task.predict(pixels.astype(np.int32)).probs, as_uint8)  # 0..255 ints: 8-bit
+    for bad, match in [
+        ((pixels + 300).astype(np.int32), "within 0..255"),
+        (pixels.astype(np.float32), r"within \[0, 1\]"),  # 0..255 floats would be clipped to white
+        (pixels.astype(np.complex64), "dtype complex64"),
+        (pixels.astype(str), "dtype <U"),
+        (pixels.astype(object), "dtype object"),
+    ]:
+        with pytest.raises(fs.InputError, match=match):
+            task.predict(bad)
+
+
+def test_load_checks_device_threads_and_adapt_checks_its_step_size():
+    with pytest.raises(fs.InputError, match="unknown device 'bogus'"):
+        fs.load("protonet-omniglot", device="bogus")
+    if not torch.cuda.is_available():
+        with pytest.raises(fs.InputError, match="no usable CUDA device"):
+            fs.load("protonet-omniglot", device="cuda")
+    for threads in ("4", -1, 1.5):
+        with pytest.raises(fs.InputError, match="threads must be an integer"):
+            fs.load("protonet-omniglot", threads=threads)
+    support = fs.SupportSet.from_tensors(torch.randn(4, 1, 28, 28), [0, 0, 1, 1])
+    with pytest.raises(fs.InputError, match="lr"):
+        fs.load("maml-omniglot").adapt(support, lr=float("inf"))
+
+
+@pytest.mark.parametrize(
+    ("settings", "match"),
+    [
+        ({"image_size": 0}, "image_size"),
+        ({"image_size": 20000}, "image_size"),
+        ({"std": (1e-45,)}, "std"),
+        ({"mean": (float("nan"),)}, "mean"),
+    ],
+)
+def test_preprocessing_settings_name_themselves(settings, match):
+    with pytest.raises(fs.InputError, match=match):
+        fs.create("protonet", **settings)
+
+
+def test_saving_where_nothing_can_be_written_says_so(task, tmp_path):
+    (tmp_path / "file").write_text("")
+    for target in (tmp_path / "file" / "task", "/proc/fewshot-task"):
+        with pytest.raises(fs.InputError, match="cannot write into"):
+            task.save(target)
+
+
+def test_an_onnx_file_whose_metadata_lies_about_its_input_is_refused(task, tmp_path):
+    import onnx
+
+    path = task.export_onnx(tmp_path / "t.onnx")
+    proto = onnx.load(str(path))
+    for entry in proto.metadata_props:
+        if entry.key == "fewshot.image_size":
+            entry.value = "[32, 32]"
+    onnx.save(proto, str(path))
+    with pytest.raises(fs.CheckpointError, match=r"graph takes \[B, 1, 28, 28\] but its fewshot metadata says"):
+        fs.load_task(path)
+
+
+def test_a_strip_photo_is_refused_before_its_resize_fills_memory():
+    from PIL import Image
+
+    with pytest.raises(fs.InputError, match="crop it"):
+        fs.load("protonet-photos").preprocess([Image.new("RGB", (100000, 1))])
+
+
+def test_a_malformed_lake_runs_archive_is_one_line(tmp_path):
+    import zipfile
+
+    from fewshot_sdk.data.omniglot import load_lake_runs
+
+    archive = tmp_path / "all_runs.zip"
+    with zipfile.ZipFile(archive, "w") as handle:
+        handle.writestr("run01/class_labels.txt", "only-one-name\n")
+    with pytest.raises(fs.InputError, match="class_labels.txt does not match"):
+        load_lake_runs(archive)
+
+
+def test_a_task_file_naming_another_method_is_one_line(task, tmp_path):
+    folder = saved_task(task, tmp_path)
+    config = json.loads((folder / TASK_FILE).read_text())
+    config["learner"]["method"] = "no-such-method"
+    (folder / TASK_FILE).write_text(json.dumps(config))
+    with pytest.raises(fs.CheckpointError, match="unknown method 'no-such-method'"):
+        fs.load_task(folder)
+
+
+@pytest.mark.parametrize(("option", "value", "match"), [("--lr", "inf", "lr"), ("--seed", str(10**23), "seed")])
+def test_training_settings_out_of_range_are_one_line(tmp_path, minimal_omniglot_dir, option, value, match):
+    result = run("train", "--out", tmp_path / "out", "--data", minimal_omniglot_dir, option, value)
+    assert_clean_error(result, match)

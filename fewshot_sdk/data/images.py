@@ -15,10 +15,13 @@ from PIL import Image
 
 from fewshot_sdk.config import PreprocessConfig
 from fewshot_sdk.errors import InputError
-from fewshot_sdk.finite import all_finite
 from fewshot_sdk.imageio import ImageLike, is_image_file, load_image, to_model_pixels
 
 __all__ = ["ImageLike", "Preprocessor", "is_image_file", "load_image"]
+
+
+#: Normalised pixels lie within about ±10; far beyond, a network's activations overflow into NaN answers.
+MAX_MODEL_VALUE = 1e4
 
 
 class Preprocessor:
@@ -68,6 +71,13 @@ class Preprocessor:
             raise InputError(f"{argument} is an empty batch")
         if not batch.is_floating_point():
             raise InputError(f"{argument} must be a floating-point tensor, got {batch.dtype}")
-        if not all_finite(batch):
+        low, high = torch.aminmax(batch)  # one pass: NaN propagates, infinity is the largest value
+        peak = max(-float(low), float(high))
+        if peak != peak or peak == float("inf"):
             raise InputError(f"{argument} contains NaN or infinite values")
+        if peak > MAX_MODEL_VALUE:
+            raise InputError(
+                f"{argument} holds values up to {peak:.3g}, not normalised pixels (within about ±10): "
+                "pass images or file paths, or call task.preprocess(images)"
+            )
         return batch.float() if batch.dtype != torch.float32 else batch

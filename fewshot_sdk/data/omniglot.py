@@ -249,17 +249,24 @@ def load_lake_runs(path: str | Path) -> list[LakeRun]:
         raise InputError(f"{source} holds no runNN/class_labels.txt: is it Omniglot's all_runs?")
     runs = []
     for run in run_names:
-        pairs = [line.split() for line in files[f"{run}/class_labels.txt"].decode().splitlines() if line.strip()]
-        training_names = sorted(n for n in files if n.startswith(f"{run}/training/") and n.endswith(".png"))
-        index_of = {name: i for i, name in enumerate(training_names)}
-        runs.append(
-            LakeRun(
-                name=run,
-                training=[(n, _open(files[n], n)) for n in training_names],
-                test=[(test, _open(files[test], test)) for test, _ in pairs],
-                answers=[index_of[train] for _, train in pairs],
+        try:
+            lines = files[f"{run}/class_labels.txt"].decode().splitlines()
+            pairs = [(test, train) for test, train in (line.split() for line in lines if line.strip())]
+            training_names = sorted(n for n in files if n.startswith(f"{run}/training/") and n.endswith(".png"))
+            index_of = {name: i for i, name in enumerate(training_names)}
+            runs.append(
+                LakeRun(
+                    name=run,
+                    training=[(n, _open(files[n], n)) for n in training_names],
+                    test=[(test, _open(files[test], test)) for test, _ in pairs],
+                    answers=[index_of[train] for _, train in pairs],
+                )
             )
-        )
+        except (KeyError, ValueError, UnicodeDecodeError) as exc:  # a line without two names, a missing image
+            raise InputError(
+                f"{source}: {run}/class_labels.txt does not match the run's images ({type(exc).__name__}: {exc}); "
+                "is it Omniglot's all_runs?"
+            ) from None
     return runs
 
 

@@ -142,6 +142,15 @@ class OnnxClassifier:
         outputs = [node.name for node in self.session.get_outputs()]
         if inputs != [self.metadata.input_name] or not set(self.metadata.output_names) <= set(outputs):
             raise InputError(f"{path} has inputs {inputs} and outputs {outputs}, not what its fewshot metadata says")
+        graph_shape = list(self.session.get_inputs()[0].shape)[1:]  # [C, H, W] as the graph fixes them
+        if len(graph_shape) != 3 or any(
+            isinstance(dim, int) and dim != want
+            for dim, want in zip(graph_shape, self.metadata.input_shape, strict=True)
+        ):
+            raise InputError(
+                f"{path}: its graph takes [B, {', '.join(map(str, graph_shape))}] but its fewshot metadata says "
+                f"{list(self.metadata.input_shape)} (channels, height, width): the file was edited; export it again"
+            )
         # fixed by the file, so worked out once here rather than on every batch
         self._input_shape = self.metadata.input_shape
         self._output_names = ["logits", "probs"] + (["novelty"] if self.has_novelty else [])

@@ -49,6 +49,10 @@ def open_task_folder(folder: Path, export: bool = False, threads: int = 0) -> On
     return onnx_task
 
 
+#: No adapted state comes near this; beyond it squared distances overflow float32 into NaN answers.
+MAX_STATE = 1e15
+
+
 def load_task(
     folder: str | os.PathLike,
     backbone_module: nn.Module | None = None,
@@ -77,7 +81,15 @@ def load_task(
         raise CheckpointError(f"saved task not found: {path} is not a folder")
     config: TaskConfig = read_json_model(path / TASK_FILE, TaskConfig)
     tensors = read_weights(path / TASK_WEIGHTS)
-    learner = build_learner(config.learner, backbone_module)
+    try:
+        learner = build_learner(config.learner, backbone_module)
+    except InputError as exc:  # the file names a method or settings this SDK cannot build
+        raise CheckpointError(f"{path / TASK_FILE}: {exc}") from None
+    if config.task != learner.kind.name:
+        raise CheckpointError(
+            f"{path / TASK_FILE} calls this a {config.task} task but its {learner.method} learner's tasks are "
+            f"{learner.kind.name}: the files do not belong together"
+        )
     learner_tensors = {k[len("learner.") :]: v for k, v in tensors.items() if k.startswith("learner.")}
     load_state_into(learner, learner_tensors, path / TASK_WEIGHTS)
     state = {k[len("state.") :]: v for k, v in tensors.items() if k.startswith("state.")}
@@ -87,6 +99,11 @@ def load_task(
         )
     ordered = {name: state[name] for name in config.state_names}
     check_finite(ordered, path / TASK_WEIGHTS)
+    huge = [
+        name for name, t in ordered.items() if t.is_floating_point() and t.numel() and float(t.abs().max()) > MAX_STATE
+    ]
+    if huge:
+        raise CheckpointError(f"{path / TASK_WEIGHTS}: task state {huge[0]} holds values beyond {MAX_STATE:g}; corrupt")
     task = AdaptedModel(
         learner.eval().freeze(),
         ordered,

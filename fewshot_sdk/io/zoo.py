@@ -48,8 +48,11 @@ def load(
     CPU, traced and checked here once; gradients and training run torch. ``threads``: onnxruntime's
     intra-op threads (0: its default).
     """
-    if check_runtime(runtime) == "onnxruntime" and device is not None and torch.device(device).type != "cpu":
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+        raise InputError(f"threads must be an integer >= 0 (0: onnxruntime's default), got {threads!r}")
+    if check_runtime(runtime) == "onnxruntime" and device is not None and str(device) != "cpu":
         raise InputError(f"runtime='onnxruntime' runs the backbone on the CPU, not on {device}; drop device=")
+    check_device(device)
     if not isinstance(name_or_path, (str, os.PathLike)) or not str(name_or_path):
         names = ", ".join(zoo_names()) or "none installed"
         raise CheckpointError(
@@ -66,6 +69,22 @@ def load(
         raise CheckpointError(f"no checkpoint folder or bundled model named {str(name_or_path)!r}; bundled: {names}")
     learner = learner.to(device) if device else learner
     return learner.freeze(onnxruntime_engine(threads) if runtime == "onnxruntime" else None)
+
+
+def check_device(device: object) -> None:
+    """A device this machine has: ``"cpu"``, or ``"cuda"`` / ``"cuda:N"`` where CUDA is available."""
+    if device is None:
+        return
+    try:
+        parsed = torch.device(device)  # type: ignore[arg-type]
+    except (RuntimeError, TypeError):
+        raise InputError(f"unknown device {device!r}; use 'cpu' or 'cuda'") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {device!r}: this machine has no usable CUDA device; use device='cpu'")
+    if parsed.type == "cuda" and parsed.index is not None and parsed.index >= torch.cuda.device_count():
+        raise InputError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if parsed.type not in ("cpu", "cuda"):
+        raise InputError(f"device {device!r} is not supported; use 'cpu' or 'cuda'")
 
 
 def check_runtime(runtime: str) -> str:

@@ -50,7 +50,7 @@ class GradientConfig(StrictModel):
     n_way: int = Field(5, ge=1, description="head rows (classes); a support set may use fewer")
     inner_steps: int = Field(1, ge=0, description="adaptation steps in meta-training")
     test_steps: int = Field(3, ge=0, description="adaptation steps at test time (adapt's default)")
-    inner_lr: float = Field(0.4, gt=0, description="inner-loop step size alpha")
+    inner_lr: float = Field(0.4, gt=0, allow_inf_nan=False, description="inner-loop step size alpha")
     bn: Literal["support", "transductive"] = Field(
         "support", description="query normalisation: support statistics (deployable) or the query batch's (paper)"
     )
@@ -60,7 +60,9 @@ class GradientOptions(StrictModel):
     """adapt(support, steps=, lr=) overrides the configured test-time steps and step size."""
 
     steps: int | None = Field(None, ge=0, strict=True, description="gradient steps (default: config.test_steps)")
-    lr: float | None = Field(None, gt=0, description="inner-loop step size (default: config.inner_lr)")
+    lr: float | None = Field(
+        None, gt=0, allow_inf_nan=False, description="inner-loop step size (default: config.inner_lr)"
+    )
 
 
 class GradientLearner(Learner):

@@ -42,7 +42,7 @@ class TrainConfig(StrictModel):
     q_queries: int = Field(5, ge=1)
     meta_batch: int = Field(1, ge=1, description="episodes per meta-update")
     optimizer: Literal["adam", "sgd"] = "adam"
-    lr: float = Field(1e-3, gt=0)
+    lr: float = Field(1e-3, gt=0, allow_inf_nan=False)
     weight_decay: float = Field(0.0, ge=0)
     lr_decay_every: int = Field(2000, ge=1, description="episodes between LR halvings (StepLR)")
     lr_decay: float = Field(0.5, gt=0, le=1)
@@ -56,7 +56,7 @@ class TrainConfig(StrictModel):
         description="each validation episode draws its classes from one group (the class name's part before '/': "
         "an Omniglot alphabet), as Lake's one-shot runs do",
     )
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**63, description="torch takes seeds below 2**63")
     device: str = "auto"
     frozen_stages: int = Field(
         0,
