@@ -10,6 +10,9 @@ import time
 import pytest
 import torch
 from cli_support import assert_clean_error, run
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 import fewshot_sdk as fs
 from fewshot_sdk.export.metadata import OnnxMetadata
@@ -272,3 +275,58 @@ def test_a_task_file_naming_another_method_is_one_line(task, tmp_path):
 def test_training_settings_out_of_range_are_one_line(tmp_path, minimal_omniglot_dir, option, value, match):
     result = run("train", "--out", tmp_path / "out", "--data", minimal_omniglot_dir, option, value)
     assert_clean_error(result, match)
+
+
+# ---- thrown at random: only our two error types, or a finite answer
+RANDOM = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@RANDOM
+@given(data=st.binary(max_size=2048), suffix=st.sampled_from([".png", ".jpg", ".gif", ".bmp", ".webp", ".tiff"]))
+def test_random_bytes_as_an_image_file(task, tmp_path, data, suffix):
+    path = tmp_path / f"random{suffix}"
+    path.write_bytes(data)
+    try:
+        answer = task.predict(path)
+    except fs.InputError:
+        return
+    assert torch.isfinite(answer.probs).all()
+
+
+@RANDOM
+@given(
+    array=hnp.arrays(
+        dtype=st.sampled_from(["uint8", "uint16", "int16", "int64", "float32", "float64", "bool", "complex64"]),
+        shape=hnp.array_shapes(min_dims=1, max_dims=4, min_side=0, max_side=12),
+    )
+)
+def test_random_arrays_as_images(task, array):
+    try:
+        answer = task.predict(array)
+    except fs.InputError:
+        return
+    assert torch.isfinite(answer.probs).all()
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=20,
+)
+
+
+@RANDOM
+@given(
+    change=st.dictionaries(
+        st.sampled_from(["learner", "class_names", "state_names", "task", "novelty_threshold"]), JSON, min_size=1
+    )
+)
+def test_random_json_in_a_task_file(task, tmp_path_factory, change):
+    folder = task.save(tmp_path_factory.mktemp("random") / "task")
+    config = json.loads((folder / TASK_FILE).read_text())
+    (folder / TASK_FILE).write_text(json.dumps({**config, **change}))
+    try:
+        loaded = fs.load_task(folder)
+    except fs.CheckpointError:
+        return
+    assert torch.isfinite(loaded.predict(torch.zeros(1, 1, 28, 28)).probs).all()
