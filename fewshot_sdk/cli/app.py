@@ -564,6 +564,9 @@ def export(
         str, typer.Option(help="Bundled model name or checkpoint folder; or a saved task folder (then no --support).")
     ] = DEFAULT_MODEL,
     opset: Annotated[int | None, typer.Option(help="ONNX opset to target (default: the exporter's).")] = None,
+    quantize: Annotated[
+        str | None, typer.Option(help="int8: quantized, calibrated on the support images (default: float32).")
+    ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --out file.")] = False,
 ) -> None:
     """Adapt to the support images and write the task as one .onnx file that onnxruntime runs alone."""
@@ -581,7 +584,7 @@ def export(
         if not support:
             fail("give the support images with --support (a folder per class, or one folder of class folders)")
         task = fs.load(model).adapt(support_from_options(support))
-    path = task.export_onnx(out, opset=opset, overwrite=overwrite)
+    path = task.export_onnx(out, opset=opset, overwrite=overwrite, quantize=quantize)
     console.print(f"exported the {task.method} task ({task.num_classes} classes) to {path}")
 
 

@@ -60,6 +60,8 @@ class OnnxMetadata:
     #: The saved task folder this file belongs to (``task.save(..., onnx=True)``), as the digest of its
     #: task files; None: a free-standing export. See :mod:`fewshot_sdk.io.saved_tasks`.
     task_digest: str | None = None
+    #: "int8" for a statically quantized graph (:mod:`fewshot_sdk.export.quantize`); None: float32.
+    quantized: str | None = None
     input_name: str = INPUT_NAME
     output_names: tuple[str, ...] = OUTPUT_NAMES
     format: str = FORMAT
@@ -84,6 +86,7 @@ class OnnxMetadata:
         exporter: str = "",
         novelty_threshold: float | None = None,
         task_digest: str | None = None,
+        quantized: str | None = None,
     ) -> OnnxMetadata:
         """The metadata of a task whose learner preprocesses with ``preprocess`` (a ``PreprocessConfig``).
 
@@ -101,6 +104,7 @@ class OnnxMetadata:
             exporter=exporter,
             novelty_threshold=novelty_threshold,
             task_digest=task_digest,
+            quantized=quantized,
         )
 
     def to_props(self) -> dict[str, str]:
@@ -143,6 +147,7 @@ class OnnxMetadata:
                 resize=ours.get("resize", RESIZE),
                 novelty_threshold=_optional_float(ours.get("novelty_threshold", "null")),
                 task_digest=_optional_digest(ours.get("task_digest", "null")),
+                quantized=None if ours.get("quantized", "null") == "null" else ours["quantized"],
                 input_name=ours.get("input_name", INPUT_NAME),
                 output_names=tuple(json.loads(ours["output_names"])) if "output_names" in ours else OUTPUT_NAMES,
             )
@@ -175,6 +180,8 @@ class OnnxMetadata:
             problems.append(f"resize {self.resize!r}")
         if tuple(self.output_names[:2]) != OUTPUT_NAMES[:2]:
             problems.append(f"outputs {self.output_names}")
+        if self.quantized not in (None, "int8"):
+            problems.append(f"quantized {self.quantized!r}")
         if self.novelty_threshold is not None and "novelty" not in self.output_names:
             problems.append("a novelty threshold without a novelty output")
         if problems:

@@ -299,15 +299,30 @@ class AdaptedModel:
         opset: int | None = None,
         overwrite: bool = False,
         phases: dict[str, float] | None = None,
+        quantize: str | None = None,
     ) -> Path:
         """The task network ``predict`` runs as one ``.onnx`` file (outputs ``logits``, ``probs``, ``novelty``),
         checked against it before it is written; a failed export leaves no file. ``opset``: the target
         (default: the exporter's); ``phases``, when given, receives the seconds each step took.
+        ``quantize="int8"``: statically quantized, calibrated on the task's support images and written only
+        if it keeps their answers (:mod:`fewshot_sdk.export.quantize`); needs a task adapted in this process.
         """
         from fewshot_sdk.export.onnx import check_destination  # onnx: imported when a task is exported
 
+        if quantize not in (None, "int8"):
+            raise InputError(f"quantize takes None (float32) or 'int8', got {quantize!r}")
+        if quantize is not None and self.support is None:
+            raise InputError(
+                "int8 export calibrates on the task's support images, which a reloaded or grown-after-loading task "
+                "does not keep: adapt the task again in this process (learner.adapt), or export in float32"
+            )
         out = check_destination(path, overwrite)
-        return self.write_graph(self.verified_graph(opset, phases), out, phases=phases)
+        graph = self.verified_graph(opset, phases)
+        if quantize is not None:
+            from fewshot_sdk.export.quantize import int8_graph
+
+            graph = int8_graph(graph, self.support.x.detach().cpu().float().numpy())
+        return self.write_graph(graph, out, phases=phases, quantized=quantize)
 
     def write_onnx_into(self, folder: Path) -> Path:
         """Write ``folder/task.onnx`` for the saved task files now in ``folder`` (bound to them by their digest)."""
@@ -327,7 +342,12 @@ class AdaptedModel:
         return verified_graph(self.network, shape, f"{self.method} task", opset, phases)
 
     def write_graph(
-        self, graph: VerifiedGraph, out: Path, digest: str | None = None, phases: dict[str, float] | None = None
+        self,
+        graph: VerifiedGraph,
+        out: Path,
+        digest: str | None = None,
+        phases: dict[str, float] | None = None,
+        quantized: str | None = None,
     ) -> Path:
         """Write ``graph`` with this task's metadata; ``digest``: the saved task files it belongs to."""
         from fewshot_sdk.export.onnx import write_graph
@@ -339,6 +359,7 @@ class AdaptedModel:
             __version__,
             novelty_threshold=self.novelty_threshold_or_none(),
             task_digest=digest,
+            quantized=quantized,
         )
         try:
             return write_graph(graph, metadata, out, phases)
