@@ -71,20 +71,24 @@ def load(
     return learner.freeze(onnxruntime_engine(threads) if runtime == "onnxruntime" else None)
 
 
-def check_device(device: object) -> None:
-    """A device this machine has: ``"cpu"``, or ``"cuda"`` / ``"cuda:N"`` where CUDA is available."""
+def check_device(device: object, choices: str = "'cpu' or 'cuda'") -> torch.device | None:
+    """A device this machine has: ``"cpu"``, or ``"cuda"`` / ``"cuda:N"`` where CUDA is available (None passes).
+
+    ``choices`` names what the caller accepts, for the messages (the CLI also takes ``auto``).
+    """
     if device is None:
-        return
+        return None
     try:
         parsed = torch.device(device)  # type: ignore[arg-type]
     except (RuntimeError, TypeError):
-        raise InputError(f"unknown device {device!r}; use 'cpu' or 'cuda'") from None
+        raise InputError(f"unknown device {device!r}; use {choices}") from None
     if parsed.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device {device!r}: this machine has no usable CUDA device; use device='cpu'")
+        raise InputError(f"device {device!r}: this torch build or machine has no usable CUDA device; use cpu")
     if parsed.type == "cuda" and parsed.index is not None and parsed.index >= torch.cuda.device_count():
         raise InputError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     if parsed.type not in ("cpu", "cuda"):
-        raise InputError(f"device {device!r} is not supported; use 'cpu' or 'cuda'")
+        raise InputError(f"device {device!r} is not supported; use {choices}")
+    return parsed
 
 
 def check_runtime(runtime: str) -> str:

@@ -27,6 +27,7 @@ from fewshot_sdk.config import StrictModel
 from fewshot_sdk.data.episodes import Episode, EpisodeSampler
 from fewshot_sdk.data.labelled import LabelledImages
 from fewshot_sdk.errors import InputError
+from fewshot_sdk.io.zoo import check_device
 from fewshot_sdk.methods.base import Learner
 from fewshot_sdk.train.evaluate import evaluate_episodes, in_eval_mode
 
@@ -106,17 +107,7 @@ def resolve_device(name: str) -> torch.device:
     """``auto``, ``cpu``, ``cuda`` or ``cuda:N``; one line when the device does not exist here."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise InputError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device {name!r} asked for, but this torch build or machine has no usable CUDA: use cpu")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise InputError(f"device {name!r} asked for, but only {torch.cuda.device_count()} CUDA devices exist")
-    if device.type not in ("cpu", "cuda"):
-        raise InputError(f"device {name!r} is not supported: use auto, cpu, cuda or cuda:N")
-    return device
+    return check_device(name, "auto, cpu, cuda or cuda:N")
 
 
 def make_optimizer(learner: Learner, config: TrainConfig) -> torch.optim.Optimizer:
