@@ -26,20 +26,12 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from timing import median_seconds
+
 ROOT = Path(__file__).resolve().parents[2]
 PHOTOS = ROOT / "examples" / "photos" / "support"
 GLYPHS = ROOT / "examples" / "support"  # real Omniglot: an export's parity check on noise can fail its tolerance
-
-
-def median_seconds(call, repeats: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        call()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def measure_paths(repeats: int) -> dict[str, float]:

@@ -245,26 +245,6 @@ def part_env(cpu: bool) -> dict:
 
 
 # --------------------------------------------------------------------------------------------- part: kernels
-def conv4_shapes() -> list[tuple[int, ...]]:
-    """Conv4 (MAML/ProtoNet Omniglot): 4 x (conv3x3 64 filters, bias, batch-norm weight and bias)."""
-    shapes: list[tuple[int, ...]] = []
-    cin = 1
-    for _ in range(4):
-        shapes += [(64, cin, 3, 3), (64,), (64,), (64,)]
-        cin = 64
-    return shapes
-
-
-def resnet12_shapes() -> list[tuple[int, ...]]:
-    """ResNet-12: 4 blocks (64, 160, 320, 640) x 3 conv3x3 + BN, plus a 1x1 shortcut + BN."""
-    shapes: list[tuple[int, ...]] = []
-    cin = 3
-    for c in (64, 160, 320, 640):
-        for i in range(3):
-            shapes += [(c, cin if i == 0 else c, 3, 3), (c,), (c,)]
-        shapes += [(c, cin, 1, 1), (c,), (c,)]
-        cin = c
-    return shapes
 
 
 def pairwise_cases(cpu: bool) -> list[tuple[int, int, int, str, int, str]]:
@@ -287,6 +267,7 @@ def pairwise_cases(cpu: bool) -> list[tuple[int, int, int, str, int, str]]:
 
 def part_kernels(cpu: bool) -> dict:
     import torch
+    from kernels import conv4_shapes, resnet12_shapes  # the CPU kernel benchmark's shapes
 
     from fewshot_sdk.kernels import pairwise_softmax, reference, sgd_step, sgd_step_
 
@@ -623,6 +604,7 @@ def part_nccl(cpu: bool) -> dict:
     os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
     import torch
     import torch.distributed as dist
+    from kernels import conv4_shapes  # the CPU kernel benchmark's shapes
 
     from fewshot_sdk.train.distributed import join_process_group
 
