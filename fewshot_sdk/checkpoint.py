@@ -7,6 +7,7 @@ shared cannot run their code. Every failure names the file and what is wrong.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import torch
 from pydantic import Field, ValidationError
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from fewshot_sdk.config import (
@@ -50,6 +51,9 @@ class SavedLearner(Protocol):
 
 
 CONFIG_FILE = "config.json"
+#: The ``format`` of a learner's and of a saved task's weights header.
+LEARNER_FORMAT = "fewshot-sdk/learner"
+TASK_FORMAT = "fewshot-sdk/task"
 WEIGHTS_FILE = "weights.safetensors"
 
 
@@ -212,10 +216,59 @@ def stored_tensors(learner: SavedLearner) -> dict[str, torch.Tensor]:
     return {k: v.to(dtype) if v.is_floating_point() else v for k, v in learner.state_dict().items()}
 
 
+#: The config fields that decide what the weights compute; provenance, domain and version may change.
+ARCHITECTURE_FIELDS = {"method", "method_config", "backbone", "preprocess"}
+
+
+def weights_header(config: LearnerConfig, file_format: str) -> dict[str, str]:
+    """What a weights file records of the config it was written with, in its safetensors header.
+
+    Shapes catch most swapped files, not all: two checkpoints of one backbone with other
+    temperatures, metrics or input sizes hold tensors of the same shapes. The digest of the
+    fields that decide the computation catches a weights file put beside another config.
+    """
+    architecture = config.model_dump(mode="json", include=ARCHITECTURE_FIELDS)
+    digest = hashlib.sha256(json.dumps(architecture, sort_keys=True).encode()).hexdigest()
+    return {
+        "format": file_format,
+        "method": config.method,
+        "storage_dtype": config.storage_dtype,
+        "config_sha256": digest,
+    }
+
+
+def check_weights_header(path: Path, config: LearnerConfig, config_path: Path, file_format: str) -> None:
+    """Refuse weights written with another config than ``config_path`` holds.
+
+    Files written before the header carried the config (the bundled models among them) have
+    no ``config_sha256`` and are read as before.
+    """
+    try:
+        with safe_open(str(path), framework="pt") as opened:
+            written = opened.metadata() or {}
+    except (OSError, SafetensorError, ValueError) as exc:
+        raise CheckpointError(f"cannot read the header of {path} ({exc}); the file is corrupt") from None
+    if "config_sha256" not in written:
+        return
+    expected = weights_header(config, file_format)
+    for key, what in (("format", "a"), ("method", "a"), ("storage_dtype", "stored as")):
+        if written.get(key) != expected[key]:
+            raise CheckpointError(
+                f"{path} is {what} {written.get(key)!r} file but {config_path} describes {expected[key]!r}: "
+                "the files do not belong together; put back the config saved with these weights"
+            )
+    if written["config_sha256"] != expected["config_sha256"]:
+        raise CheckpointError(
+            f"{path} was saved with another {'/'.join(sorted(ARCHITECTURE_FIELDS))} than {config_path} holds: "
+            "the files do not belong together; put back the config saved with these weights"
+        )
+
+
 def save_learner(learner: SavedLearner, folder: str | Path, overwrite: bool = False) -> Path:
+    config = learner_config(learner)
     with writing_folder(folder, overwrite, (CONFIG_FILE, WEIGHTS_FILE)) as path:
-        write_weights(path / WEIGHTS_FILE, stored_tensors(learner), {"format": "fewshot-sdk/learner"})
-        write_json(path / CONFIG_FILE, learner_config(learner))
+        write_weights(path / WEIGHTS_FILE, stored_tensors(learner), weights_header(config, LEARNER_FORMAT))
+        write_json(path / CONFIG_FILE, config)
     return path
 
 

@@ -330,3 +330,35 @@ def test_random_json_in_a_task_file(task, tmp_path_factory, change):
     except fs.CheckpointError:
         return
     assert torch.isfinite(loaded.predict(torch.zeros(1, 1, 28, 28)).probs).all()
+
+
+def test_weights_put_beside_another_config_are_refused(task, tmp_path):
+    """Same shapes, other computation: the header's config digest catches what shapes cannot."""
+    folder = saved_task(task, tmp_path)
+    config = json.loads((folder / TASK_FILE).read_text())
+    config["learner"]["method_config"]["temperature"] = 7.0
+    (folder / TASK_FILE).write_text(json.dumps(config))
+    with pytest.raises(fs.CheckpointError, match="saved with another .* than .*task.json holds"):
+        fs.load_task(folder)
+
+    learner_folder = fs.load("protonet-omniglot").save(tmp_path / "learner")
+    config = json.loads((learner_folder / "config.json").read_text())
+    config["preprocess"]["image_size"] = [32, 32]
+    (learner_folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(fs.CheckpointError, match="put back the config saved with these weights"):
+        fs.load(learner_folder)
+    config["preprocess"]["image_size"] = [28, 28]
+    config["storage_dtype"] = "float16"
+    (learner_folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(fs.CheckpointError, match="stored as 'float32' file but .* describes 'float16'"):
+        fs.load(learner_folder)
+
+
+def test_provenance_may_change_and_older_headers_still_load(task, tmp_path):
+    folder = saved_task(task, tmp_path)
+    config = json.loads((folder / TASK_FILE).read_text())
+    config["learner"]["provenance"]["results"] = []
+    (folder / TASK_FILE).write_text(json.dumps(config))
+    assert fs.load_task(folder).class_names == task.class_names
+    rewrite_weights(folder, lambda tensors: None)  # a header without the config digest, as older files have
+    assert fs.load_task(folder).class_names == task.class_names

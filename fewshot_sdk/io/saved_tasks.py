@@ -17,7 +17,14 @@ from pathlib import Path
 
 from torch import nn
 
-from fewshot_sdk.checkpoint import check_finite, load_state_into, read_json_model, read_weights
+from fewshot_sdk.checkpoint import (
+    TASK_FORMAT,
+    check_finite,
+    check_weights_header,
+    load_state_into,
+    read_json_model,
+    read_weights,
+)
 from fewshot_sdk.errors import CheckpointError, InputError
 from fewshot_sdk.io.onnx_task import OnnxTask, open_onnx_file
 from fewshot_sdk.io.zoo import build_learner, check_runtime
@@ -90,6 +97,7 @@ def load_task(
             f"{path / TASK_FILE} calls this a {config.task} task but its {learner.method} learner's tasks are "
             f"{learner.kind.name}: the files do not belong together"
         )
+    check_weights_header(path / TASK_WEIGHTS, config.learner, path / TASK_FILE, TASK_FORMAT)
     learner_tensors = {k[len("learner.") :]: v for k, v in tensors.items() if k.startswith("learner.")}
     load_state_into(learner, learner_tensors, path / TASK_WEIGHTS)
     state = {k[len("state.") :]: v for k, v in tensors.items() if k.startswith("state.")}

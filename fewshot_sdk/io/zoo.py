@@ -13,8 +13,10 @@ from torch import nn
 
 from fewshot_sdk.checkpoint import (
     CONFIG_FILE,
+    LEARNER_FORMAT,
     WEIGHTS_FILE,
     LearnerConfig,
+    check_weights_header,
     load_state_into,
     read_json_model,
     read_weights,
@@ -197,5 +199,6 @@ def load_learner(folder: str | Path, backbone_module: nn.Module | None = None) -
         raise CheckpointError(f"{path} is not a checkpoint folder (expected {CONFIG_FILE} + {WEIGHTS_FILE})")
     config = read_json_model(path / CONFIG_FILE, LearnerConfig)
     learner = build_learner(config, backbone_module)
+    check_weights_header(path / WEIGHTS_FILE, config, path / CONFIG_FILE, LEARNER_FORMAT)
     load_state_into(learner, read_weights(path / WEIGHTS_FILE), path / WEIGHTS_FILE)
     return learner.eval()

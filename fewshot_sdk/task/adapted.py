@@ -24,9 +24,11 @@ from PIL import Image
 
 from fewshot_sdk.api import Prediction, QueryLike, SupportSet, TaskKind, query_form
 from fewshot_sdk.checkpoint import (
+    TASK_FORMAT,
     learner_config,
     non_finite,
     stored_tensors,
+    weights_header,
     write_json,
     write_weights,
     writing_folder,
@@ -275,7 +277,6 @@ class AdaptedModel:
                 graph = self.verified_graph() if onnx else None  # before any file is written
                 tensors = {f"learner.{k}": v for k, v in stored_tensors(self.learner).items()}
                 tensors.update({f"state.{k}": v for k, v in self.state.items()})
-                write_weights(path / TASK_WEIGHTS, tensors, {"format": "fewshot-sdk/task"})
                 config = TaskConfig(
                     learner=learner_config(self.learner),
                     class_names=list(self.class_names),
@@ -283,6 +284,7 @@ class AdaptedModel:
                     task=self.task,
                     novelty_threshold=self.novelty_threshold_or_none(),
                 )
+                write_weights(path / TASK_WEIGHTS, tensors, weights_header(config.learner, TASK_FORMAT))
                 write_json(path / TASK_FILE, config)
                 if graph is not None:
                     self.write_graph(graph, path / TASK_ONNX, task_digest(path))
