@@ -103,6 +103,8 @@ class AccuracyResult(StrictModel):
     dataset: str | None = None
     #: every episode's classes from one group (an Omniglot alphabet), as in Lake's runs
     within_group: bool = False
+    #: the queries were scored together, refining the task (``predict(..., transductive=True)``)
+    transductive: bool = False
 
 
 class TrainingInfo(StrictModel):
@@ -144,7 +146,7 @@ class Provenance(StrictModel):
         """Add a result, replacing an earlier one of the same protocol."""
 
         def protocol(r: AccuracyResult) -> tuple[object, ...]:
-            return (r.n_way, r.k_shot, r.q_queries, r.split, r.dataset, r.within_group)
+            return (r.n_way, r.k_shot, r.q_queries, r.split, r.dataset, r.within_group, r.transductive)
 
         kept = [r for r in self.results if protocol(r) != protocol(result)]
         self.results = sorted([*kept, result], key=lambda r: (r.dataset or "", r.split, r.n_way, r.k_shot))

@@ -39,6 +39,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("methods", ("fewshot_sdk.methods",)),
     ("io", ("fewshot_sdk.io",)),
     ("train", ("fewshot_sdk.train",)),
+    # ``fewshot serve``'s service: what the CLI's serve command runs (FastAPI, imported by nothing below)
+    ("serve", ("fewshot_sdk.serve",)),
     # ``python -m fewshot_sdk.train`` (torchrun's entry point, a documented name) is the CLI's train command
     ("cli", ("fewshot_sdk.cli", "fewshot_sdk.train.__main__")),
     ("face", ("fewshot_sdk",)),

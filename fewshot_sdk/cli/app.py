@@ -19,6 +19,7 @@ from rich.table import Table
 from fewshot_sdk.allocator import keep_freed_memory
 from fewshot_sdk.cli.errors import clean_errors, fail
 from fewshot_sdk.cli.progress import embedding_progress, progress_bar
+from fewshot_sdk.cli.serve import serve
 
 #: The bundled photo model; handwriting models (``protonet-omniglot``, ...) are named with --model.
 DEFAULT_MODEL = "protonet-photos"
@@ -69,15 +70,34 @@ def classify(
             "support set) or a novelty threshold.",
         ),
     ] = None,
+    transductive: Annotated[
+        bool,
+        typer.Option(
+            "--transductive",
+            help="Let the queries, classified together, correct the prototypes (ProtoNet; better on photos unlike "
+            "the training ones, with one or few shots; each answer then depends on the other queries).",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Adapt to the support images (or load a saved --task, growing it with --add-support) and classify the queries."""
     from fewshot_sdk.cli.sources import expand_queries, support_from_options  # images: numpy, pillow
 
     threshold = parse_reject(reject)
+    predict_options = {"reject": threshold, "transductive": transductive}
     if task is not None or add_support or remove_class or save_task is not None:
         classify_with_task(
-            query, support, model, task, add_support, remove_class, save_task, overwrite, top_k, threshold, as_json
+            query,
+            support,
+            model,
+            task,
+            add_support,
+            remove_class,
+            save_task,
+            overwrite,
+            top_k,
+            predict_options,
+            as_json,
         )
         return
     if not query:
@@ -88,6 +108,8 @@ def classify(
 
         if support:
             fail("an .onnx model already holds its support set: drop --support")
+        if transductive:
+            fail("an .onnx task scores each query alone: drop --transductive, or give the saved task or its support")
         classifier = OnnxClassifier(model)
         answer = classifier.classify(queries, reject=threshold)
         answers = Answers(classifier.class_names, answer.class_names, answer.probs, answer.novelty, answer.threshold)
@@ -100,7 +122,7 @@ def classify(
         learner = fs.load(model)
         name_learner(learner, model)  # so a warning says "protonet-omniglot is ...", not "this protonet model"
         with one_line_warnings(), embedding_progress(console, quiet=as_json):
-            prediction = learner.adapt(support_from_options(support)).predict(queries, reject=threshold)
+            prediction = learner.adapt(support_from_options(support)).predict(queries, **predict_options)
         answers = Answers.of(prediction)
     print_predictions(queries, answers, top_k, as_json)
 
@@ -115,7 +137,7 @@ def classify_with_task(
     save_task: Path | None,
     overwrite: bool,
     top_k: int,
-    reject: float | str | None,
+    predict_options: dict[str, Any],
     as_json: bool,
 ) -> None:
     """``classify --task``: a saved task, grown or shrunk by class, saved again, and/or classifying queries."""
@@ -144,7 +166,7 @@ def classify_with_task(
     if query:
         queries = expand_queries(query)
         with one_line_warnings():
-            prediction = task.predict(queries, reject=reject)
+            prediction = task.predict(queries, **predict_options)
         print_predictions(queries, Answers.of(prediction), top_k, as_json)
 
 
@@ -445,6 +467,18 @@ def evaluate(
         bool | None,
         typer.Option("--within-alphabet", help="Draw each episode's classes from one alphabet (Lake's task)."),
     ] = None,
+    domain: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--domain",
+            help="A class-per-folder domain evaluated on all its classes (repeatable): 5-way (fewer if it has "
+            "fewer classes) 1- and 5-shot, each domain and their mean.",
+        ),
+    ] = None,
+    transductive: Annotated[
+        bool | None,
+        typer.Option("--transductive", help="Score each episode's queries together (predict's transductive=True)."),
+    ] = None,
     record: Annotated[
         bool,
         typer.Option(
@@ -483,7 +517,9 @@ def evaluate(
         return
     # One process of the group: the library shards the episodes; rank 0 prints and records.
     with distributed.process_group("auto") as ranks:
-        config = config_from(EvaluationConfig, "evaluation", options, q_queries=queries, within_group=within_alphabet)
+        config = config_from(
+            EvaluationConfig, "evaluation", options, q_queries=queries, within_group=within_alphabet, domains=domain
+        )
         protocol = choose_protocol(data, config)
         learner = fs.load(model, runtime=runtime)
         quiet = as_json or not ranks.is_main
@@ -505,10 +541,13 @@ def evaluate(
 def print_result(result: Any) -> None:
     """One figure of ``fewshot evaluate`` as the line it prints, as soon as it is measured."""
     from fewshot_sdk.config import AccuracyResult, LakeRunsResult
+    from fewshot_sdk.train.protocols import DOMAIN_SPLIT
 
     if isinstance(result, AccuracyResult):
         figure = f"{100 * result.accuracy:.2f} ± {100 * result.ci95:.2f}%"
-        typer.echo(f"{result.n_way}-way {result.k_shot}-shot: {figure} ({result.episodes} episodes)")
+        where = f"{result.dataset}, " if result.dataset and result.split == DOMAIN_SPLIT else ""
+        how = ", transductive" if result.transductive else ""
+        typer.echo(f"{where}{result.n_way}-way {result.k_shot}-shot: {figure} ({result.episodes} episodes{how})")
     elif isinstance(result, LakeRunsResult):
         correct = f"{100 * result.accuracy:.2f}% correct ({result.correct}/{result.test_images})"
         typer.echo(f"Lake's {result.runs} runs: {correct}")
@@ -586,6 +625,9 @@ def export(
         task = fs.load(model).adapt(support_from_options(support))
     path = task.export_onnx(out, opset=opset, overwrite=overwrite, quantize=quantize)
     console.print(f"exported the {task.method} task ({task.num_classes} classes) to {path}")
+
+
+app.command()(serve)
 
 
 def main() -> None:

@@ -235,6 +235,14 @@ class Learner(nn.Module, metaclass=ABCMeta):
         """
         return _ScoreWithState(self, state)
 
+    def transductive_module(self, state: TaskState) -> nn.Module:
+        """The scorer of ``predict(..., transductive=True)``: images -> (logits, novelty), the task refined by
+        the query batch it scores. Called on the inference twin; a method without one refuses."""
+        raise InputError(
+            f"transductive prediction refines prototypes with the query batch; a {self.method} task has none: "
+            "use a protonet model (e.g. protonet-photos) or predict without transductive=True"
+        )
+
     # ------------------------------------------------------- inference twin
     def freeze(self, engine: EngineFactory | None = None) -> Learner:
         """Build, once, the inference twin every later ``adapt`` and evaluation use; returns self.
@@ -278,10 +286,14 @@ class Learner(nn.Module, metaclass=ABCMeta):
         nn.Module.train(twin, False)
         return twin.requires_grad_(False)
 
-    def task_network(self, state: TaskState) -> TaskNetwork:
-        """The task network of ``state``: built once per task, run by ``predict``, serialised by export."""
+    def task_network(self, state: TaskState, transductive: bool = False) -> TaskNetwork:
+        """The task network of ``state``: built once per task, run by ``predict``, serialised by export.
+
+        ``transductive``: the network of ``predict(..., transductive=True)``, whose answers depend on the batch.
+        """
         learner = self.inference_learner()
-        return TaskNetwork(learner.export_module(state), learner.probabilities)
+        scorer = learner.transductive_module(state) if transductive else learner.export_module(state)
+        return TaskNetwork(scorer, learner.probabilities)
 
     def train(self, mode: bool = True) -> Learner:
         """Training mode also drops the inference twin (:meth:`freeze`): the weights are about to change."""

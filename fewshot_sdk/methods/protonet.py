@@ -28,6 +28,7 @@ from fewshot_sdk.config import StrictModel
 from fewshot_sdk.data.labelled import LabelledImages
 from fewshot_sdk.kernels import pairwise_logits
 from fewshot_sdk.methods.base import Learner, TaskState, class_means
+from fewshot_sdk.methods.prototype_rectification import rectify
 from fewshot_sdk.registry import register_method
 from fewshot_sdk.task.layout import Layout
 from fewshot_sdk.task.open_set import held_out_scores, max_logit_novelty
@@ -73,10 +74,11 @@ class ProtoNet(Learner):
     def fit_task(
         self, support_x: torch.Tensor, support_y: torch.Tensor, n_way: int, options: StrictModel | None = None
     ) -> TaskState:
-        return {"prototypes": class_means(self.embed(support_x), support_y, n_way)}
+        shots = torch.bincount(support_y, minlength=n_way)
+        return {"prototypes": class_means(self.embed(support_x), support_y, n_way), "shots": shots}
 
     def task_layout(self) -> Layout:
-        return {"prototypes": "class_rows"}
+        return {"prototypes": "class_rows", "shots": "class_rows"}
 
     def score(self, state: TaskState, query_x: torch.Tensor) -> torch.Tensor:
         return self.prototype_logits(self.embed(query_x), state["prototypes"])
@@ -104,6 +106,32 @@ class ProtoNet(Learner):
         if self.config.metric != "sqeuclidean":
             return super().export_module(state)
         return PrototypeLinearHead(_Embedding(self), state["prototypes"], self.config.temperature)
+
+    def transductive_module(self, state: TaskState) -> nn.Module:
+        """Prototypes rectified by each query batch (:mod:`.prototype_rectification`) before they score it.
+
+        A task saved before ProtoNet kept its shots counts every class as one shot.
+        """
+        shots = state.get("shots", torch.ones(len(state["prototypes"]), dtype=torch.long))
+        return RectifiedPrototypes(self, state["prototypes"], shots)
+
+
+class RectifiedPrototypes(nn.Module):
+    """images -> (logits, novelty) against prototypes rectified by the batch itself (transductive)."""
+
+    def __init__(self, learner: ProtoNet, prototypes: torch.Tensor, shots: torch.Tensor) -> None:
+        super().__init__()
+        self.learner = learner
+        self.register_buffer("prototypes", prototypes)
+        self.register_buffer("shots", shots)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.learner.embed(x)
+        prototypes, queries = rectify(self.prototypes, self.shots, features)
+        logits = self.learner.prototype_logits(queries, prototypes)
+        # novelty as the inductive task measures it, so a threshold calibrated on the support still applies
+        novelty = max_logit_novelty(self.learner.prototype_logits(features, self.prototypes))
+        return logits, novelty
 
 
 class _Embedding(nn.Module):

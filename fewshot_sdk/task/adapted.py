@@ -53,6 +53,9 @@ if TYPE_CHECKING:
 
 TaskState = dict[str, torch.Tensor]
 
+#: The smallest query batch ``predict(..., transductive=True)`` refines the task with.
+MIN_TRANSDUCTIVE_BATCH = 2
+
 __all__ = ["TASK_FILE", "TASK_WEIGHTS", "AdaptedModel", "TaskConfig", "TaskLearner", "TaskState", "TaskSupport"]
 
 
@@ -67,7 +70,7 @@ class TaskLearner(Protocol):
 
     def preprocess(self, images: object) -> torch.Tensor: ...
 
-    def task_network(self, state: TaskState) -> TaskNetwork: ...
+    def task_network(self, state: TaskState, transductive: bool = False) -> TaskNetwork: ...
 
     def task_layout(self) -> Layout | None: ...
 
@@ -119,6 +122,7 @@ class AdaptedModel:
         self.kind = task_kind(task)
         self.support = support
         self._novelty_threshold = novelty_threshold
+        self._transductive_network: TaskNetwork | None = None
 
     @property
     def method(self) -> str:
@@ -151,34 +155,60 @@ class AdaptedModel:
     def logits(self, query: QueryLike, batch_size: int = 256) -> torch.Tensor:
         return self.scores(query, batch_size)[0]
 
-    def scores(self, query: QueryLike, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def scores(
+        self, query: QueryLike, batch_size: int = 256, transductive: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Logits [B, N], probabilities [B, N] and novelty [B] of the queries, in chunks of ``batch_size``.
 
-        The queries are validated once for the whole batch and run through the task network.
+        The queries are validated once for the whole batch and run through the task network
+        (``transductive``: the one refined by the whole batch, unchunked; see :meth:`predict`).
         """
         check_batch_size(batch_size)
+        if not isinstance(transductive, bool):
+            raise InputError(f"transductive must be True or False, got {transductive!r}")
+        refined = self.transductive_network if transductive else None  # a method without one refuses here
         batch = self.as_batch(query)
         self.learner.domain_watch.warn(stacklevel=3)  # photos given to a handwriting model: say so, once
+        if refined is not None and len(batch) >= max(MIN_TRANSDUCTIVE_BATCH, self.num_classes):
+            return refined.run(batch, len(batch))
         return self.network.run(batch, batch_size)
 
-    def predict(self, query: QueryLike, batch_size: int = 256, reject: float | str | None = None) -> Prediction:
+    @property
+    def transductive_network(self) -> TaskNetwork:
+        """The task network of ``predict(..., transductive=True)``, built on first use (or refused by the method)."""
+        if self._transductive_network is None:
+            self._transductive_network = self.learner.task_network(self.state, transductive=True)
+        return self._transductive_network
+
+    def predict(
+        self, query: QueryLike, batch_size: int = 256, reject: float | str | None = None, transductive: bool = False
+    ) -> Prediction:
         """Classify queries: class indices, names, every class's probability, and each query's novelty.
 
         ``reject``: None (default) always names a support class; ``"auto"`` answers None for
         queries above :attr:`novelty_threshold`, calibrated on the support set; a number is a
         threshold of your own on ``Prediction.novelty``. For a regression task,
         ``Prediction.values`` holds the predicted outputs.
+
+        ``transductive=True`` (ProtoNet) lets the query batch correct the prototypes before they
+        score it (BD-CSPN's rectification): better off the training domain with one or few shots,
+        but each answer then depends on the rest of the batch, which should hold the task's classes
+        in roughly equal numbers, as a test set or an episode does. A batch smaller than
+        the class count (or than 2) cannot stand for them and is answered inductively. Novelty, and
+        so ``reject``, is the inductive one.
         """
         if not self.kind.classifies:
             check_reject(reject)
-            if reject is not None:
-                raise InputError("reject applies to classification tasks; a regression task predicts values")
+            if reject is not None or transductive:
+                raise InputError(
+                    "reject and transductive apply to classification tasks; a regression task predicts values"
+                )
             empty = torch.empty(0)
             return Prediction(
                 indices=empty.long(), probs=empty, classes=self.class_names, values=self.logits(query, batch_size)
             )
         threshold = resolve_threshold(reject, lambda: self.novelty_threshold)
-        logits, probs, novelty = self.scores(query, batch_size)
+        logits, probs, novelty = self.scores(query, batch_size, transductive)
         return Prediction(
             indices=probs.argmax(dim=1),
             probs=probs,

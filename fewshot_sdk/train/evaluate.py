@@ -23,11 +23,16 @@ from fewshot_sdk.methods.base import Learner
 from fewshot_sdk.train.distributed import Ranks, gather_objects
 
 
-def episode_accuracy(learner: Learner, episode: Episode) -> float:
-    """Query accuracy of one episode, through the same fit_task/score path as ``adapt``/``predict``."""
+def episode_accuracy(learner: Learner, episode: Episode, transductive: bool = False) -> float:
+    """Query accuracy of one episode, through the same fit_task/score path as ``adapt``/``predict``.
+
+    ``transductive``: the queries are scored together by ``predict(..., transductive=True)``'s scorer.
+    """
     state = learner.adapt_tensors(episode.support_x, episode.support_y, episode.n_way)
     with torch.inference_mode():
-        logits = learner.score(state, episode.query_x.to(learner.device))
+        queries = episode.query_x.to(learner.device)
+        scorer = learner.transductive_module(state) if transductive else None
+        logits = scorer(queries)[0] if scorer is not None else learner.score(state, queries)
     return float((logits.argmax(-1).cpu() == episode.query_y).float().mean())
 
 
@@ -77,6 +82,7 @@ def evaluate_episodes(
     within_group: bool = False,
     dataset_name: str | None = None,
     ranks: Ranks | None = None,
+    transductive: bool = False,
 ) -> AccuracyResult:
     """Mean query accuracy ± 95% CI over ``episodes`` seeded episodes.
 
@@ -100,7 +106,7 @@ def evaluate_episodes(
             episode = sampler.sample()
             if index % ranks.world_size != ranks.rank:
                 continue
-            scored.append((index, episode_accuracy(learner, episode)))
+            scored.append((index, episode_accuracy(learner, episode, transductive)))
             if on_episode is not None:
                 on_episode(index)
     if ranks.distributed:
@@ -117,6 +123,7 @@ def evaluate_episodes(
         seed=seed,
         dataset=dataset_name,
         within_group=within_group,
+        transductive=transductive,
     )
 
 

@@ -173,3 +173,34 @@ def test_evaluate_on_full_omniglot_runs_the_papers_protocol_on_the_evaluation_se
                  "--k-shot", 1, "--within-alphabet", "--json")  # fmt: skip
     assert within.exit_code == 0, within.output
     assert [e["within_group"] for e in json.loads(within.output)["episodes"]] == [True]
+
+
+def test_evaluate_over_domains_prints_each_and_the_mean(tmp_path, examples_dir):
+    import shutil
+
+    for name, count in (("glyphs_a", 3), ("glyphs_b", 2)):
+        for folder in sorted((examples_dir / "support").iterdir())[:count]:
+            shutil.copytree(folder, tmp_path / name / folder.name)
+    args = ["evaluate", "--model", "protonet-omniglot", "--k-shot", 1, "--queries", 2, "--episodes", 3]
+    result = run(*args, "--domain", tmp_path / "glyphs_a", "--domain", tmp_path / "glyphs_b", "--transductive")
+    assert result.exit_code == 0, result.output
+    assert "glyphs_a, 3-way 1-shot:" in result.output and "glyphs_b, 2-way 1-shot:" in result.output
+    assert "mean of glyphs_a, glyphs_b, 5-way 1-shot:" in result.output and "transductive" in result.output
+    assert_clean_error(run(*args, "--domain", tmp_path / "missing"), "missing")
+
+
+def test_classify_transductive_and_where_it_cannot_run(examples_dir, tmp_path):
+    photos = examples_dir / "photos"
+    result = run("classify", "--support", photos / "support", "--query", photos / "queries", "--transductive")
+    assert result.exit_code == 0, result.output
+    assert [line.split(": ")[1].split(" ")[0] for line in result.output.strip().splitlines()] == [
+        "flamingo",
+        "laptop",
+        "panda",
+        "pizza",
+        "starfish",
+    ]
+    glyphs = ["--model", "matching-omniglot", "--support", examples_dir / "support", "--query", examples_dir / "queries"]
+    assert_clean_error(run("classify", *glyphs, "--transductive"), "has none")
+    onnx = run("classify", "--model", tmp_path / "t.onnx", "--query", photos / "queries", "--transductive")
+    assert_clean_error(onnx, "drop --transductive")

@@ -78,3 +78,39 @@ def test_results_are_recorded_into_a_checkpoint_folder_of_the_users(tmp_path, mo
     learner.provenance.record(result)
     record_results(learner, own)
     assert fs.load(own).provenance.results == [result]
+
+
+@pytest.fixture()
+def two_domains(tmp_path, examples_dir):
+    """Two class-per-folder domains of handwritten characters: three classes and two."""
+    import shutil
+
+    classes = sorted((examples_dir / "support").iterdir())
+    for name, chosen in (("three", classes), ("two", classes[:2])):
+        for folder in chosen:
+            shutil.copytree(folder, tmp_path / name / folder.name)
+    return tmp_path / "three", tmp_path / "two"
+
+
+def test_domains_are_evaluated_whole_each_reported_then_their_mean(two_domains):
+    learner = fs.load("protonet-omniglot")
+    shipped = len(learner.provenance.results)
+    config = EvaluationConfig(domains=list(two_domains), k_shot=[1], q_queries=2, episodes=4)
+    protocol = choose_protocol(None, config)
+    assert protocol.domains == two_domains and protocol.domain_settings == ((5, 1),) and protocol.data is None
+    evaluation = run_protocol(learner, protocol, config)
+    assert [(r.dataset, r.n_way, r.split) for r in evaluation.episodes] == [("three", 3, "domain"), ("two", 2, "domain")]
+    (mean,) = evaluation.domain_means
+    three, two = evaluation.episodes
+    assert mean.dataset == "mean of three, two" and mean.k_shot == 1
+    assert mean.accuracy == pytest.approx((three.accuracy + two.accuracy) / 2)
+    assert mean.ci95 == pytest.approx((three.ci95**2 + two.ci95**2) ** 0.5 / 2)
+    assert evaluation.as_json()["domain_means"][0]["dataset"] == "mean of three, two"
+    transductive = run_protocol(learner, protocol, config.model_copy(update={"transductive": True}))
+    assert all(r.transductive for r in transductive.episodes)
+    assert len(learner.provenance.results) == shipped + 4  # inductive and transductive figures are kept apart
+
+
+def test_a_missing_domain_is_refused_before_anything_runs(tmp_path, two_domains):
+    with pytest.raises(InputError, match="nowhere"):
+        choose_protocol(None, EvaluationConfig(domains=[two_domains[0], tmp_path / "nowhere"]))
