@@ -40,7 +40,7 @@ from fewshot_sdk.serve.limits import BodyLimit, Limits
 from fewshot_sdk.serve.metrics import Metrics, MetricsMiddleware
 from fewshot_sdk.serve.settings import ServeSettings, from_environment
 from fewshot_sdk.serve.tasks_store import TaskStore
-from fewshot_sdk.serve.uploads import decode_image, shown
+from fewshot_sdk.serve.uploads import decode_image, field_name, shown
 from fewshot_sdk.version import __version__
 
 PAGE = Path(__file__).resolve().parent / "page"
@@ -81,7 +81,7 @@ async def read_uploads(request: Request, limits: Limits) -> list[tuple[str, Uplo
         for field, value in form.multi_items():
             if not isinstance(value, UploadFile):
                 raise InputError(f"form field {shown(field)!r} holds text, not a file: send each image as a file")
-            uploads.append((field, (value.filename, await value.read())))
+            uploads.append((field_name(field), (value.filename, await value.read())))
     finally:
         await form.close()
     if not uploads:

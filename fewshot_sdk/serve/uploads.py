@@ -10,6 +10,7 @@ so a picture above the pixel limit is refused before it is decoded.
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from collections.abc import Iterable
 
@@ -21,6 +22,14 @@ from fewshot_sdk.serve.errors import TooLarge
 
 #: Longer names do not fit a page or a log line, and are no one's class name.
 MAX_CLASS_NAME = 100
+#: What browsers and HTTP clients percent-encode in a multipart field's name: control characters and quotes.
+ESCAPED_IN_FIELD_NAMES = re.compile(r"%(?:[01][0-9a-fA-F]|7[fF]|22)")
+
+
+def field_name(raw: str) -> str:
+    """A multipart field's name as the client meant it: ``line%0Abreak`` is a name with a line break in it,
+    to be refused as one (browsers escape only these characters, so only these are unescaped)."""
+    return ESCAPED_IN_FIELD_NAMES.sub(lambda match: chr(int(match.group()[1:], 16)), raw)
 
 
 def shown(name: str | None, limit: int = 80) -> str:
