@@ -92,24 +92,32 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def served(tasks: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[str]:
-    """``fewshot serve --tasks TASKS ARGS`` in a process of its own on a free loopback port; yields its URL."""
-    port = free_port()
-    command = [sys.executable, "-c", "from fewshot_sdk.cli.app import main; main()", "serve"]
-    command += ["--tasks", str(tasks), "--port", str(port), *args]
+def served(tasks: Path, *args: str, env: dict[str, str] | None = None, count: int = 1) -> Iterator[list[str]]:
+    """``count`` processes of ``fewshot serve --tasks TASKS ARGS``, each on a free loopback port, started
+    together; yields their URLs."""
     environment = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    process = subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
+    processes, urls = [], []
     try:
-        wait_until_up(url, process)
-        yield url
+        for _ in range(count):
+            port = free_port()
+            command = [sys.executable, "-c", "from fewshot_sdk.cli.app import main; main()", "serve"]
+            command += ["--tasks", str(tasks), "--port", str(port), *args]
+            processes.append(
+                subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            )
+            urls.append(f"http://127.0.0.1:{port}")
+        for url, process in zip(urls, processes, strict=True):
+            wait_until_up(url, process)
+        yield urls
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 def wait_until_up(url: str, process: subprocess.Popen, timeout: float = 90.0) -> None:
@@ -140,5 +148,5 @@ def photos():
 
 @pytest.fixture(scope="session")
 def server():
-    """``server(tasks, *args, env=None)``: a context manager running ``fewshot serve`` in its own process."""
+    """``server(tasks, *args, env=None, count=1)``: ``fewshot serve`` in processes of its own (their URLs)."""
     return served
