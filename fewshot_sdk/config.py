@@ -8,7 +8,7 @@ silently ignored setting.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -105,6 +105,8 @@ class AccuracyResult(StrictModel):
     within_group: bool = False
     #: the queries were scored together, refining the task (``predict(..., transductive=True)``)
     transductive: bool = False
+    #: ``adapt``'s options the tasks were adapted with (e.g. ``{"finetune": "auto"}``)
+    adapt_options: dict[str, Any] = Field(default_factory=dict)
 
 
 class TrainingInfo(StrictModel):
@@ -146,7 +148,8 @@ class Provenance(StrictModel):
         """Add a result, replacing an earlier one of the same protocol."""
 
         def protocol(r: AccuracyResult) -> tuple[object, ...]:
-            return (r.n_way, r.k_shot, r.q_queries, r.split, r.dataset, r.within_group, r.transductive)
+            adapted = (r.transductive, sorted(r.adapt_options.items()))
+            return (r.n_way, r.k_shot, r.q_queries, r.split, r.dataset, r.within_group, *adapted)
 
         kept = [r for r in self.results if protocol(r) != protocol(result)]
         self.results = sorted([*kept, result], key=lambda r: (r.dataset or "", r.split, r.n_way, r.k_shot))

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -29,32 +30,14 @@ import torch
 
 import fewshot_sdk as fs
 from fewshot_sdk.config import AccuracyResult
-from fewshot_sdk.models.backbones import PHOTO_PREPROCESS
 from fewshot_sdk.train.protocols import EvaluationConfig, choose_protocol, run_protocol
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # photo_models.py beside this file
+from photo_models import MODELS
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 DOMAINS = ("eurosat_rgb", "chest_xray_pneumonia", "plantvillage_apple", "dtd_textures")
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "photos"
-
-
-def frozen_imagenet() -> fs.Learner:
-    learner = fs.create("protonet", backbone={"name": "efficientnet-lite0", "pretrained": True}, feature_norm="l2")
-    return learner.freeze()
-
-
-def shipped_at_224() -> fs.Learner:
-    shipped = fs.load("protonet-photos")
-    learner = type(shipped)(shipped.config, shipped.backbone_config, PHOTO_PREPROCESS)
-    learner.load_state_dict(shipped.state_dict())
-    learner.domain = shipped.domain
-    return learner.eval().freeze()
-
-
-MODELS = {
-    "frozen-imagenet": frozen_imagenet,
-    "protonet-photos": lambda: fs.load("protonet-photos"),
-    "protonet-photos@224": shipped_at_224,
-}
 
 
 def seconds_per_task(learner: fs.Learner, shots: int, transductive: bool, repeats: int) -> float:

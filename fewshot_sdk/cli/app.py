@@ -78,6 +78,14 @@ def classify(
             "the training ones, with one or few shots; each answer then depends on the other queries).",
         ),
     ] = False,
+    finetune: Annotated[
+        str | None,
+        typer.Option(
+            "--finetune",
+            help="'auto': fine-tune the end of the network on the support photos (seconds, not milliseconds; "
+            "better on photos unlike the model's training ones).",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Adapt to the support images (or load a saved --task, growing it with --add-support) and classify the queries."""
@@ -86,6 +94,8 @@ def classify(
     threshold = parse_reject(reject)
     predict_options = {"reject": threshold, "transductive": transductive}
     if task is not None or add_support or remove_class or save_task is not None:
+        if finetune:
+            fail("--finetune adapts a new task on --support; a saved --task keeps the network it was adapted with")
         classify_with_task(
             query,
             support,
@@ -110,6 +120,8 @@ def classify(
             fail("an .onnx model already holds its support set: drop --support")
         if transductive:
             fail("an .onnx task scores each query alone: drop --transductive, or give the saved task or its support")
+        if finetune:
+            fail("an .onnx model holds its network already: drop --finetune")
         classifier = OnnxClassifier(model)
         answer = classifier.classify(queries, reject=threshold)
         answers = Answers(classifier.class_names, answer.class_names, answer.probs, answer.novelty, answer.threshold)
@@ -122,7 +134,8 @@ def classify(
         learner = fs.load(model)
         name_learner(learner, model)  # so a warning says "protonet-omniglot is ...", not "this protonet model"
         with one_line_warnings(), embedding_progress(console, quiet=as_json):
-            prediction = learner.adapt(support_from_options(support)).predict(queries, **predict_options)
+            task = learner.adapt(support_from_options(support), **adapt_options(finetune))
+            prediction = task.predict(queries, **predict_options)
         answers = Answers.of(prediction)
     print_predictions(queries, answers, top_k, as_json)
 
@@ -203,6 +216,15 @@ def one_line_warnings() -> Iterator[None]:
         warnings.simplefilter("always", DomainWarning)
         warnings.showwarning = show
         yield
+
+
+def adapt_options(finetune: str | None) -> dict[str, Any]:
+    """``--finetune``: ``auto`` (adapt's ``finetune="auto"``), else a one-line error."""
+    if finetune is None:
+        return {}
+    if finetune != "auto":
+        fail(f"--finetune takes 'auto', got {finetune!r}")
+    return {"finetune": "auto"}
 
 
 def parse_reject(reject: str | None) -> float | str | None:
@@ -479,6 +501,10 @@ def evaluate(
         bool | None,
         typer.Option("--transductive", help="Score each episode's queries together (predict's transductive=True)."),
     ] = None,
+    finetune: Annotated[
+        str | None,
+        typer.Option("--finetune", help="'auto': fine-tune every episode's task on its support (adapt's finetune)."),
+    ] = None,
     record: Annotated[
         bool,
         typer.Option(
@@ -546,7 +572,9 @@ def print_result(result: Any) -> None:
     if isinstance(result, AccuracyResult):
         figure = f"{100 * result.accuracy:.2f} ± {100 * result.ci95:.2f}%"
         where = f"{result.dataset}, " if result.dataset and result.split == DOMAIN_SPLIT else ""
-        how = ", transductive" if result.transductive else ""
+        how = (", fine-tuned" if result.adapt_options.get("finetune") else "") + (
+            ", transductive" if result.transductive else ""
+        )
         typer.echo(f"{where}{result.n_way}-way {result.k_shot}-shot: {figure} ({result.episodes} episodes{how})")
     elif isinstance(result, LakeRunsResult):
         correct = f"{100 * result.accuracy:.2f}% correct ({result.correct}/{result.test_images})"
@@ -606,6 +634,14 @@ def export(
     quantize: Annotated[
         str | None, typer.Option(help="int8: quantized, calibrated on the support images (default: float32).")
     ] = None,
+    finetune: Annotated[
+        str | None,
+        typer.Option(
+            "--finetune",
+            help="'auto': fine-tune the end of the network on the support photos (seconds, not milliseconds; "
+            "better on photos unlike the model's training ones).",
+        ),
+    ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --out file.")] = False,
 ) -> None:
     """Adapt to the support images and write the task as one .onnx file that onnxruntime runs alone."""
@@ -616,13 +652,13 @@ def export(
 
     check_destination(out, overwrite)  # fail before adapting, not after
     if (Path(model) / TASK_FILE).is_file():
-        if support:
-            fail("a saved task already holds its support set: drop --support")
+        if support or finetune:
+            fail("a saved task already holds its support set and network: drop --support and --finetune")
         task = fs.load_task(model)
     else:
         if not support:
             fail("give the support images with --support (a folder per class, or one folder of class folders)")
-        task = fs.load(model).adapt(support_from_options(support))
+        task = fs.load(model).adapt(support_from_options(support), **adapt_options(finetune))
     path = task.export_onnx(out, opset=opset, overwrite=overwrite, quantize=quantize)
     console.print(f"exported the {task.method} task ({task.num_classes} classes) to {path}")
 

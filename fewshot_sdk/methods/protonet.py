@@ -28,10 +28,19 @@ from fewshot_sdk.config import StrictModel
 from fewshot_sdk.data.labelled import LabelledImages
 from fewshot_sdk.kernels import pairwise_logits
 from fewshot_sdk.methods.base import Learner, TaskState, class_means
+from fewshot_sdk.methods.finetuning import FineTune, FineTunedScorer, finetuned_state, resolve, tuned_first_stage
 from fewshot_sdk.methods.prototype_rectification import rectify
 from fewshot_sdk.registry import register_method
 from fewshot_sdk.task.layout import Layout
 from fewshot_sdk.task.open_set import held_out_scores, max_logit_novelty
+
+
+class ProtoNetOptions(StrictModel):
+    """finetune: "auto", or settings of test-time fine-tuning (see fewshot_sdk.methods.finetuning); None: none"""
+
+    finetune: FineTune = Field(
+        None, description='"auto" or FineTuneSettings: tune the last backbone stages and a head on the support'
+    )
 
 
 class ProtoNetConfig(StrictModel):
@@ -46,6 +55,7 @@ class ProtoNetConfig(StrictModel):
 class ProtoNet(Learner):
     method = "protonet"
     Config = ProtoNetConfig
+    Options = ProtoNetOptions
     config: ProtoNetConfig
     task_independent_embedding = True
 
@@ -55,7 +65,10 @@ class ProtoNet(Learner):
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """f(x), after the configured SimpleShot transform."""
-        features = self.backbone(x)
+        return self.transform(self.backbone(x))
+
+    def transform(self, features: torch.Tensor) -> torch.Tensor:
+        """The configured SimpleShot transform of backbone outputs."""
         if self.config.feature_norm == "centered-l2":
             features = features - self.feature_mean
         if self.config.feature_norm != "none":
@@ -75,7 +88,14 @@ class ProtoNet(Learner):
         self, support_x: torch.Tensor, support_y: torch.Tensor, n_way: int, options: StrictModel | None = None
     ) -> TaskState:
         shots = torch.bincount(support_y, minlength=n_way)
-        return {"prototypes": class_means(self.embed(support_x), support_y, n_way), "shots": shots}
+        state = {"prototypes": class_means(self.embed(support_x), support_y, n_way), "shots": shots}
+        settings = resolve(options.finetune) if isinstance(options, ProtoNetOptions) else None
+        if settings is not None:
+            tuned = finetuned_state(
+                self.backbone, self.transform, self.preprocess_config, support_x, support_y, n_way, settings
+            )
+            state.update(tuned)
+        return state
 
     def task_layout(self) -> Layout:
         return {"prototypes": "class_rows", "shots": "class_rows"}
@@ -103,6 +123,8 @@ class ProtoNet(Learner):
             return held_out_scores(novelty_of, features, y.to(features.device), n_way, min_classes=1)
 
     def export_module(self, state: TaskState) -> nn.Module:
+        if tuned_first_stage(state) is not None:
+            return FineTunedScorer(self.backbone, self.transform, self.prototype_logits, state)
         if self.config.metric != "sqeuclidean":
             return super().export_module(state)
         return PrototypeLinearHead(_Embedding(self), state["prototypes"], self.config.temperature)
@@ -112,6 +134,8 @@ class ProtoNet(Learner):
 
         A task saved before ProtoNet kept its shots counts every class as one shot.
         """
+        if tuned_first_stage(state) is not None:
+            return FineTunedScorer(self.backbone, self.transform, self.prototype_logits, state, transductive=True)
         shots = state.get("shots", torch.ones(len(state["prototypes"]), dtype=torch.long))
         return RectifiedPrototypes(self, state["prototypes"], shots)
 

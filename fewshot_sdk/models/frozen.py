@@ -61,13 +61,13 @@ class FrozenBackbone(Backbone):
     def run_stages(self, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
         engine = self.engine
         whole = start == 0 and stop == len(self.stages)
-        if whole and engine is not None and not torch.is_grad_enabled() and not _tracing() and engine.accepts(x):
+        if whole and engine is not None and not torch.is_grad_enabled() and not is_tracing() and engine.accepts(x):
             return engine(x)
         return super().run_stages(x, start, stop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # tracing first: len(x) would freeze the exported graph's batch size
-        if _tracing() or len(x) <= self.inference_chunk:
+        if is_tracing() or len(x) <= self.inference_chunk:
             return super().forward(x)
         outputs = []
         for start in range(0, len(x), self.inference_chunk):
@@ -76,6 +76,6 @@ class FrozenBackbone(Backbone):
         return torch.cat(outputs)
 
 
-def _tracing() -> bool:
+def is_tracing() -> bool:
     """Whether torch is recording a graph (an export's trace or ``torch.export``), which must see torch's network."""
     return torch.jit.is_tracing() or torch.compiler.is_exporting() or torch.compiler.is_compiling()

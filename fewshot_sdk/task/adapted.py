@@ -293,6 +293,12 @@ class AdaptedModel:
                 f"cannot {action} a {self.method} task: its adapted state depends on the whole support set; "
                 "adapt again on the new support set (learner.adapt)"
             )
+        whole = sorted(set(self.state) - set(layout))
+        if whole:
+            raise InputError(
+                f"cannot {action} this {self.method} task: it was fine-tuned on its whole support set "
+                f"({len(whole)} tuned tensors, e.g. {whole[0]}); adapt again, with finetune, on the new support set"
+            )
         return layout
 
     def save(self, folder: str | os.PathLike, overwrite: bool = False, onnx: bool = False) -> Path:

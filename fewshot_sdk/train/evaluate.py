@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -23,16 +23,24 @@ from fewshot_sdk.methods.base import Learner
 from fewshot_sdk.train.distributed import Ranks, gather_objects
 
 
-def episode_accuracy(learner: Learner, episode: Episode, transductive: bool = False) -> float:
+def episode_accuracy(
+    learner: Learner, episode: Episode, transductive: bool = False, options: dict[str, object] | None = None
+) -> float:
     """Query accuracy of one episode, through the same fit_task/score path as ``adapt``/``predict``.
 
     ``transductive``: the queries are scored together by ``predict(..., transductive=True)``'s scorer.
+    ``options``: ``adapt``'s (e.g. ``finetune``); a state they change is scored by its task network.
     """
-    state = learner.adapt_tensors(episode.support_x, episode.support_y, episode.n_way)
+    state = learner.adapt_tensors(episode.support_x, episode.support_y, episode.n_way, **(options or {}))
     with torch.inference_mode():
         queries = episode.query_x.to(learner.device)
-        scorer = learner.transductive_module(state) if transductive else None
-        logits = scorer(queries)[0] if scorer is not None else learner.score(state, queries)
+        if transductive:
+            logits = learner.transductive_module(state)(queries)[0]
+        elif options:
+            logits = learner.export_module(state)(queries)
+            logits = logits[0] if isinstance(logits, tuple) else logits
+        else:
+            logits = learner.score(state, queries)
     return float((logits.argmax(-1).cpu() == episode.query_y).float().mean())
 
 
@@ -83,6 +91,7 @@ def evaluate_episodes(
     dataset_name: str | None = None,
     ranks: Ranks | None = None,
     transductive: bool = False,
+    options: dict[str, object] | None = None,
 ) -> AccuracyResult:
     """Mean query accuracy ± 95% CI over ``episodes`` seeded episodes.
 
@@ -100,13 +109,14 @@ def evaluate_episodes(
     ranks = ranks or Ranks()
     learner = learner.frozen_or_self()
     scored: list[tuple[int, float]] = []
-    with in_eval_mode(learner), embedded_once(learner, dataset) as inputs:
+    embedding = nullcontext(dataset) if options else embedded_once(learner, dataset)  # options may tune the network
+    with in_eval_mode(learner), embedding as inputs:
         sampler = EpisodeSampler(inputs, n_way, k_shot, q_queries, seed=seed, within_group=within_group)
         for index in range(episodes):
             episode = sampler.sample()
             if index % ranks.world_size != ranks.rank:
                 continue
-            scored.append((index, episode_accuracy(learner, episode, transductive)))
+            scored.append((index, episode_accuracy(learner, episode, transductive, options)))
             if on_episode is not None:
                 on_episode(index)
     if ranks.distributed:
@@ -124,6 +134,7 @@ def evaluate_episodes(
         dataset=dataset_name,
         within_group=within_group,
         transductive=transductive,
+        adapt_options=options or {},
     )
 
 

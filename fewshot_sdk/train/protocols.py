@@ -70,6 +70,11 @@ class EvaluationConfig(StrictModel):
         default_factory=list, description="class-per-folder domains, each on all its classes, reported with their mean"
     )
     transductive: bool = Field(False, description="score each episode's queries together (predict's transductive)")
+    finetune: Literal["auto"] | None = Field(None, description='"auto": fine-tune each task (adapt\'s finetune)')
+
+    def adapt_options(self) -> dict[str, object]:
+        """``adapt``'s options every episode's task is adapted with."""
+        return {"finetune": self.finetune} if self.finetune is not None else {}
 
 
 @dataclass(frozen=True)
@@ -185,6 +190,7 @@ def run_protocol(
                 dataset_name=name,
                 ranks=ranks,
                 transductive=config.transductive,
+                options=config.adapt_options(),
             )
         learner.provenance.record(result)
         evaluation.episodes.append(result)

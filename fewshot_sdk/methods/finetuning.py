@@ -1,0 +1,220 @@
+"""Test-time fine-tuning: the last stages of the backbone and a cosine head, trained on one support set.
+
+A metric method embeds a support set with weights meta-learned elsewhere; on a far domain (X-rays,
+satellite tiles, leaves) those features separate the new classes poorly, and no amount of
+prototype arithmetic recovers what the features lost. Fine-tuning the end of the network on the
+support set itself is the strongest answer the cross-domain literature has (BSCD-FSL, Guo et al.
+2020; P>M>F, Hu et al. 2022). What is trained, per task, on a copy (the learner never changes):
+
+- the last ``stages`` stages of the backbone that hold weights (batch norm folded into them where
+  the inference twin folds it, so their biases play batch norm's affine part);
+- a cosine classifier, ``scale * cos(f(x), w_k)``, its rows started at the normalised prototypes
+  (Proto-MAML's initialisation, Triantafillou et al. 2020), so step 0 is the prototype classifier.
+
+The support is seen as ``views`` random views per image (:mod:`fewshot_sdk.data.augment`); the
+frozen prefix of the backbone runs once per view, and each of the ``steps`` full-batch Adam steps
+runs only the tuned stages. The tuned weights and the head are the task's state (``finetuned.*``,
+``head``), so a fine-tuned task saves, reloads and exports like any other; its novelty (and so
+``reject``) is measured by the untuned network against the prototypes, where the threshold of
+``reject="auto"`` is calibrated.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import TYPE_CHECKING, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field, field_validator
+from torch import nn
+
+from fewshot_sdk.config import StrictModel
+from fewshot_sdk.data.augment import random_views
+from fewshot_sdk.methods.prototype_rectification import rectify
+from fewshot_sdk.models.frozen import is_tracing
+from fewshot_sdk.task.open_set import max_logit_novelty
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from fewshot_sdk.config import PreprocessConfig
+    from fewshot_sdk.models.backbones import Backbone
+
+#: Task-state names: the tuned stages' tensors are ``finetuned.<stage>.<parameter>``.
+TUNED_PREFIX = "finetuned."
+HEAD = "head"
+
+
+class FineTuneSettings(StrictModel):
+    """How ``adapt(support, finetune=...)`` trains the end of the network on the support set."""
+
+    stages: int = Field(2, ge=1, le=64, description="last backbone stages holding weights that are tuned")
+    steps: int = Field(20, ge=1, le=10_000, description="full-batch Adam steps over every view of the support")
+    lr: float = Field(1e-3, gt=0, le=1, description="Adam's learning rate for the tuned stages")
+    head_lr: float = Field(1e-2, gt=0, le=10, description="Adam's learning rate for the cosine head")
+    views: int = Field(4, ge=1, le=64, description="views per support image: itself, then random ones")
+    flips: bool = Field(False, description="mirror views too (leave off where a mirror image means another class)")
+    scale: float = Field(10.0, gt=0, le=1000, description="logits are scale * cosine similarity")
+    seed: int = Field(0, ge=0, lt=2**63, description="seeds the views, so one support set gives one task")
+
+    @field_validator("lr", "head_lr", "scale")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError("must be a finite number")
+        return value
+
+
+#: ``finetune="auto"``'s settings (the rule chosen on the development domains: see the README).
+AUTO = FineTuneSettings()
+
+FineTune = Literal["auto"] | FineTuneSettings | None
+
+
+def resolve(finetune: FineTune) -> FineTuneSettings | None:
+    """The settings ``finetune`` stands for (None: no fine-tuning)."""
+    return AUTO if finetune == "auto" else finetune  # type: ignore[return-value]
+
+
+def weighted_stages(backbone: Backbone) -> list[int]:
+    """Indices of the backbone's stages that hold weights (a pooling stage holds none)."""
+    return [i for i, stage in enumerate(backbone.stages) if any(True for _ in stage.parameters())]
+
+
+def first_tuned_stage(backbone: Backbone, stages: int) -> int:
+    weighted = weighted_stages(backbone)
+    return weighted[-min(stages, len(weighted))]
+
+
+class TunedTail(nn.Module):
+    """Stages ``first``.. of a backbone, copied (their weights replaced by tuned ones where given), then flattened."""
+
+    def __init__(self, backbone: Backbone, first: int, flatten: bool) -> None:
+        super().__init__()
+        self.first = first
+        self.body = nn.Sequential(*(copy.deepcopy(stage) for stage in backbone.stages[first:]))
+        self.flatten = flatten
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.body(x)
+        return out.flatten(1) if self.flatten else out
+
+    def tuned_state(self) -> dict[str, torch.Tensor]:
+        """The tuned weights as task-state tensors, named by the stage they belong to."""
+        return {
+            f"{TUNED_PREFIX}{self.first + int(name.split('.')[0])}.{name.split('.', 1)[1]}": tensor.detach().clone()
+            for name, tensor in self.body.state_dict().items()
+        }
+
+    def load_tuned(self, state: dict[str, torch.Tensor]) -> TunedTail:
+        names = {}
+        for key, tensor in state.items():
+            stage, _, name = key[len(TUNED_PREFIX) :].partition(".")
+            names[f"{int(stage) - self.first}.{name}"] = tensor
+        self.body.load_state_dict(names, strict=True)
+        return self
+
+
+def tuned_first_stage(state: dict[str, torch.Tensor]) -> int | None:
+    """The first tuned stage of a fine-tuned task state; None for a state that was not fine-tuned."""
+    stages = [int(key[len(TUNED_PREFIX) :].split(".")[0]) for key in state if key.startswith(TUNED_PREFIX)]
+    return min(stages) if stages else None
+
+
+def finetuned_state(
+    backbone: Backbone,
+    transform: Callable[[torch.Tensor], torch.Tensor],
+    preprocess: PreprocessConfig,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    n_way: int,
+    settings: FineTuneSettings,
+) -> dict[str, torch.Tensor]:
+    """The tuned stages and the cosine head, trained on ``settings.views`` views of the support ``x``, ``y``.
+
+    ``transform``: the method's feature transform after the backbone (ProtoNet's SimpleShot norm).
+    Runs on the backbone's device with autograd on, whatever the caller's mode; ``backbone`` is read only.
+    """
+    first = first_tuned_stage(backbone, settings.stages)
+    generator = torch.Generator().manual_seed(settings.seed)
+    device = x.device
+    views = random_views(x.cpu(), preprocess, settings.views, settings.flips, generator).to(device)
+    labels = y.repeat_interleave(settings.views)
+    with torch.no_grad():
+        chunk = backbone.inference_chunk
+        prefix = torch.cat([backbone.run_stages(part, 0, first) for part in torch.split(views, chunk)])
+    tail = TunedTail(backbone, first, backbone.flatten).to(device).eval()
+    with torch.enable_grad():
+        tail.requires_grad_(True)
+        with torch.no_grad():
+            originals = transform(tail(prefix[:: settings.views]))
+            one_hot = F.one_hot(y, n_way).to(originals.dtype)
+            prototypes = one_hot.t() @ originals / one_hot.sum(0).clamp_min(1).unsqueeze(1)
+        head = nn.Parameter(F.normalize(prototypes, dim=1))
+        optimizer = torch.optim.Adam(
+            [{"params": list(tail.parameters()), "lr": settings.lr}, {"params": [head], "lr": settings.head_lr}]
+        )
+        for _ in range(settings.steps):
+            optimizer.zero_grad(set_to_none=True)
+            logits = cosine_logits(transform(tail(prefix)), head, settings.scale)
+            F.cross_entropy(logits, labels).backward()
+            optimizer.step()
+    return {**tail.tuned_state(), HEAD: head.detach().clone(), "scale": torch.tensor(settings.scale)}
+
+
+def cosine_logits(features: torch.Tensor, head: torch.Tensor, scale: torch.Tensor | float) -> torch.Tensor:
+    return scale * F.normalize(features, dim=1) @ F.normalize(head, dim=1).t()
+
+
+class FineTunedScorer(nn.Module):
+    """images -> (logits, novelty) of a fine-tuned task: the shared prefix, then the tuned tail and its head.
+
+    The untuned tail of the same prefix gives the novelty against the prototypes, as an untuned task
+    of the same support set measures it. ``transductive``: the head's rows are rectified by the batch
+    (:mod:`.prototype_rectification`) before they score it.
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        transform: Callable[[torch.Tensor], torch.Tensor],
+        novelty_logits: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        state: dict[str, torch.Tensor],
+        transductive: bool = False,
+    ) -> None:
+        super().__init__()
+        first = tuned_first_stage(state)
+        assert first is not None, "not a fine-tuned task state"
+        self.backbone = backbone
+        self.first = first
+        self.tail = TunedTail(backbone, first, backbone.flatten)
+        self.tail.load_tuned({k: v for k, v in state.items() if k.startswith(TUNED_PREFIX)})
+        self.tail.eval().requires_grad_(False)
+        self.transform = transform
+        self.novelty_logits = novelty_logits
+        self.transductive = transductive
+        self.register_buffer("head", F.normalize(state[HEAD], dim=1))
+        self.register_buffer("prototypes", state["prototypes"])
+        self.register_buffer("shots", state["shots"])
+        self.scale = float(state["scale"])
+
+    def features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(tuned, untuned) embeddings, in chunks of the backbone's ``inference_chunk`` (a trace sees one)."""
+        chunk = self.backbone.inference_chunk
+        if is_tracing() or len(x) <= chunk:
+            shared = self.backbone.run_stages(x, 0, self.first)
+            untuned = self.backbone.run_stages(shared, self.first, len(self.backbone.stages))
+            untuned = untuned.flatten(1) if self.backbone.flatten else untuned
+            return self.transform(self.tail(shared)), self.transform(untuned)
+        parts = [self.features(part) for part in torch.split(x, chunk)]
+        return torch.cat([tuned for tuned, _ in parts]), torch.cat([untuned for _, untuned in parts])
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        tuned, untuned = self.features(x)
+        novelty = max_logit_novelty(self.novelty_logits(untuned, self.prototypes))
+        if self.transductive:
+            rows, shifted = rectify(self.head, self.shots, F.normalize(tuned, dim=1))
+            return cosine_logits(shifted, rows, self.scale), novelty
+        return cosine_logits(tuned, self.head, self.scale), novelty

@@ -1,0 +1,119 @@
+"""Test-time fine-tuning: the task holds the tuned network; the learner never changes; saves, reloads, exports."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+import fewshot_sdk as fs
+from fewshot_sdk.data.augment import random_views
+from fewshot_sdk.methods.finetuning import TUNED_PREFIX, FineTuneSettings
+
+QUICK = {"stages": 1, "steps": 3, "views": 2}
+
+
+@pytest.fixture(scope="module")
+def glyphs(examples_dir):
+    return fs.SupportSet.from_folder(examples_dir / "support"), sorted((examples_dir / "queries").iterdir())
+
+
+def test_views_are_the_image_then_seeded_random_ones_in_the_pixel_range():
+    config = fs.load("protonet-photos").preprocess_config
+    images = (torch.rand(3, 3, 40, 56) - 0.498) / 0.502
+    views = random_views(images, config, 4, flips=False, generator=torch.Generator().manual_seed(1))
+    assert views.shape == (12, 3, 40, 56)
+    torch.testing.assert_close(views[::4], images)  # view 0 of each image is the image
+    again = random_views(images, config, 4, flips=False, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(views, again, rtol=0, atol=0)
+    pixels = views * 0.5019607843137255 + 0.4980392156862745
+    assert float(pixels.min()) >= -1e-6 and float(pixels.max()) <= 1 + 1e-6
+    assert not torch.allclose(views[1], views[0])
+
+
+def test_the_learner_is_bitwise_unchanged_and_the_task_holds_the_tuned_tail(glyphs):
+    learner = fs.load("protonet-omniglot")
+    before = {k: v.clone() for k, v in learner.state_dict().items()}
+    twin_before = {k: v.clone() for k, v in learner.frozen_or_self().state_dict().items()}
+    task = learner.adapt(glyphs[0], finetune=QUICK)
+    for name, tensor in learner.state_dict().items():
+        assert torch.equal(tensor, before[name]), name
+    for name, tensor in learner.frozen_or_self().state_dict().items():
+        assert torch.equal(tensor, twin_before[name]), name
+    tuned = [k for k in task.state if k.startswith(TUNED_PREFIX)]
+    assert tuned and {"head", "prototypes", "shots", "scale"} <= set(task.state)
+    plain = learner.adapt(glyphs[0])
+    assert task.predict(glyphs[1]).class_names == plain.predict(glyphs[1]).class_names
+    torch.testing.assert_close(task.predict(glyphs[1]).novelty, plain.predict(glyphs[1]).novelty)  # untuned novelty
+
+
+def test_a_fine_tuned_task_saves_reloads_and_exports_with_parity(glyphs, tmp_path):
+    import onnxruntime
+
+    task = fs.load("protonet-omniglot").adapt(glyphs[0], finetune=QUICK)
+    expected = task.predict(glyphs[1])
+    reloaded = fs.load_task(task.save(tmp_path / "task"))
+    torch.testing.assert_close(reloaded.predict(glyphs[1]).probs, expected.probs, rtol=0, atol=1e-6)
+    path = task.export_onnx(tmp_path / "task.onnx")
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    batch = task.as_batch(glyphs[1]).numpy()
+    probs = session.run(["probs"], {"images": batch})[0]
+    np.testing.assert_allclose(probs, expected.probs.numpy(), atol=1e-4)
+    with pytest.raises(fs.InputError, match="fine-tuned on its whole support set"):
+        task.add_classes({"extra": [glyphs[1][0]]})
+    with pytest.raises(fs.InputError, match="fine-tuned on its whole support set"):
+        task.remove_classes([task.class_names[0]])
+
+
+def test_concurrent_fine_tuning_adapts_equal_the_single_threaded_ones(glyphs):
+    learner = fs.load("protonet-omniglot")
+    alone = [learner.adapt(glyphs[0], finetune={**QUICK, "seed": seed}).state for seed in range(8)]
+    together: list[dict[str, torch.Tensor] | None] = [None] * 8
+
+    def adapt(seed: int) -> None:
+        together[seed] = learner.adapt(glyphs[0], finetune={**QUICK, "seed": seed}).state
+
+    threads = [threading.Thread(target=adapt, args=(seed,)) for seed in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for one, other in zip(alone, together, strict=True):
+        assert other is not None and set(one) == set(other)
+        for name in one:
+            torch.testing.assert_close(other[name], one[name], rtol=0, atol=0)
+    assert not torch.equal(alone[0]["head"], alone[1]["head"])  # the seed picks the views
+
+
+def test_fine_tuning_fits_the_support_of_real_photos(examples_dir):
+    learner = fs.load("protonet-photos")
+    support = fs.SupportSet.from_folder(examples_dir / "photos" / "support")
+    settings = {"stages": 1, "steps": 8, "views": 2}
+    task = learner.adapt(support, finetune=settings)
+    queries = sorted((examples_dir / "photos" / "queries").iterdir())
+    assert task.predict(queries).class_names == ["flamingo", "laptop", "panda", "pizza", "starfish"]
+    assert task.predict(queries, transductive=True).class_names == ["flamingo", "laptop", "panda", "pizza", "starfish"]
+    x, y = support.to_tensors(learner.preprocessor)
+    untuned = learner.adapt(support, finetune={**settings, "steps": 1, "lr": 1e-9, "head_lr": 1e-9})
+    loss = {
+        name: float(torch.nn.functional.cross_entropy(t.network.run(x, 64)[0], y))
+        for name, t in (("tuned", task), ("untuned", untuned))
+    }
+    assert loss["tuned"] < 0.5 * loss["untuned"], loss  # the support is fitted
+
+
+@pytest.mark.parametrize(
+    ("finetune", "match"),
+    [("bogus", "finetune"), ({"lr": float("inf")}, "lr"), ({"steps": 0}, "steps"), ({"colour": 1}, "colour")],
+)
+def test_bad_fine_tuning_settings_are_one_line(glyphs, finetune, match):
+    with pytest.raises(fs.InputError, match=match):
+        fs.load("protonet-omniglot").adapt(glyphs[0], finetune=finetune)
+
+
+def test_methods_without_fine_tuning_say_so(glyphs):
+    with pytest.raises(fs.InputError, match="matching takes no options"):
+        fs.load("matching-omniglot").adapt(glyphs[0], finetune="auto")
+    assert FineTuneSettings().stages >= 1
