@@ -85,7 +85,7 @@ def shared(learner, tmp_path_factory):
     return client, response.json()["id"], root
 
 
-def free_port() -> int:
+def pick_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
@@ -99,7 +99,7 @@ def served(tasks: Path, *args: str, env: dict[str, str] | None = None, count: in
     processes, urls = [], []
     try:
         for _ in range(count):
-            port = free_port()
+            port = pick_port()
             command = [sys.executable, "-c", "from fewshot_sdk.cli.app import main; main()", "serve"]
             command += ["--tasks", str(tasks), "--port", str(port), *args]
             processes.append(
@@ -144,6 +144,12 @@ def photos():
         queries = staticmethod(query_files)
 
     return Photos()
+
+
+@pytest.fixture()
+def free_port() -> int:
+    """A loopback port no one listens on now."""
+    return pick_port()
 
 
 @pytest.fixture(scope="session")
