@@ -241,7 +241,12 @@ class TaskStore:
 
     def _entry(self, task_id: str, with_task: bool) -> Entry:
         for attempt in range(3):
-            version = self._version(task_id)
+            try:
+                version = self._version(task_id)
+            except UnknownTask:
+                with self._guard:
+                    self._cache.pop(task_id, None)  # deleted, maybe by another replica: forget it here too
+                raise
             try:
                 key = self._key(version)
                 with self._guard:
