@@ -170,23 +170,26 @@ class TaskStore:
         now = time.time()
         counts = {name: len(images) for name, images in classes.items()}
         record = TaskRecord(model=self.model, counts=counts, created=now, updated=now)
-        self._publish(task_id, self._write_version(task_id, task, record), replacing=None)
-        return self.info(task_id)
+        version = self._write_version(task_id, task, record)
+        self._publish(task_id, version, replacing=None)
+        return self._remember(task_id, version, task)
 
     def add_classes(self, task_id: str, classes: Mapping[str, Sequence[object]]) -> TaskInfo:
         check_class_names(classes)
         with self._writing(task_id) as (base, task, record):
             grown = task.add_classes(dict(classes))
             counts = {**record.counts, **{name: len(images) for name, images in classes.items()}}
-            self._replace(task_id, base, grown, record.model_copy(update={"counts": counts, "updated": time.time()}))
-        return self.info(task_id)
+            return self._replace(
+                task_id, base, grown, record.model_copy(update={"counts": counts, "updated": time.time()})
+            )
 
     def remove_classes(self, task_id: str, names: Sequence[str]) -> TaskInfo:
         with self._writing(task_id) as (base, task, record):
             shrunk = task.remove_classes(list(names))
             counts = {name: count for name, count in record.counts.items() if name in shrunk.class_names}
-            self._replace(task_id, base, shrunk, record.model_copy(update={"counts": counts, "updated": time.time()}))
-        return self.info(task_id)
+            return self._replace(
+                task_id, base, shrunk, record.model_copy(update={"counts": counts, "updated": time.time()})
+            )
 
     def delete(self, task_id: str) -> None:
         with self._task_lock(task_id):
@@ -354,8 +357,25 @@ class TaskStore:
             )
             yield base, task, record
 
-    def _replace(self, task_id: str, base: Path, task: AdaptedModel, record: TaskRecord) -> None:
-        self._publish(task_id, self._write_version(task_id, task, record), replacing=base)
+    def _replace(self, task_id: str, base: Path, task: AdaptedModel, record: TaskRecord) -> TaskInfo:
+        version = self._write_version(task_id, task, record)
+        self._publish(task_id, version, replacing=base)
+        return self._remember(task_id, version, task)
+
+    def _remember(self, task_id: str, version: Path, task: AdaptedModel) -> TaskInfo:
+        """Cache the task just published as it is in memory: this process's next predictions need not read it."""
+        entry = self._read(task_id, version, self._key(version), with_task=False)
+        entry.task = AdaptedModel(
+            task.learner,
+            task.state,
+            task.class_names,
+            task.task,
+            novelty_threshold=entry.info.threshold,  # as recorded; the support images stay on disk
+            network=task.network,
+        )
+        with self._guard:
+            self._cache[task_id] = entry
+        return entry.info
 
     def _write_version(self, task_id: str, task: AdaptedModel, record: TaskRecord) -> Path:
         """A complete new version folder, not yet the task's."""
