@@ -34,6 +34,17 @@ app = typer.Typer(
 console = Console(stderr=True)
 
 
+#: ``--finetune`` of the commands that adapt a task on support images (classify, export).
+FinetuneOption = Annotated[
+    str | None,
+    typer.Option(
+        "--finetune",
+        help="'auto': fine-tune the end of the network on the support photos (seconds, not milliseconds; "
+        "better on photos unlike the model's training ones).",
+    ),
+]
+
+
 @app.command()
 @clean_errors
 def classify(
@@ -78,14 +89,7 @@ def classify(
             "the training ones, with one or few shots; each answer then depends on the other queries).",
         ),
     ] = False,
-    finetune: Annotated[
-        str | None,
-        typer.Option(
-            "--finetune",
-            help="'auto': fine-tune the end of the network on the support photos (seconds, not milliseconds; "
-            "better on photos unlike the model's training ones).",
-        ),
-    ] = None,
+    finetune: FinetuneOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Adapt to the support images (or load a saved --task, growing it with --add-support) and classify the queries."""
@@ -634,14 +638,7 @@ def export(
     quantize: Annotated[
         str | None, typer.Option(help="int8: quantized, calibrated on the support images (default: float32).")
     ] = None,
-    finetune: Annotated[
-        str | None,
-        typer.Option(
-            "--finetune",
-            help="'auto': fine-tune the end of the network on the support photos (seconds, not milliseconds; "
-            "better on photos unlike the model's training ones).",
-        ),
-    ] = None,
+    finetune: FinetuneOption = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --out file.")] = False,
 ) -> None:
     """Adapt to the support images and write the task as one .onnx file that onnxruntime runs alone."""
