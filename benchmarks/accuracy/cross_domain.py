@@ -69,13 +69,14 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--episodes", type=int, default=600)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--modes", nargs="+", default=["inductive", "transductive"])
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     torch.manual_seed(0)
     rows = []
     for name in args.models:
         learner = MODELS[name]()
-        for transductive in (False, True):
+        for transductive in (mode == "transductive" for mode in args.modes):
             started = time.time()
             results = evaluate(learner, args, transductive)
             speed = {k: seconds_per_task(learner, k, transductive, args.repeats) for k in (1, 5)}

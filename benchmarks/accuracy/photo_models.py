@@ -6,9 +6,9 @@ import fewshot_sdk as fs
 from fewshot_sdk.models.backbones import PHOTO_PREPROCESS
 
 
-def frozen_imagenet() -> fs.Learner:
-    learner = fs.create("protonet", backbone={"name": "efficientnet-lite0", "pretrained": True}, feature_norm="l2")
-    return learner.freeze()
+def frozen_imagenet(feature_norm: str = "l2") -> fs.Learner:
+    backbone = {"name": "efficientnet-lite0", "pretrained": True}
+    return fs.create("protonet", backbone=backbone, feature_norm=feature_norm).freeze()
 
 
 def shipped_at_224() -> fs.Learner:
@@ -19,8 +19,36 @@ def shipped_at_224() -> fs.Learner:
     return learner.eval().freeze()
 
 
+def interpolated(weight: float, feature_norm: str = "l2", preprocess: object = PHOTO_PREPROCESS) -> fs.Learner:
+    """The shipped weights averaged with the ImageNet ones they started from, at 224 px (WiSE-FT, Wortsman
+    et al. 2022: ``weight`` * meta-fine-tuned + (1 - ``weight``) * ImageNet), which keeps much of what
+    fine-tuning adds on its own domain and more of the start's robustness elsewhere."""
+    shipped = fs.load("protonet-photos")
+    start = fs.create("protonet", backbone={"name": "efficientnet-lite0", "pretrained": True}, feature_norm="l2")
+    config = shipped.config.model_copy(update={"feature_norm": feature_norm})
+    learner = type(shipped)(config, shipped.backbone_config, preprocess)
+    tuned, imagenet = shipped.state_dict(), start.state_dict()
+    mixed = {
+        k: weight * v + (1 - weight) * imagenet[k] if v.is_floating_point() and k in imagenet else v
+        for k, v in tuned.items()
+    }
+    learner.load_state_dict(mixed)
+    learner.domain = shipped.domain
+    return learner.eval().freeze()
+
+
 MODELS = {
     "frozen-imagenet": frozen_imagenet,
     "protonet-photos": lambda: fs.load("protonet-photos"),
     "protonet-photos@224": shipped_at_224,
+    "interpolated-0.5@224": lambda: interpolated(0.5),
+    "interpolated-0.25@224": lambda: interpolated(0.25),
+    "interpolated-0.75@224": lambda: interpolated(0.75),
+    "frozen-imagenet-sqrt": lambda: frozen_imagenet("sqrt-l2"),
+    "interpolated-0.25@224-sqrt": lambda: interpolated(0.25, "sqrt-l2"),
+    "interpolated-1@224-sqrt": lambda: interpolated(1.0, "sqrt-l2"),
+    "interpolated-0.5@224-sqrt": lambda: interpolated(0.5, "sqrt-l2"),
+    "interpolated-0.5@192-sqrt": lambda: interpolated(
+        0.5, "sqrt-l2", PHOTO_PREPROCESS.model_copy(update={"image_size": (192, 192), "resize_shorter": 219})
+    ),
 }

@@ -46,7 +46,7 @@ class ProtoNetOptions(StrictModel):
 class ProtoNetConfig(StrictModel):
     metric: Literal["sqeuclidean", "cosine"] = "sqeuclidean"
     temperature: float = Field(1.0, gt=0, description="logits are -distance / temperature")
-    feature_norm: Literal["none", "l2", "centered-l2"] = Field(
+    feature_norm: Literal["none", "l2", "centered-l2", "sqrt-l2"] = Field(
         "none", description="SimpleShot transform of embeddings before prototypes (centered-l2: minus the train mean)"
     )
 
@@ -71,6 +71,8 @@ class ProtoNet(Learner):
         """The configured SimpleShot transform of backbone outputs."""
         if self.config.feature_norm == "centered-l2":
             features = features - self.feature_mean
+        if self.config.feature_norm == "sqrt-l2":  # features after a ReLU: never negative
+            features = features.clamp_min(0).sqrt()
         if self.config.feature_norm != "none":
             features = F.normalize(features, dim=-1)
         return features

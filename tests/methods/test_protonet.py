@@ -23,6 +23,23 @@ def test_prototypes_and_logits_match_the_papers_equations_in_float64():
         torch.testing.assert_close(learner.score(state, q), expected_logits)
 
 
+def test_square_root_features_on_the_sphere_match_a_float64_reference():
+    """sqrt-l2: the power transform (Hu et al. 2021) of the non-negative backbone outputs, then L2."""
+    torch.manual_seed(3)
+    learner = fs.create("protonet", feature_norm="sqrt-l2").double()
+    x = torch.randn(5, 1, 28, 28, dtype=torch.float64)
+    with torch.no_grad():
+        raw = learner.backbone(x)
+        assert bool((raw >= 0).all())  # after a ReLU and pooling
+        expected = raw.sqrt() / raw.sqrt().norm(dim=1, keepdim=True)
+        torch.testing.assert_close(learner.embed(x), expected)
+    learner, x = learner.float(), x.float()
+    state = learner.adapt_tensors(x, torch.tensor([0, 1, 0, 1, 1]), 2)
+    with torch.no_grad():
+        exported = learner.export_module(state)(x)[0].softmax(-1)
+    torch.testing.assert_close(exported, learner.score(state, x).softmax(-1), rtol=1e-4, atol=1e-5)
+
+
 def test_exported_linear_head_gives_the_same_probabilities():
     torch.manual_seed(1)
     learner = fs.create("protonet")

@@ -1,0 +1,136 @@
+"""Choosing the open-set rule for new domains: novelty scores and "auto" thresholds, on one set of episodes.
+
+Every image of a domain is embedded once by the model (its task-independent embedding), then seeded
+episodes are drawn: ``n_way`` support classes with ``--shots`` examples and 15 queries each, and 5
+queries from each of the other classes (at most 5 of them). The support classes are half the domain's
+classes where it has fewer than ten. For each novelty score, the per-episode AUROC (in-support vs outside
+queries); for each threshold rule, calibrated on the support alone (held-out scores, as
+``reject="auto"``), the fraction of in-support queries rejected and of outside queries accepted.
+
+Scores (larger: more novel): ``prototype`` (squared distance to the nearest prototype, today's),
+``max-softmax`` (minus the largest probability, Hendrycks & Gimpel 2017), ``nearest-shot`` (squared
+distance to the nearest support example), ``energy`` (minus logsumexp of the logits, Liu et al. 2020).
+Thresholds: ``balanced`` (today's: best balanced accuracy between held-out known and unknown scores)
+and ``known-q<p>`` (the p-quantile of the held-out known scores, so about p of the known queries are kept;
+the balanced one where the support has one shot and no known score).
+
+    python benchmarks/accuracy/open_set_rules.py --model protonet-photos --episodes 300
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from fewshot_sdk.data.folders import scan_class_folders
+from fewshot_sdk.data.labelled import LabelledImages
+from fewshot_sdk.methods.base import class_means
+from fewshot_sdk.task.open_set import choose_threshold, held_out_scores
+from fewshot_sdk.train.evaluate import auroc
+from fewshot_sdk.train.recipes import dataset_splits
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # photo_models.py beside this file
+from photo_models import MODELS
+
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+QUANTILES = (0.9, 0.95)
+
+
+def scores(kind: str, queries: torch.Tensor, support: torch.Tensor, labels: torch.Tensor, n: int, t: float):
+    prototypes = class_means(support, labels, n)
+    distances = torch.cdist(queries, prototypes) ** 2
+    if kind == "prototype":
+        return distances.min(1).values / t
+    if kind == "max-softmax":
+        return -(-distances / t).softmax(1).max(1).values
+    if kind == "energy":
+        return -torch.logsumexp(-distances / t, 1)
+    if kind == "nearest-shot":
+        return (torch.cdist(queries, support) ** 2).min(1).values / t
+    if kind == "task-centred":
+        centre = support.mean(0)
+        moved = F.normalize(support - centre, dim=1)
+        return (torch.cdist(F.normalize(queries - centre, dim=1), class_means(moved, labels, n)) ** 2).min(1).values
+    if kind == "class-scaled":
+        spread = ((support - prototypes[labels]) ** 2).sum(1)
+        per_class = class_means(spread[:, None], labels, n)[:, 0]
+        per_class = torch.where(per_class > 0, per_class, spread.mean().clamp_min(1e-6))
+        return (distances / per_class).min(1).values
+    raise ValueError(kind)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="protonet-photos", choices=list(MODELS))
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--domains", nargs="+", default=["eurosat_rgb", "plantvillage_apple", "caltech101"])
+    parser.add_argument("--shots", type=int, default=5)
+    parser.add_argument("--episodes", type=int, default=300)
+    args = parser.parse_args()
+    learner = MODELS[args.model]().frozen_or_self()
+    temperature = float(getattr(learner.config, "temperature", 1.0))
+    kinds = ("prototype", "max-softmax", "nearest-shot", "energy", "task-centred", "class-scaled")
+    thresholds = ("balanced", *(f"known-q{q:g}" for q in QUANTILES))
+    print(f"{args.model}, {args.shots}-shot, {args.episodes} episodes a domain")
+    print("| domain | ways + outside | score | AUROC | threshold | in-support rejected | outside accepted |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for domain in args.domains:
+        if domain == "caltech101":
+            data = dataset_splits(args.data / domain, learner).test
+        else:
+            data = LabelledImages.from_mapping(scan_class_folders(args.data / domain), learner.preprocessor)
+        with torch.no_grad():
+            features = torch.cat([learner.embed(part) for part in torch.split(data.images, 64)])
+        by_class = data.indices_by_class()
+        n_way = 5 if data.num_classes >= 10 else max(2, data.num_classes // 2)
+        outside = min(5, data.num_classes - n_way)
+        generator = torch.Generator().manual_seed(0)
+        figures: dict[tuple[str, str], list[tuple[float, float]]] = {}
+        aurocs: dict[str, list[float]] = {kind: [] for kind in kinds}
+        for _ in range(args.episodes):
+            classes = torch.randperm(data.num_classes, generator=generator)[: n_way + outside].tolist()
+            support, support_y, inside, outsiders = [], [], [], []
+            for label, c in enumerate(classes):
+                order = by_class[c][torch.randperm(len(by_class[c]), generator=generator)]
+                if label < n_way:
+                    support.append(features[order[: args.shots]])
+                    support_y.append(torch.full((args.shots,), label))
+                    inside.append(features[order[args.shots : args.shots + 15]])
+                else:
+                    outsiders.append(features[order[:5]])
+            s, y = torch.cat(support), torch.cat(support_y)
+            known_q, outside_q = torch.cat(inside), torch.cat(outsiders)
+            for kind in kinds:
+                inside_scores = scores(kind, known_q, s, y, n_way, temperature)
+                outside_scores = scores(kind, outside_q, s, y, n_way, temperature)
+                aurocs[kind].append(auroc(inside_scores, outside_scores))
+
+                def novelty_of(fit, fit_y, n, held, kind=kind):
+                    return scores(kind, held, fit, fit_y, n, temperature)
+
+                known, unknown = held_out_scores(novelty_of, s, y, n_way, min_classes=1)
+                for rule in thresholds:
+                    if rule == "balanced" or known.numel() == 0:
+                        threshold = choose_threshold(known, unknown)
+                    else:
+                        threshold = float(torch.quantile(known.double(), float(rule.removeprefix("known-q"))))
+                    rejected = float((inside_scores > threshold).double().mean())
+                    accepted = float((outside_scores <= threshold).double().mean())
+                    figures.setdefault((kind, rule), []).append((rejected, accepted))
+        for kind in kinds:
+            for rule in thresholds:
+                pairs = figures[(kind, rule)]
+                rejected = 100 * statistics.fmean(p[0] for p in pairs)
+                accepted = 100 * statistics.fmean(p[1] for p in pairs)
+                area = statistics.fmean(aurocs[kind])
+                where = f"| {domain} | {n_way} + {outside} | {kind} | {area:.3f} |"
+                print(f"{where} {rule} | {rejected:.1f} | {accepted:.1f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
