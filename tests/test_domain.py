@@ -163,7 +163,7 @@ def test_models_lists_each_bundled_models_domain_and_input_size():
             assert (entry["domain"], entry["input_size"]) == ("handwritten-characters", "1x28x28"), entry
     assert (models["maml-sinusoid"]["domain"], models["maml-sinusoid"]["input_size"]) == ("sinusoid-regression", "1")
     if "protonet-photos" in models:
-        assert (models["protonet-photos"]["domain"], models["protonet-photos"]["input_size"]) == ("photos", "3x192x192")
+        assert (models["protonet-photos"]["domain"], models["protonet-photos"]["input_size"]) == ("photos", "3x224x224")
     table = run("models")
     assert table.exit_code == 0, table.output
     assert "handwritten-characters" in table.stdout or "handwritten" in table.stdout

@@ -18,7 +18,7 @@ come last and take what the others left, up to 240 s:
 - ``maml``: ``fs.load("maml-omniglot")``, ``learner.adapt(support, steps=5)`` on 5 x 1 glyphs, ``predict`` of 75
   queries; and the adapted task network's forward captured in a CUDA graph by this script (the SDK does not
   capture graphs itself) against its eager forward;
-- ``photos``: ``fs.load("protonet-photos")``'s embedding of random 64-image 192x192 batches, images/s;
+- ``photos``: ``fs.load("protonet-photos")``'s embedding of random 64-image batches at its input size, images/s;
 - ``nccl``: a one-rank NCCL process group through the SDK's ``join_process_group``: all_reduce and broadcast of
   a Conv4-sized gradient, checked and timed (collectives between ranks need 2 GPUs);
 - ``train``: ``fewshot train --method protonet ... --episodes 20 --nproc-per-node 1 --device cuda`` on Omniglot's
