@@ -24,7 +24,7 @@ from timing import device_name, median_seconds, report
 
 import fewshot_sdk as fs
 from fewshot_sdk.data.augment import random_views
-from fewshot_sdk.methods.finetuning import AUTO, FineTuneSettings, TunedTail, first_tuned_stage
+from fewshot_sdk.methods.finetuning import FineTuneSettings, TunedTail, auto_settings, first_tuned_stage
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "photos" / "support"
 
@@ -61,11 +61,12 @@ def main() -> None:
     args = parser.parse_args()
     learner = fs.load("protonet-photos")
     classes = sorted(p for p in EXAMPLES.iterdir() if p.is_dir())
-    settings: FineTuneSettings = AUTO
+    settings: FineTuneSettings = auto_settings(5)
     lines = [
         "# Test-time fine-tuning: seconds per task (issue 26)",
         "",
-        f"Machine: {device_name()}, torch {torch.__version__}. `finetune='auto'` = {settings.model_dump()}.",
+        f"Machine: {device_name()}, torch {torch.__version__}. `finetune='auto'`: {settings.model_dump()} from "
+        f"3 shots, {auto_settings(1).model_dump()} below.",
         "`python benchmarks/speed/finetune_speed.py --out benchmarks/results/finetune_speed_cpu.md`",
         "",
         "| support | threads | adapt, no fine-tuning (s) | adapt, finetune='auto' (s) |",
@@ -77,10 +78,10 @@ def main() -> None:
             torch.set_num_threads(threads)
             plain = median_seconds(lambda support=support: learner.adapt(support), args.repeats, 1)
             tuned = [0.0] * args.repeats
-            learner.adapt(support, finetune=settings)  # warm-up
+            learner.adapt(support, finetune="auto")  # warm-up
             for i in range(args.repeats):
                 start = time.perf_counter()
-                learner.adapt(support, finetune=settings)
+                learner.adapt(support, finetune="auto")
                 tuned[i] = time.perf_counter() - start
             lines.append(f"| 5 x {shots} | {threads} | {plain:.2f} | {statistics.median(tuned):.2f} |")
             print(lines[-1], flush=True)

@@ -91,7 +91,7 @@ class ProtoNet(Learner):
     ) -> TaskState:
         shots = torch.bincount(support_y, minlength=n_way)
         state = {"prototypes": class_means(self.embed(support_x), support_y, n_way), "shots": shots}
-        settings = resolve(options.finetune) if isinstance(options, ProtoNetOptions) else None
+        settings = resolve(options.finetune, int(shots.min())) if isinstance(options, ProtoNetOptions) else None
         if settings is not None:
             tuned = finetuned_state(
                 self.backbone, self.transform, self.preprocess_config, support_x, support_y, n_way, settings
