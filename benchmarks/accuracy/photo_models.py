@@ -1,4 +1,9 @@
-"""The photo models the cross-domain benchmarks compare, by name (the baseline is built, not bundled)."""
+"""The photo models the cross-domain benchmarks compare, by name (the baseline is built, not bundled).
+
+Since commit 6a9e7ab the bundled ``protonet-photos`` is itself ``interpolated-0.5@224-sqrt``; the variants
+built from ``fs.load("protonet-photos")`` (``@224``, ``interpolated-*``) were measured on the meta-fine-tuned
+model bundled before it: run them from commit 1eed1d9 to reproduce those rows.
+"""
 
 from __future__ import annotations
 
