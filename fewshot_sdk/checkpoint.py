@@ -246,8 +246,10 @@ def check_weights_header(path: Path, config: LearnerConfig, config_path: Path, f
     try:
         with safe_open(str(path), framework="pt") as opened:
             written = opened.metadata() or {}
-    except (OSError, SafetensorError, ValueError) as exc:
-        raise CheckpointError(f"cannot read the header of {path} ({exc}); the file is corrupt") from None
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except (SafetensorError, ValueError) as exc:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({exc}); the checkpoint is corrupt") from None
     if "config_sha256" not in written:
         return
     expected = weights_header(config, file_format)
