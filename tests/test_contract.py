@@ -80,10 +80,13 @@ def test_options_and_support_are_validated_once_for_every_method(method):
     with pytest.raises(fs.InputError, match="integer class indices"):
         learner.adapt_tensors(x, y.float(), 3)
     fields = set(learner.Options.model_fields)
-    assert fields in (set(), {"steps"}, {"steps", "lr"}), fields
+    assert fields in (set(), {"steps"}, {"steps", "lr"}, {"finetune"}), fields
     if "steps" in fields:
         with pytest.raises(fs.InputError, match="steps"):
             learner.adapt(fs.SupportSet.from_tensors(x, y), steps=-1)
+    elif "finetune" in fields:
+        with pytest.raises(fs.InputError, match="finetune"):
+            learner.adapt(fs.SupportSet.from_tensors(x, y), finetune="always")
     else:
         with pytest.raises(fs.InputError, match="takes no options"):
             learner.adapt(fs.SupportSet.from_tensors(x, y), steps=3)

@@ -73,7 +73,9 @@ def finetuned(learner: fs.Learner, args: argparse.Namespace) -> list[str]:
     The episodes are those of ``fewshot evaluate --finetune auto`` (the same seeded sampler, the first
     ``--finetune-episodes`` of them), the datasets those of the other modes.
     """
-    datasets = {"caltech101-test": dataset_splits(args.data / "caltech101", learner).test}
+    datasets = {}
+    if not args.finetune_far_only:
+        datasets["caltech101-test"] = dataset_splits(args.data / "caltech101", learner).test
     for domain in args.domains:
         datasets[domain] = LabelledImages.from_mapping(scan_class_folders(args.data / domain), learner.preprocessor)
     twin = learner.frozen_or_self()
@@ -120,6 +122,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--modes", nargs="*", default=["inductive", "transductive"])
     parser.add_argument("--finetune-episodes", type=int, default=0, help="also fine-tuned tasks, on this many")
+    parser.add_argument("--finetune-far-only", action="store_true", help="fine-tuned tasks on the far domains only")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     torch.manual_seed(0)

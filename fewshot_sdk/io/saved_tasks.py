@@ -97,9 +97,9 @@ def load_task(
             f"{path / TASK_FILE} calls this a {config.task} task but its {learner.method} learner's tasks are "
             f"{learner.kind.name}: the files do not belong together"
         )
-    check_weights_header(path / TASK_WEIGHTS, config.learner, path / TASK_FILE, TASK_FORMAT)
     learner_tensors = {k[len("learner.") :]: v for k, v in tensors.items() if k.startswith("learner.")}
     load_state_into(learner, learner_tensors, path / TASK_WEIGHTS)
+    check_weights_header(path / TASK_WEIGHTS, config.learner, path / TASK_FILE, TASK_FORMAT)
     state = {k[len("state.") :]: v for k, v in tensors.items() if k.startswith("state.")}
     if sorted(state) != sorted(config.state_names):
         raise CheckpointError(

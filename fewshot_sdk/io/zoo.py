@@ -199,7 +199,6 @@ def load_learner(folder: str | Path, backbone_module: nn.Module | None = None) -
         raise CheckpointError(f"{path} is not a checkpoint folder (expected {CONFIG_FILE} + {WEIGHTS_FILE})")
     config = read_json_model(path / CONFIG_FILE, LearnerConfig)
     learner = build_learner(config, backbone_module)
-    tensors = read_weights(path / WEIGHTS_FILE)
-    check_weights_header(path / WEIGHTS_FILE, config, path / CONFIG_FILE, LEARNER_FORMAT)
-    load_state_into(learner, tensors, path / WEIGHTS_FILE)
+    load_state_into(learner, read_weights(path / WEIGHTS_FILE), path / WEIGHTS_FILE)  # shapes say the most
+    check_weights_header(path / WEIGHTS_FILE, config, path / CONFIG_FILE, LEARNER_FORMAT)  # then what shapes cannot
     return learner.eval()

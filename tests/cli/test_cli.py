@@ -200,7 +200,14 @@ def test_classify_transductive_and_where_it_cannot_run(examples_dir, tmp_path):
         "pizza",
         "starfish",
     ]
-    glyphs = ["--model", "matching-omniglot", "--support", examples_dir / "support", "--query", examples_dir / "queries"]
+    glyphs = [
+        "--model",
+        "matching-omniglot",
+        "--support",
+        examples_dir / "support",
+        "--query",
+        examples_dir / "queries",
+    ]
     assert_clean_error(run("classify", *glyphs, "--transductive"), "has none")
     onnx = run("classify", "--model", tmp_path / "t.onnx", "--query", photos / "queries", "--transductive")
     assert_clean_error(onnx, "drop --transductive")

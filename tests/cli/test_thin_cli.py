@@ -12,7 +12,12 @@ from fewshot_sdk.train.loop import TrainConfig
 from fewshot_sdk.train.protocols import EvaluationConfig
 
 #: Options named otherwise than the config field they set.
-RENAMED = {"val_within_alphabet": "val_within_group", "within_alphabet": "within_group", "queries": "q_queries"}
+RENAMED = {
+    "val_within_alphabet": "val_within_group",
+    "within_alphabet": "within_group",
+    "queries": "q_queries",
+    "domain": "domains",
+}
 
 
 def option_defaults(command: str) -> dict[str, object]:

@@ -99,7 +99,10 @@ def test_domains_are_evaluated_whole_each_reported_then_their_mean(two_domains):
     protocol = choose_protocol(None, config)
     assert protocol.domains == two_domains and protocol.domain_settings == ((5, 1),) and protocol.data is None
     evaluation = run_protocol(learner, protocol, config)
-    assert [(r.dataset, r.n_way, r.split) for r in evaluation.episodes] == [("three", 3, "domain"), ("two", 2, "domain")]
+    assert [(r.dataset, r.n_way, r.split) for r in evaluation.episodes] == [
+        ("three", 3, "domain"),
+        ("two", 2, "domain"),
+    ]
     (mean,) = evaluation.domain_means
     three, two = evaluation.episodes
     assert mean.dataset == "mean of three, two" and mean.k_shot == 1
