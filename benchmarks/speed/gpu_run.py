@@ -284,6 +284,31 @@ def part_kernels(cpu: bool) -> dict:
         rows.append(done)
         save_partial({"rows": rows, "failed": failures})
 
+    def checked_and_timed(
+        label: str,
+        call: Any,
+        triton_err: Any,
+        tolerance: float,
+        floor_s: Any,
+        floor_text: str,
+        notes: list,
+        err_at: int,
+    ) -> None:
+        """One row: Triton checked against float64 (``triton_err()``) and timed where CUDA runs it, then eager timed."""
+        triton_s = None
+        if cuda:
+            err = triton_err()
+            notes.insert(err_at, f"Triton err {err:.1e}")
+            if not err < tolerance:  # NaN fails too
+                failures.append(f"{label}: Triton relative error {err:.3g}")
+                notes.insert(0, "WRONG RESULT")
+            triton_s = timer(lambda: call("triton"), warmup=warm, reps=reps)
+            if floor_s:
+                notes.insert(0, f"Triton at {100 * floor_s / triton_s:.0f}% of floor")
+        eager_s = timer(lambda: call("torch"), warmup=warm, reps=reps)
+        cells = (fmt_time(triton_s) if cuda else "n/a (CPU)", fmt_time(eager_s), ratio(eager_s, triton_s))
+        add(row("kernels", label, *cells, floor_text, "; ".join(notes)))
+
     for m, n, d, metric, v, dtype_name in pairwise_cases(cpu):
         dtype = getattr(torch, dtype_name)
         q = (torch.randn(m, d, device=device, generator=gen) / d**0.5).to(dtype)
@@ -314,27 +339,16 @@ def part_kernels(cpu: bool) -> dict:
         shape = f"{m}x{n}x{d}" + (f", V={v}" if v else "") + ("" if dtype == torch.float32 else f", {dtype_name}")
         # correct first (against float64), then timed
         notes = [f"eager err {rel_err(call('torch'), expected):.1e}"]
-        triton_s = None
-        if cuda:
-            err = rel_err(call("triton"), expected)
-            notes.insert(0, f"Triton err {err:.1e}")
-            if not err < (2e-2 if dtype == torch.bfloat16 else 1e-4):  # NaN fails too
-                failures.append(f"pairwise {op} {metric} {shape}: Triton relative error {err:.3g}")
-                notes.insert(0, "WRONG RESULT")
-            triton_s = timer(lambda call=call: call("triton"), warmup=warm, reps=reps)
-            if floor_s:
-                notes.insert(0, f"Triton at {100 * floor_s / triton_s:.0f}% of floor")
-        eager_s = timer(lambda call=call: call("torch"), warmup=warm, reps=reps)
-        add(
-            row(
-                "kernels",
-                f"pairwise {op} {metric} {shape}",
-                fmt_time(triton_s) if cuda else "n/a (CPU)",
-                fmt_time(eager_s),
-                ratio(eager_s, triton_s),
-                floor_text,
-                "; ".join(notes),
-            )
+        tolerance = 2e-2 if dtype == torch.bfloat16 else 1e-4
+        checked_and_timed(
+            f"pairwise {op} {metric} {shape}",
+            call,
+            lambda call=call, expected=expected: rel_err(call("triton"), expected),
+            tolerance,
+            floor_s,
+            floor_text,
+            notes,
+            err_at=0,
         )
 
     sgd_cases = [
@@ -379,27 +393,15 @@ def part_kernels(cpu: bool) -> dict:
 
         # correct first (the in-place variants on copies), then timed (which moves the params)
         notes = [f"{len(shapes)} tensors, {count / 1e6:.2f}M params", f"eager err {err_of(check('torch')):.1e}"]
-        triton_s = None
-        if cuda:
-            err = err_of(check("triton"))
-            notes.insert(1, f"Triton err {err:.1e}")
-            if not err < 1e-6:  # NaN fails too
-                failures.append(f"{name}: Triton relative error {err:.3g}")
-                notes.insert(0, "WRONG RESULT")
-            triton_s = timer(lambda call=call: call("triton"), warmup=warm, reps=reps)
-            if floor_s:
-                notes.insert(0, f"Triton at {100 * floor_s / triton_s:.0f}% of floor")
-        eager_s = timer(lambda call=call: call("torch"), warmup=warm, reps=reps)
-        add(
-            row(
-                "kernels",
-                name,
-                fmt_time(triton_s) if cuda else "n/a (CPU)",
-                fmt_time(eager_s),
-                ratio(eager_s, triton_s),
-                floor_text,
-                "; ".join(notes),
-            )
+        checked_and_timed(
+            name,
+            call,
+            lambda check=check, err_of=err_of: err_of(check("triton")),
+            1e-6,
+            floor_s,
+            floor_text,
+            notes,
+            err_at=1,
         )
     return {"rows": rows, "failed": failures}
 
