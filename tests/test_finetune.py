@@ -46,6 +46,9 @@ def test_the_learner_is_bitwise_unchanged_and_the_task_holds_the_tuned_tail(glyp
     assert tuned and {"head", "prototypes", "shots", "scale"} <= set(task.state)
     plain = learner.adapt(glyphs[0])
     assert task.predict(glyphs[1]).class_names == plain.predict(glyphs[1]).class_names
+    batch = task.as_batch(glyphs[1])
+    with torch.no_grad():  # the learner scores a fine-tuned state through the same tuned network (evaluation does)
+        torch.testing.assert_close(learner.frozen_or_self().score(task.state, batch), task.network.run(batch, 64)[0])
     torch.testing.assert_close(task.predict(glyphs[1]).novelty, plain.predict(glyphs[1]).novelty)  # untuned novelty
 
 

@@ -89,7 +89,7 @@ def finetuned(learner: fs.Learner, args: argparse.Namespace) -> list[str]:
                 episode = sampler.sample()
                 state = twin.adapt_tensors(episode.support_x, episode.support_y, n_way, finetune="auto")
                 with torch.inference_mode():
-                    logits = twin.export_module(state)(episode.query_x)[0]
+                    logits = twin.score(state, episode.query_x)
                     refined = twin.transductive_module(state)(episode.query_x)[0]
                 for mode, out in (("finetune", logits), ("finetune +transductive", refined)):
                     scored[mode].append(float((out.argmax(1) == episode.query_y).double().mean()))

@@ -32,6 +32,7 @@ from torch import nn
 
 from fewshot_sdk.config import StrictModel
 from fewshot_sdk.data.augment import random_views
+from fewshot_sdk.methods.base import class_means
 from fewshot_sdk.methods.prototype_rectification import rectify
 from fewshot_sdk.models.frozen import is_tracing
 from fewshot_sdk.task.open_set import max_logit_novelty
@@ -161,9 +162,7 @@ def finetuned_state(
     with torch.enable_grad():
         tail.requires_grad_(True)
         with torch.no_grad():
-            originals = transform(tail(prefix[:: settings.views]))
-            one_hot = F.one_hot(y, n_way).to(originals.dtype)
-            prototypes = one_hot.t() @ originals / one_hot.sum(0).clamp_min(1).unsqueeze(1)
+            prototypes = class_means(transform(tail(prefix[:: settings.views])), y, n_way)
         head = nn.Parameter(F.normalize(prototypes, dim=1))
         groups = [{"params": list(tail.parameters()), "lr": settings.lr}, {"params": [head], "lr": settings.head_lr}]
         # on CUDA one fused kernel updates every tensor of a step (the steps are small: launches would dominate)

@@ -103,7 +103,15 @@ class ProtoNet(Learner):
         return {"prototypes": "class_rows", "shots": "class_rows"}
 
     def score(self, state: TaskState, query_x: torch.Tensor) -> torch.Tensor:
+        if tuned_first_stage(state) is not None:
+            return self.score_with_novelty(state, query_x)[0]
         return self.prototype_logits(self.embed(query_x), state["prototypes"])
+
+    def score_with_novelty(self, state: TaskState, query_x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A fine-tuned state scores through its tuned network (built for the call; a task builds it once)."""
+        if tuned_first_stage(state) is not None:
+            return self.export_module(state)(query_x)
+        return super().score_with_novelty(state, query_x)
 
     def prototype_logits(self, features: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
         """-d(f(x), c_k) / temperature (eq. 2's logits) for embedded queries."""

@@ -29,18 +29,13 @@ def episode_accuracy(
     """Query accuracy of one episode, through the same fit_task/score path as ``adapt``/``predict``.
 
     ``transductive``: the queries are scored together by ``predict(..., transductive=True)``'s scorer.
-    ``options``: ``adapt``'s (e.g. ``finetune``); a state they change is scored by its task network.
+    ``options``: ``adapt``'s (e.g. ``finetune``).
     """
     state = learner.adapt_tensors(episode.support_x, episode.support_y, episode.n_way, **(options or {}))
     with torch.inference_mode():
         queries = episode.query_x.to(learner.device)
-        if transductive:
-            logits = learner.transductive_module(state)(queries)[0]
-        elif options:
-            logits = learner.export_module(state)(queries)
-            logits = logits[0] if isinstance(logits, tuple) else logits
-        else:
-            logits = learner.score(state, queries)
+        scorer = learner.transductive_module(state) if transductive else None
+        logits = scorer(queries)[0] if scorer is not None else learner.score(state, queries)
     return float((logits.argmax(-1).cpu() == episode.query_y).float().mean())
 
 
