@@ -17,7 +17,19 @@ from __future__ import annotations
 
 import argparse
 
+import torch
+
 import fewshot_sdk as fs
+
+
+def averaged_weights(
+    tuned: dict[str, torch.Tensor], start: dict[str, torch.Tensor], weight: float
+) -> dict[str, torch.Tensor]:
+    """``weight`` x ``tuned`` + (1 - ``weight``) x ``start``, tensor by tensor; what ``start`` has not is kept."""
+    return {
+        name: weight * value + (1 - weight) * start[name] if value.is_floating_point() and name in start else value
+        for name, value in tuned.items()
+    }
 
 
 def main() -> None:
@@ -42,14 +54,7 @@ def main() -> None:
         settings["feature_norm"] = args.feature_norm
     start = fs.create(tuned.method, backbone=tuned.backbone_config.model_dump(), **settings)
     learner = fs.create(tuned.method, backbone=tuned.backbone_config.model_dump(), preprocess=preprocess, **settings)
-    start_weights = start.state_dict()
-    mixed = {
-        name: args.weight * value + (1 - args.weight) * start_weights[name]
-        if value.is_floating_point() and name in start_weights
-        else value
-        for name, value in tuned.state_dict().items()
-    }
-    learner.load_state_dict(mixed)
+    learner.load_state_dict(averaged_weights(tuned.state_dict(), start.state_dict(), args.weight))
     learner.domain = tuned.domain
     learner.storage_dtype = tuned.storage_dtype
     learner.provenance = tuned.provenance.model_copy(deep=True)

@@ -7,8 +7,14 @@ model bundled before it: run them from commit 1eed1d9 to reproduce those rows.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import fewshot_sdk as fs
 from fewshot_sdk.models.backbones import PHOTO_PREPROCESS
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))  # the bundled model's own averaging
+from interpolate_weights import averaged_weights
 
 
 def frozen_imagenet(feature_norm: str = "l2") -> fs.Learner:
@@ -32,12 +38,7 @@ def interpolated(weight: float, feature_norm: str = "l2", preprocess: object = P
     start = fs.create("protonet", backbone={"name": "efficientnet-lite0", "pretrained": True}, feature_norm="l2")
     config = shipped.config.model_copy(update={"feature_norm": feature_norm})
     learner = type(shipped)(config, shipped.backbone_config, preprocess)
-    tuned, imagenet = shipped.state_dict(), start.state_dict()
-    mixed = {
-        k: weight * v + (1 - weight) * imagenet[k] if v.is_floating_point() and k in imagenet else v
-        for k, v in tuned.items()
-    }
-    learner.load_state_dict(mixed)
+    learner.load_state_dict(averaged_weights(shipped.state_dict(), start.state_dict(), weight))
     learner.domain = shipped.domain
     return learner.eval().freeze()
 
