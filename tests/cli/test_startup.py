@@ -3,34 +3,18 @@ not onnxruntime either; classifying with an exported .onnx file needs onnxruntim
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 import torch
+from cli_support import imports_of
 
 import fewshot_sdk as fs
 
 HEAVY = ("torch", "onnxruntime")
-PROBE = """
-import sys
-from fewshot_sdk.cli.app import app
-try:
-    app({args!r}, standalone_mode=False)
-finally:
-    print("IMPORTED", *[name for name in {heavy!r} if name in sys.modules])
-"""
 
 
 def heavy_imports(*args: str) -> set[str]:
     """Which of torch and onnxruntime ``fewshot ARGS`` imports, run in a fresh interpreter."""
-    result = subprocess.run(
-        [sys.executable, "-c", PROBE.format(args=list(args), heavy=HEAVY)], capture_output=True, text=True, timeout=120
-    )
-    assert result.returncode == 0, result.stderr
-    last = result.stdout.strip().splitlines()[-1].split()
-    assert last[0] == "IMPORTED", result.stdout
-    return set(last[1:])
+    return imports_of(args, HEAVY)
 
 
 @pytest.mark.parametrize(

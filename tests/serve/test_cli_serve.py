@@ -3,30 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
-import subprocess
-import sys
 
-from cli_support import assert_clean_error, run
+from cli_support import assert_clean_error, imports_of, run
 
 WEB = ("fastapi", "uvicorn", "starlette", "python_multipart")
-PROBE = """
-import sys
-from fewshot_sdk.cli.app import app
-try:
-    app({args!r}, standalone_mode=False)
-finally:
-    print("IMPORTED", *[name for name in {web!r} if name in sys.modules])
-"""
 
 
 def web_imports(*args: str) -> set[str]:
-    result = subprocess.run(
-        [sys.executable, "-c", PROBE.format(args=list(args), web=WEB)], capture_output=True, text=True, timeout=120
-    )
-    assert result.returncode == 0, result.stderr
-    last = result.stdout.strip().splitlines()[-1].split()
-    assert last[0] == "IMPORTED", result.stdout
-    return set(last[1:])
+    return imports_of(args, WEB)
 
 
 def test_other_commands_do_not_import_the_web_stack():
