@@ -1,51 +1,101 @@
-"""Transductive prediction: prototypes rectified by the query batch (BD-CSPN), and only through the batch."""
+"""Transductive prediction: prototypes refined by the query batch (support-centred soft k-means), only through it."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
-import torch.nn.functional as F
 
 import fewshot_sdk as fs
-from fewshot_sdk.methods.prototype_rectification import SHARPNESS, rectify
+from fewshot_sdk.methods.transductive_prototypes import SHARPNESS, STEPS, refine
+
+PLANTVILLAGE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "plantvillage_apple"
 
 
-def reference_rectify(prototypes, shots, queries, sharpness=SHARPNESS):
-    """Liu et al. 2020, eq. 7-9, written member by member in float64 (the prototype stands for its shots)."""
+def reference_refine(prototypes, shots, queries):
+    """Centring on the support's mean, then soft k-means with the support as fixed members, query by query in
+    float64."""
+
+    def unit(v):
+        return v / v.norm()
+
     prototypes, queries = prototypes.double(), queries.double()
-    support_mean = sum(int(k) * p for k, p in zip(shots, prototypes, strict=True)) / int(shots.sum())
-    shifted = queries + (support_mean - queries.mean(0))
-    rectified = []
-    for n, prototype in enumerate(prototypes):
-        members, counts = [prototype], [int(shots[n])]
-        for query in shifted:
-            cosines = torch.stack([F.cosine_similarity(query, p, dim=0) for p in prototypes])
-            if int(cosines.argmax()) == n:
-                members.append(query)
-                counts.append(1)
-        scores = torch.stack([torch.exp(sharpness * F.cosine_similarity(m, prototype, dim=0)) for m in members])
-        weights = torch.tensor(counts, dtype=torch.float64) * scores
-        rectified.append(sum(w * m for w, m in zip(weights / weights.sum(), members, strict=True)))
-    return torch.stack(rectified), shifted
+    centre = sum(int(k) * p for k, p in zip(shots, prototypes, strict=True)) / int(shots.sum())
+    support = [unit(p - centre) for p in prototypes]
+    centred = [unit(q - centre) for q in queries]
+    refined = list(support)
+    for _ in range(STEPS):
+        assignments = []
+        for query in centred:
+            scores = torch.stack([torch.exp(SHARPNESS * torch.dot(query, unit(r))) for r in refined])
+            assignments.append(scores / scores.sum())
+        refined = [
+            (int(k) * s + sum(a[n] * q for a, q in zip(assignments, centred, strict=True)))
+            / (int(k) + sum(a[n] for a in assignments))
+            for n, (k, s) in enumerate(zip(shots, support, strict=True))
+        ]
+    return torch.stack(refined), torch.stack(centred)
 
 
 @pytest.mark.parametrize(("n_way", "batch", "dim"), [(3, 7, 5), (5, 31, 17)])
-def test_rectification_matches_a_float64_reference(n_way, batch, dim):
+def test_refinement_matches_a_float64_reference(n_way, batch, dim):
     generator = torch.Generator().manual_seed(n_way)
     prototypes = torch.randn(n_way, dim, generator=generator)
     shots = torch.randint(1, 6, (n_way,), generator=generator)
     queries = prototypes[torch.arange(batch) % n_way] + 0.7 * torch.randn(batch, dim, generator=generator)
-    got, shifted = rectify(prototypes, shots, queries)
-    want, want_shifted = reference_rectify(prototypes, shots, queries)
+    got, centred = refine(prototypes, shots, queries)
+    want, want_centred = reference_refine(prototypes, shots, queries)
     torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(shifted.double(), want_shifted, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(centred.double(), want_centred, rtol=1e-6, atol=1e-6)
 
 
-def test_a_batch_that_is_the_prototypes_leaves_them_where_they_are():
-    prototypes = torch.randn(4, 9, dtype=torch.float64)
-    got, shifted = rectify(prototypes, torch.full((4,), 3), prototypes.clone())
-    torch.testing.assert_close(got, prototypes)
-    torch.testing.assert_close(shifted, prototypes)
+def test_moving_every_feature_by_one_vector_changes_nothing():
+    """The support's mean is the origin of the refinement, so a shift common to all features cancels."""
+    generator = torch.Generator().manual_seed(0)
+    prototypes, queries = torch.randn(4, 9, generator=generator), torch.randn(13, 9, generator=generator)
+    shots, shift = torch.tensor([1, 2, 3, 5]), 5 * torch.randn(9, generator=generator)
+    got, centred = refine(prototypes + shift, shots, queries + shift)
+    want, want_centred = refine(prototypes, shots, queries)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(centred, want_centred, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(not PLANTVILLAGE.is_dir(), reason="needs ../shared/data/plantvillage_apple beside the repo")
+def test_on_leaves_the_photo_model_never_saw_the_batch_helps_balanced_or_not():
+    """4-way 1-shot episodes of apple leaves (a far development domain): 16 photos a class, so 1 shot and up to
+    15 queries; the imbalanced batches keep a random 1 to 15 queries a class (BD-CSPN lost points on those)."""
+    from fewshot_sdk.data.episodes import EpisodeSampler
+    from fewshot_sdk.data.labelled import LabelledImages
+
+    learner = fs.load("protonet-photos")
+    folders = sorted(path for path in PLANTVILLAGE.iterdir() if path.is_dir())
+    photos = {folder.name: sorted(folder.glob("*.jpg"))[:16] for folder in folders}
+    dataset = LabelledImages.from_mapping(photos, learner.preprocessor)
+    with torch.inference_mode():
+        embedded = learner.embed(dataset.images)
+    sampler = EpisodeSampler(LabelledImages(embedded, dataset.labels, dataset.class_names), 4, 1, 15, seed=0)
+    generator = torch.Generator().manual_seed(1)
+    gains = {"balanced": [], "imbalanced": []}
+    for _ in range(20):
+        episode = sampler.sample()
+        prototypes, shots = episode.support_x, torch.ones(4, dtype=torch.long)
+        keep = torch.cat(
+            [
+                (episode.query_y == c).nonzero().flatten()[: int(torch.randint(1, 16, (), generator=generator))]
+                for c in range(4)
+            ]
+        )
+        for batch, chosen in (("balanced", slice(None)), ("imbalanced", keep)):
+            queries, truth = episode.query_x[chosen], episode.query_y[chosen]
+            inductive = torch.cdist(queries, prototypes).argmin(1)
+            refined, centred = refine(prototypes, shots, queries)
+            transductive = torch.cdist(centred, refined).argmin(1)
+            gains[batch].append(
+                100 * float((transductive == truth).float().mean() - (inductive == truth).float().mean())
+            )
+    mean_gain = {batch: sum(values) / len(values) for batch, values in gains.items()}
+    assert mean_gain["balanced"] > 5 and mean_gain["imbalanced"] > 2, mean_gain
 
 
 @pytest.fixture(scope="module")

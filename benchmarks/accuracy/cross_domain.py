@@ -7,10 +7,9 @@ Models:
 
 - ``frozen-imagenet``: EfficientNet-Lite0 with Google's ImageNet weights as bundled, no meta-training, at 224 px
   with its own (x - 127) / 128 scaling, L2-normalised nearest centroid (SimpleShot): the baseline to beat;
-- ``protonet-photos``: the shipped model (meta-fine-tuned on Caltech-101 training classes, 192 px);
-- ``protonet-photos@224``: the shipped weights at the ImageNet input size.
+- ``protonet-photos``: the shipped model; the candidates it was chosen from are in ``photo_models.py``.
 
-Each runs inductively and with ``--transductive`` (prototype rectification over each episode's queries). Seconds
+Each runs inductively and with ``--transductive`` (the batch refines the prototypes: support-centred soft k-means). Seconds
 per task are ``adapt`` + ``predict`` of a 5-way task through the public API (5 x 1 and 5 x 5 support photos,
 75 queries), median of ``--repeats`` runs after a warm-up, at the threads torch is given.
 

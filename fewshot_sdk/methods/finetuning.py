@@ -33,7 +33,7 @@ from torch import nn
 from fewshot_sdk.config import StrictModel
 from fewshot_sdk.data.augment import random_views
 from fewshot_sdk.methods.base import class_means
-from fewshot_sdk.methods.prototype_rectification import rectify
+from fewshot_sdk.methods.transductive_prototypes import refine
 from fewshot_sdk.models.frozen import is_tracing
 from fewshot_sdk.task.open_set import max_logit_novelty
 
@@ -183,8 +183,8 @@ class FineTunedScorer(nn.Module):
     """images -> (logits, novelty) of a fine-tuned task: the shared prefix, then the tuned tail and its head.
 
     The untuned tail of the same prefix gives the novelty against the prototypes, as an untuned task
-    of the same support set measures it. ``transductive``: the head's rows are rectified by the batch
-    (:mod:`.prototype_rectification`) before they score it.
+    of the same support set measures it. ``transductive``: the head's rows are refined by the batch
+    (:mod:`.transductive_prototypes`) before they score it.
     """
 
     def __init__(
@@ -226,6 +226,6 @@ class FineTunedScorer(nn.Module):
         tuned, untuned = self.features(x)
         novelty = max_logit_novelty(self.novelty_logits(untuned, self.prototypes))
         if self.transductive:
-            rows, shifted = rectify(self.head, self.shots, F.normalize(tuned, dim=1))
-            return cosine_logits(shifted, rows, self.scale), novelty
+            rows, centred = refine(self.head, self.shots, F.normalize(tuned, dim=1))
+            return cosine_logits(centred, rows, self.scale), novelty
         return cosine_logits(tuned, self.head, self.scale), novelty

@@ -29,7 +29,7 @@ from fewshot_sdk.data.labelled import LabelledImages
 from fewshot_sdk.kernels import pairwise_logits
 from fewshot_sdk.methods.base import Learner, TaskState, class_means
 from fewshot_sdk.methods.finetuning import FineTune, FineTunedScorer, finetuned_state, resolve, tuned_first_stage
-from fewshot_sdk.methods.prototype_rectification import rectify
+from fewshot_sdk.methods.transductive_prototypes import refine
 from fewshot_sdk.registry import register_method
 from fewshot_sdk.task.layout import Layout
 from fewshot_sdk.task.open_set import held_out_scores, max_logit_novelty
@@ -140,18 +140,18 @@ class ProtoNet(Learner):
         return PrototypeLinearHead(_Embedding(self), state["prototypes"], self.config.temperature)
 
     def transductive_module(self, state: TaskState) -> nn.Module:
-        """Prototypes rectified by each query batch (:mod:`.prototype_rectification`) before they score it.
+        """Prototypes refined by each query batch (:mod:`.transductive_prototypes`) before they score it.
 
         A task saved before ProtoNet kept its shots counts every class as one shot.
         """
         if tuned_first_stage(state) is not None:
             return FineTunedScorer(self.backbone, self.transform, self.prototype_logits, state, transductive=True)
         shots = state.get("shots", torch.ones(len(state["prototypes"]), dtype=torch.long))
-        return RectifiedPrototypes(self, state["prototypes"], shots)
+        return RefinedPrototypes(self, state["prototypes"], shots)
 
 
-class RectifiedPrototypes(nn.Module):
-    """images -> (logits, novelty) against prototypes rectified by the batch itself (transductive)."""
+class RefinedPrototypes(nn.Module):
+    """images -> (logits, novelty) against prototypes refined by the batch itself (transductive)."""
 
     def __init__(self, learner: ProtoNet, prototypes: torch.Tensor, shots: torch.Tensor) -> None:
         super().__init__()
@@ -161,7 +161,7 @@ class RectifiedPrototypes(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.learner.embed(x)
-        prototypes, queries = rectify(self.prototypes, self.shots, features)
+        prototypes, queries = refine(self.prototypes, self.shots, features)
         logits = self.learner.prototype_logits(queries, prototypes)
         # novelty as the inductive task measures it, so a threshold calibrated on the support still applies
         novelty = max_logit_novelty(self.learner.prototype_logits(features, self.prototypes))

@@ -190,12 +190,13 @@ class AdaptedModel:
         threshold of your own on ``Prediction.novelty``. For a regression task,
         ``Prediction.values`` holds the predicted outputs.
 
-        ``transductive=True`` (ProtoNet) lets the query batch correct the prototypes before they
-        score it (BD-CSPN's rectification): better off the training domain with one or few shots,
-        but each answer then depends on the rest of the batch, which should hold the task's classes
-        in roughly equal numbers, as a test set or an episode does. A batch smaller than
-        the class count (or than 2) cannot stand for them and is answered inductively. Novelty, and
-        so ``reject``, is the inductive one.
+        ``transductive=True`` (ProtoNet) lets the query batch move the prototypes before they
+        score it (soft k-means in features centred on the support,
+        :mod:`fewshot_sdk.methods.transductive_prototypes`): better off the training domain with
+        one or few shots, also when the batch holds the classes in unequal numbers, but each answer
+        then depends on the rest of the batch. A batch smaller than the class count (or than 2)
+        cannot stand for them and is answered inductively. Novelty, and so ``reject``, is the
+        inductive one.
         """
         if not self.kind.classifies:
             check_reject(reject)
