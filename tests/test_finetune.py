@@ -107,6 +107,30 @@ def test_fine_tuning_fits_the_support_of_real_photos(examples_dir):
     assert loss["tuned"] < 0.5 * loss["untuned"], loss  # the support is fitted
 
 
+def test_held_out_support_examples_stop_tuning_that_does_not_generalise(examples_dir):
+    """``holdout``: the last example of each class is held out to choose the step count. Real classes are
+    tuned; classes that each hold one photo of every kind (nothing in common to learn) stay untuned."""
+    learner = fs.load("protonet-photos")
+    photos = [sorted(folder.iterdir()) for folder in sorted((examples_dir / "photos" / "support").iterdir())]
+    settings = {"stages": 1, "steps": 6, "views": 2, "holdout": 1}
+    real = learner.adapt(
+        fs.SupportSet.from_mapping({f"class{c}": kind for c, kind in enumerate(photos)}), finetune=settings
+    )
+    assert any(key.startswith(TUNED_PREFIX) for key in real.state)
+    mixed = {f"mix{k}": [kind[k] for kind in photos] for k in range(5)}
+    untuned = learner.adapt(fs.SupportSet.from_mapping(mixed), finetune=settings)
+    assert not any(key.startswith(TUNED_PREFIX) for key in untuned.state) and "head" not in untuned.state
+
+
+def test_holdout_is_ignored_where_a_class_would_keep_too_few_examples(glyphs):
+    learner = fs.load("protonet-omniglot")
+    plain = learner.adapt(glyphs[0], finetune=QUICK)
+    held = learner.adapt(glyphs[0], finetune={**QUICK, "holdout": 4})  # 5 glyphs a class: 1 left to train on
+    assert set(held.state) == set(plain.state)
+    for name, tensor in plain.state.items():
+        torch.testing.assert_close(held.state[name], tensor, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize(
     ("finetune", "match"),
     [("bogus", "finetune"), ({"lr": float("inf")}, "lr"), ({"steps": 0}, "steps"), ({"colour": 1}, "colour")],

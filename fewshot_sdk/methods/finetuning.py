@@ -48,6 +48,10 @@ TUNED_PREFIX = "finetuned."
 HEAD = "head"
 
 
+#: Early stopping (``holdout``) needs this many support examples a class left to train on.
+MIN_TRAINING_SHOTS = 2
+
+
 class FineTuneSettings(StrictModel):
     """How ``adapt(support, finetune=...)`` trains the end of the network on the support set."""
 
@@ -59,6 +63,13 @@ class FineTuneSettings(StrictModel):
     flips: bool = Field(False, description="mirror views too (leave off where a mirror image means another class)")
     scale: float = Field(10.0, gt=0, le=1000, description="logits are scale * cosine similarity")
     seed: int = Field(0, ge=0, lt=2**63, description="seeds the views, so one support set gives one task")
+    holdout: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="support examples a class held out to choose how many of the steps to take (early stopping); "
+        f"used where every class keeps {MIN_TRAINING_SHOTS} or more besides them; 0: take every step",
+    )
 
     @field_validator("lr", "head_lr", "scale")
     @classmethod
@@ -152,27 +163,95 @@ def finetuned_state(
     """
     first = first_tuned_stage(backbone, settings.stages)
     generator = torch.Generator().manual_seed(settings.seed)
-    device = x.device
-    views = random_views(x.cpu(), preprocess, settings.views, settings.flips, generator).to(device)
-    labels = y.repeat_interleave(settings.views)
+    views = random_views(x.cpu(), preprocess, settings.views, settings.flips, generator).to(x.device)
     with torch.no_grad():
         chunk = backbone.inference_chunk
         prefix = torch.cat([backbone.run_stages(part, 0, first) for part in torch.split(views, chunk)])
-    tail = TunedTail(backbone, first, backbone.flatten).to(device).eval()
+    prefix = prefix.view(len(x), settings.views, *prefix.shape[1:])  # [image, view, ...]
+    steps = settings.steps
+    held = held_out_examples(y, n_way, settings.holdout)
+    if held is not None:
+        steps = best_step_count(backbone, first, transform, prefix, y, n_way, settings, held)
+        if steps == 0:  # the held-out examples said tuning does not help: the untuned task
+            return {}
+    tail, head = trained_tail(backbone, first, transform, prefix, y, n_way, settings, steps)
+    return {**tail.tuned_state(), HEAD: head.detach().clone(), "scale": torch.tensor(settings.scale)}
+
+
+def held_out_examples(y: torch.Tensor, n_way: int, holdout: int) -> torch.Tensor | None:
+    """A mask of the last ``holdout`` support examples of each class, or None where a class would keep fewer
+    than :data:`MIN_TRAINING_SHOTS` (or ``holdout`` is 0)."""
+    if holdout == 0 or int(torch.bincount(y, minlength=n_way).min()) < holdout + MIN_TRAINING_SHOTS:
+        return None
+    held = torch.zeros(len(y), dtype=torch.bool, device=y.device)
+    for c in range(n_way):
+        held[(y == c).nonzero().flatten()[-holdout:]] = True
+    return held
+
+
+def best_step_count(
+    backbone: Backbone,
+    first: int,
+    transform: Callable[[torch.Tensor], torch.Tensor],
+    prefix: torch.Tensor,
+    y: torch.Tensor,
+    n_way: int,
+    settings: FineTuneSettings,
+    held: torch.Tensor,
+) -> int:
+    """The step count, 0 to ``settings.steps``, with the least cross-entropy on the held-out examples (their
+    own image, not a random view) when training on the others; the earliest of equals."""
+    losses: list[float] = []
+    held_prefix, held_y = prefix[held, 0], y[held]
+
+    def record(tail: TunedTail, head: torch.Tensor) -> None:
+        with torch.no_grad():
+            logits = cosine_logits(transform(tail(held_prefix)), head, settings.scale)
+            losses.append(float(F.cross_entropy(logits, held_y)))
+
+    trained_tail(backbone, first, transform, prefix[~held], y[~held], n_way, settings, settings.steps, record)
+    return min(range(len(losses)), key=losses.__getitem__)
+
+
+def trained_tail(
+    backbone: Backbone,
+    first: int,
+    transform: Callable[[torch.Tensor], torch.Tensor],
+    prefix: torch.Tensor,
+    y: torch.Tensor,
+    n_way: int,
+    settings: FineTuneSettings,
+    steps: int,
+    before_each_step: Callable[[TunedTail, torch.Tensor], None] | None = None,
+) -> tuple[TunedTail, nn.Parameter]:
+    """A copy of the stages from ``first`` on and a cosine head, after ``steps`` full-batch Adam steps on
+    ``prefix`` [image, view, ...] (the prefix's outputs for every view of each image), labelled ``y`` [image].
+
+    ``before_each_step(tail, head)`` is called before each step and after the last (``steps + 1`` calls).
+    """
+    tail = TunedTail(backbone, first, backbone.flatten).to(prefix.device).eval()
+    views = prefix.shape[1]
+    labels = y.repeat_interleave(views)
+    every_view = prefix.flatten(0, 1)
     with torch.enable_grad():
         tail.requires_grad_(True)
         with torch.no_grad():
-            prototypes = class_means(transform(tail(prefix[:: settings.views])), y, n_way)
+            prototypes = class_means(transform(tail(prefix[:, 0])), y, n_way)
         head = nn.Parameter(F.normalize(prototypes, dim=1))
         groups = [{"params": list(tail.parameters()), "lr": settings.lr}, {"params": [head], "lr": settings.head_lr}]
         # on CUDA one fused kernel updates every tensor of a step (the steps are small: launches would dominate)
-        optimizer = torch.optim.Adam(groups, fused=True) if device.type == "cuda" else torch.optim.Adam(groups)
-        for _ in range(settings.steps):
+        fused = prefix.device.type == "cuda"
+        optimizer = torch.optim.Adam(groups, fused=True) if fused else torch.optim.Adam(groups)
+        for _ in range(steps):
+            if before_each_step is not None:
+                before_each_step(tail, head)
             optimizer.zero_grad(set_to_none=True)
-            logits = cosine_logits(transform(tail(prefix)), head, settings.scale)
+            logits = cosine_logits(transform(tail(every_view)), head, settings.scale)
             F.cross_entropy(logits, labels).backward()
             optimizer.step()
-    return {**tail.tuned_state(), HEAD: head.detach().clone(), "scale": torch.tensor(settings.scale)}
+        if before_each_step is not None:
+            before_each_step(tail, head)
+    return tail, head
 
 
 def cosine_logits(features: torch.Tensor, head: torch.Tensor, scale: torch.Tensor | float) -> torch.Tensor:
