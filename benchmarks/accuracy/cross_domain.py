@@ -9,9 +9,9 @@ Models:
   with its own (x - 127) / 128 scaling, L2-normalised nearest centroid (SimpleShot): the baseline to beat;
 - ``protonet-photos``: the shipped model; the candidates it was chosen from are in ``photo_models.py``.
 
-Each runs inductively and with ``--transductive`` (the batch refines the prototypes: support-centred soft k-means). Seconds
-per task are ``adapt`` + ``predict`` of a 5-way task through the public API (5 x 1 and 5 x 5 support photos,
-75 queries), median of ``--repeats`` runs after a warm-up, at the threads torch is given.
+Each runs inductively and with ``--transductive`` (the batch refines the prototypes: support-centred soft
+k-means). Seconds per task are ``adapt`` + ``predict`` of a 5-way task through the public API (5 x 1 and
+5 x 5 support photos, 75 queries), median of ``--repeats`` runs after a warm-up, at the threads torch is given.
 
     python benchmarks/accuracy/cross_domain.py --episodes 600 --out benchmarks/results/cross_domain_cpu.md
 """
