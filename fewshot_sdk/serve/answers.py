@@ -1,4 +1,5 @@
-"""The JSON the service answers with: a ``Prediction`` field by field, and how ``reject`` is read from a URL.
+"""The JSON the service answers with: a ``Prediction`` field by field, and how ``reject`` and ``transductive``
+are read from a URL.
 
 A prediction keeps the API's names (``class_names``, ``indices``, ``probs``, ``novelty``, ``threshold``,
 ``rejected``), one entry per image in the order sent, so a client in another language reads what a
@@ -48,3 +49,16 @@ def read_reject(text: str | None, task: AdaptedModel) -> float | str | None:
     if not math.isfinite(value):
         raise InputError(f"reject takes auto, none or a finite novelty threshold, got {text[:40]!r}")
     return value
+
+
+def read_transductive(text: str | None) -> bool:
+    """``?transductive=``: ``true`` lets the images sent together refine the task before it answers them
+    (``predict(..., transductive=True)``); left out or ``false``: each image is answered on its own."""
+    if text is None:
+        return False
+    word = text.strip().lower()
+    if word in ("true", "1", "yes"):
+        return True
+    if word in ("false", "0", "no"):
+        return False
+    raise InputError(f"transductive takes true or false, got {text[:40]!r}")

@@ -12,7 +12,8 @@ settings; ``app_from_environment`` is the import string uvicorn's workers build 
     POST   /tasks/{id}/classes/remove    JSON {"classes": [names]}
     DELETE /tasks/{id}
     GET    /tasks/{id}/onnx              the task as one .onnx file (exported on first request)
-    POST   /tasks/{id}/predict           multipart, one file per image, any field name; ?reject=auto|none|<number>
+    POST   /tasks/{id}/predict           multipart, one file per image, any field name; ?reject=auto|none|<number>,
+                                         ?transductive=true (the images sent together refine the task)
     GET    /healthz, GET /metrics, GET / (the page)
 """
 
@@ -34,7 +35,7 @@ from fewshot_sdk.errors import InputError
 from fewshot_sdk.io.zoo import load
 from fewshot_sdk.methods.base import Learner
 from fewshot_sdk.serve.access import ApiKeyCheck
-from fewshot_sdk.serve.answers import prediction_json, read_reject
+from fewshot_sdk.serve.answers import prediction_json, read_reject, read_transductive
 from fewshot_sdk.serve.errors import install_error_handlers
 from fewshot_sdk.serve.limits import BodyLimit, Limits
 from fewshot_sdk.serve.metrics import Metrics, MetricsMiddleware
@@ -173,13 +174,16 @@ def create_app(settings: ServeSettings, learner: Learner | None = None) -> FastA
         return FileResponse(path, media_type="application/octet-stream", filename=f"task-{task_id}.onnx")
 
     @app.post("/tasks/{task_id}/predict")
-    async def predict(task_id: str, request: Request, reject: str | None = None) -> dict[str, Any]:
+    async def predict(
+        task_id: str, request: Request, reject: str | None = None, transductive: str | None = None
+    ) -> dict[str, Any]:
+        together = read_transductive(transductive)  # a bad value is refused before the upload is read
         task = await off_loop(store.task, task_id)  # 404 before the upload is read
         uploads = await read_uploads(request, limits)
 
         def work() -> dict[str, Any]:
             images = [decode_image(name, data, limits.max_pixels) for _, (name, data) in uploads]
-            prediction = task.predict(images, reject=read_reject(reject, task))
+            prediction = task.predict(images, reject=read_reject(reject, task), transductive=together)
             return prediction_json(prediction, [shown(name) for _, (name, _) in uploads])
 
         return await off_loop(work)

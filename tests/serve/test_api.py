@@ -40,6 +40,18 @@ def test_predict_answers_the_example_queries_with_the_apis_prediction(shared, ph
     assert np.allclose(answer["novelty"], expected.novelty.numpy(), rtol=1e-4, atol=1e-4)
 
 
+def test_transductive_predict_is_the_apis_and_a_bad_value_is_a_400(shared, photos, learner):
+    client, task_id, _ = shared
+    response = client.post(f"/tasks/{task_id}/predict?transductive=true", files=photos.queries(*QUERIES))
+    assert response.status_code == 200, response.text
+    task = learner.adapt(fs.SupportSet.from_folder(photos.support_dir))
+    expected = task.predict([photos.queries_dir / name for name in QUERIES], reject="auto", transductive=True)
+    assert not np.allclose(expected.probs.numpy(), task.predict([photos.queries_dir / n for n in QUERIES]).probs)
+    assert np.allclose(response.json()["probs"], expected.probs.numpy(), atol=1e-4)
+    bad = client.post(f"/tasks/{task_id}/predict?transductive=maybe", files=photos.queries("panda_0020.jpg"))
+    assert bad.status_code == 400 and bad.json() == {"error": "transductive takes true or false, got 'maybe'"}
+
+
 def test_reject_none_and_a_threshold_of_ones_own(shared, photos):
     client, task_id, _ = shared
     never = client.post(f"/tasks/{task_id}/predict?reject=none", files=photos.queries("panda_0020.jpg")).json()
