@@ -45,11 +45,13 @@ def main() -> None:
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--shots", nargs="+", type=int, default=[5, 1])
     parser.add_argument("--episodes", type=int, default=40)
-    parser.add_argument("--extra", type=json.loads, default=None, help="a JSON dict of finetune settings to add")
+    parser.add_argument(
+        "--extra", type=json.loads, action="append", default=[], help="a JSON dict of finetune settings to add (repeat)"
+    )
     args = parser.parse_args()
     settings = {name: SETTINGS[name] for name in args.settings}
-    if args.extra:
-        settings[json.dumps(args.extra)] = args.extra
+    for extra in args.extra:
+        settings[json.dumps(extra)] = extra
     learner = MODELS[args.model]()
     print(f"{args.model}, {torch.get_num_threads()} threads, {args.episodes} episodes a domain and shot")
     print("| domain | shots | setting | accuracy (%) | seconds per task |")
