@@ -132,9 +132,9 @@ def rules() -> dict[str, Rule]:
 
         return rule
 
-    def centred_then(inner: Rule) -> Rule:
+    def centred_then(inner: Rule, centring: Callable = centred) -> Rule:
         def rule(p, shots, s, sy, q):
-            cs, cq = centred(s, q)
+            cs, cq = centring(s, q)
             return inner(class_means(cs, sy, len(p)), shots, cs, sy, cq)
 
         return rule
@@ -145,11 +145,7 @@ def rules() -> dict[str, Rule]:
         )
 
     def support_centred_then(inner: Rule) -> Rule:
-        def rule(p, shots, s, sy, q):
-            cs, cq = support_centred(s, q)
-            return inner(class_means(cs, sy, len(p)), shots, cs, sy, cq)
-
-        return rule
+        return centred_then(inner, support_centred)
 
     def bd_skm(beta: float, steps: int) -> Rule:
         def rule(p, shots, s, sy, q):

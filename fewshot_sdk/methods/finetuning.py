@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 import torch
@@ -161,20 +162,20 @@ def finetuned_state(
     ``transform``: the method's feature transform after the backbone (ProtoNet's SimpleShot norm).
     Runs on the backbone's device with autograd on, whatever the caller's mode; ``backbone`` is read only.
     """
-    first = first_tuned_stage(backbone, settings.stages)
+    tuning = TailTuning(backbone, first_tuned_stage(backbone, settings.stages), transform, settings)
     generator = torch.Generator().manual_seed(settings.seed)
     views = random_views(x.cpu(), preprocess, settings.views, settings.flips, generator).to(x.device)
     with torch.no_grad():
         chunk = backbone.inference_chunk
-        prefix = torch.cat([backbone.run_stages(part, 0, first) for part in torch.split(views, chunk)])
+        prefix = torch.cat([backbone.run_stages(part, 0, tuning.first) for part in torch.split(views, chunk)])
     prefix = prefix.view(len(x), settings.views, *prefix.shape[1:])  # [image, view, ...]
     steps = settings.steps
     held = held_out_examples(y, n_way, settings.holdout)
     if held is not None:
-        steps = best_step_count(backbone, first, transform, prefix, y, n_way, settings, held)
+        steps = tuning.best_step_count(prefix, y, n_way, held)
         if steps == 0:  # the held-out examples said tuning does not help: the untuned task
             return {}
-    tail, head = trained_tail(backbone, first, transform, prefix, y, n_way, settings, steps)
+    tail, head = tuning.train(prefix, y, n_way, steps)
     return {**tail.tuned_state(), HEAD: head.detach().clone(), "scale": torch.tensor(settings.scale)}
 
 
@@ -189,69 +190,69 @@ def held_out_examples(y: torch.Tensor, n_way: int, holdout: int) -> torch.Tensor
     return held
 
 
-def best_step_count(
-    backbone: Backbone,
-    first: int,
-    transform: Callable[[torch.Tensor], torch.Tensor],
-    prefix: torch.Tensor,
-    y: torch.Tensor,
-    n_way: int,
-    settings: FineTuneSettings,
-    held: torch.Tensor,
-) -> int:
-    """The step count, 0 to ``settings.steps``, with the least cross-entropy on the held-out examples (their
-    own image, not a random view) when training on the others; the earliest of equals."""
-    losses: list[float] = []
-    held_prefix, held_y = prefix[held, 0], y[held]
+@dataclass(frozen=True)
+class TailTuning:
+    """What one fine-tuning trains: copies of ``backbone``'s stages from ``first`` on, and a cosine head on
+    their ``transform``-ed outputs, by ``settings``."""
 
-    def record(tail: TunedTail, head: torch.Tensor) -> None:
-        with torch.no_grad():
-            logits = cosine_logits(transform(tail(held_prefix)), head, settings.scale)
-            losses.append(float(F.cross_entropy(logits, held_y)))
+    backbone: Backbone
+    first: int
+    transform: Callable[[torch.Tensor], torch.Tensor]
+    settings: FineTuneSettings
 
-    trained_tail(backbone, first, transform, prefix[~held], y[~held], n_way, settings, settings.steps, record)
-    return min(range(len(losses)), key=losses.__getitem__)
+    def train(
+        self,
+        prefix: torch.Tensor,
+        y: torch.Tensor,
+        n_way: int,
+        steps: int,
+        before_each_step: Callable[[TunedTail, torch.Tensor], None] | None = None,
+    ) -> tuple[TunedTail, nn.Parameter]:
+        """The tail and head after ``steps`` full-batch Adam steps on ``prefix`` [image, view, ...] (the prefix's
+        outputs for every view of each image), labelled ``y`` [image].
 
-
-def trained_tail(
-    backbone: Backbone,
-    first: int,
-    transform: Callable[[torch.Tensor], torch.Tensor],
-    prefix: torch.Tensor,
-    y: torch.Tensor,
-    n_way: int,
-    settings: FineTuneSettings,
-    steps: int,
-    before_each_step: Callable[[TunedTail, torch.Tensor], None] | None = None,
-) -> tuple[TunedTail, nn.Parameter]:
-    """A copy of the stages from ``first`` on and a cosine head, after ``steps`` full-batch Adam steps on
-    ``prefix`` [image, view, ...] (the prefix's outputs for every view of each image), labelled ``y`` [image].
-
-    ``before_each_step(tail, head)`` is called before each step and after the last (``steps + 1`` calls).
-    """
-    tail = TunedTail(backbone, first, backbone.flatten).to(prefix.device).eval()
-    views = prefix.shape[1]
-    labels = y.repeat_interleave(views)
-    every_view = prefix.flatten(0, 1)
-    with torch.enable_grad():
-        tail.requires_grad_(True)
-        with torch.no_grad():
-            prototypes = class_means(transform(tail(prefix[:, 0])), y, n_way)
-        head = nn.Parameter(F.normalize(prototypes, dim=1))
-        groups = [{"params": list(tail.parameters()), "lr": settings.lr}, {"params": [head], "lr": settings.head_lr}]
-        # on CUDA one fused kernel updates every tensor of a step (the steps are small: launches would dominate)
-        fused = prefix.device.type == "cuda"
-        optimizer = torch.optim.Adam(groups, fused=True) if fused else torch.optim.Adam(groups)
-        for _ in range(steps):
+        ``before_each_step(tail, head)`` is called before each step and after the last (``steps + 1`` calls).
+        """
+        settings = self.settings
+        tail = TunedTail(self.backbone, self.first, self.backbone.flatten).to(prefix.device).eval()
+        labels = y.repeat_interleave(prefix.shape[1])
+        every_view = prefix.flatten(0, 1)
+        with torch.enable_grad():
+            tail.requires_grad_(True)
+            with torch.no_grad():
+                prototypes = class_means(self.transform(tail(prefix[:, 0])), y, n_way)
+            head = nn.Parameter(F.normalize(prototypes, dim=1))
+            groups = [
+                {"params": list(tail.parameters()), "lr": settings.lr},
+                {"params": [head], "lr": settings.head_lr},
+            ]
+            # on CUDA one fused kernel updates every tensor of a step (the steps are small: launches would dominate)
+            fused = prefix.device.type == "cuda"
+            optimizer = torch.optim.Adam(groups, fused=True) if fused else torch.optim.Adam(groups)
+            for _ in range(steps):
+                if before_each_step is not None:
+                    before_each_step(tail, head)
+                optimizer.zero_grad(set_to_none=True)
+                logits = cosine_logits(self.transform(tail(every_view)), head, settings.scale)
+                F.cross_entropy(logits, labels).backward()
+                optimizer.step()
             if before_each_step is not None:
                 before_each_step(tail, head)
-            optimizer.zero_grad(set_to_none=True)
-            logits = cosine_logits(transform(tail(every_view)), head, settings.scale)
-            F.cross_entropy(logits, labels).backward()
-            optimizer.step()
-        if before_each_step is not None:
-            before_each_step(tail, head)
-    return tail, head
+        return tail, head
+
+    def best_step_count(self, prefix: torch.Tensor, y: torch.Tensor, n_way: int, held: torch.Tensor) -> int:
+        """The step count, 0 to ``settings.steps``, with the least cross-entropy on the ``held`` examples (their
+        own image, not a random view) when training on the others; the earliest of equals."""
+        losses: list[float] = []
+        held_prefix, held_y = prefix[held, 0], y[held]
+
+        def record(tail: TunedTail, head: torch.Tensor) -> None:
+            with torch.no_grad():
+                logits = cosine_logits(self.transform(tail(held_prefix)), head, self.settings.scale)
+                losses.append(float(F.cross_entropy(logits, held_y)))
+
+        self.train(prefix[~held], y[~held], n_way, self.settings.steps, record)
+        return min(range(len(losses)), key=losses.__getitem__)
 
 
 def cosine_logits(features: torch.Tensor, head: torch.Tensor, scale: torch.Tensor | float) -> torch.Tensor:
