@@ -221,7 +221,10 @@ def run_protocol(
 
 
 def domain_mean(results: list[AccuracyResult], n_way: int, k_shot: int) -> AccuracyResult:
-    """The mean over domains of one setting, its 95% interval that of a mean of independent estimates."""
+    """The mean over domains of one setting, its 95% interval that of a mean of independent estimates.
+
+    A domain with fewer classes than ``n_way`` ran with all of them, and its name says so (``chest (3-way)``).
+    """
     accuracy = sum(r.accuracy for r in results) / len(results)
     ci95 = math.sqrt(sum(r.ci95**2 for r in results)) / len(results)
     first = results[0]
@@ -231,6 +234,7 @@ def domain_mean(results: list[AccuracyResult], n_way: int, k_shot: int) -> Accur
             "k_shot": k_shot,
             "accuracy": accuracy,
             "ci95": ci95,
-            "dataset": "mean of " + ", ".join(r.dataset or "?" for r in results),
+            "dataset": "mean of "
+            + ", ".join((r.dataset or "?") + (f" ({r.n_way}-way)" if r.n_way != n_way else "") for r in results),
         }
     )

@@ -105,10 +105,10 @@ def test_domains_are_evaluated_whole_each_reported_then_their_mean(two_domains):
     ]
     (mean,) = evaluation.domain_means
     three, two = evaluation.episodes
-    assert mean.dataset == "mean of three, two" and mean.k_shot == 1
+    assert mean.dataset == "mean of three (3-way), two (2-way)" and mean.k_shot == 1
     assert mean.accuracy == pytest.approx((three.accuracy + two.accuracy) / 2)
     assert mean.ci95 == pytest.approx((three.ci95**2 + two.ci95**2) ** 0.5 / 2)
-    assert evaluation.as_json()["domain_means"][0]["dataset"] == "mean of three, two"
+    assert evaluation.as_json()["domain_means"][0]["dataset"] == "mean of three (3-way), two (2-way)"
     transductive = run_protocol(learner, protocol, config.model_copy(update={"transductive": True}))
     assert all(r.transductive for r in transductive.episodes)
     assert len(learner.provenance.results) == shipped + 4  # inductive and transductive figures are kept apart
