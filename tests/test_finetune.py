@@ -64,10 +64,29 @@ def test_a_fine_tuned_task_saves_reloads_and_exports_with_parity(glyphs, tmp_pat
     batch = task.as_batch(glyphs[1]).numpy()
     probs = session.run(["probs"], {"images": batch})[0]
     np.testing.assert_allclose(probs, expected.probs.numpy(), atol=1e-4)
+    with pytest.raises(fs.InputError, match="fine-tuned on its whole support set"):  # no support images kept
+        reloaded.add_classes({"extra": [glyphs[1][0]]})
     with pytest.raises(fs.InputError, match="fine-tuned on its whole support set"):
-        task.add_classes({"extra": [glyphs[1][0]]})
-    with pytest.raises(fs.InputError, match="fine-tuned on its whole support set"):
-        task.remove_classes([task.class_names[0]])
+        reloaded.remove_classes([task.class_names[0]])
+
+
+def test_a_fine_tuned_task_changes_classes_by_fine_tuning_again_on_its_support(examples_dir):
+    learner = fs.load("protonet-omniglot")
+    folders = {folder.name: sorted(folder.iterdir()) for folder in sorted((examples_dir / "support").iterdir())}
+    names = list(folders)
+    first, last = names[:-1], names[-1]
+    task = learner.adapt(fs.SupportSet.from_mapping({name: folders[name] for name in first}), finetune=QUICK)
+    grown = task.add_classes({last: folders[last]})
+    whole = learner.adapt(fs.SupportSet.from_mapping(folders), finetune=QUICK)  # the same support, adapted at once
+    assert list(grown.class_names) == list(whole.class_names) == names
+    assert any(key.startswith(TUNED_PREFIX) for key in grown.state)
+    for name, tensor in whole.state.items():
+        torch.testing.assert_close(grown.state[name], tensor, rtol=0, atol=0)
+    shrunk = grown.remove_classes([last])
+    assert list(shrunk.class_names) == first
+    for name, tensor in task.state.items():
+        torch.testing.assert_close(shrunk.state[name], tensor, rtol=0, atol=0)
+    assert list(task.class_names) == first and set(task.state) == set(shrunk.state)  # the grown-from task is unchanged
 
 
 def test_concurrent_fine_tuning_adapts_equal_the_single_threaded_ones(glyphs):

@@ -344,11 +344,18 @@ class Learner(nn.Module, metaclass=ABCMeta):
         x, y = support.to_tensors(self.preprocessor)
         self.domain_watch.warn(stacklevel=2)  # photos given to a handwriting model: say so, once per learner
         parsed = self.adapt_options(options)
+        return self.adapted_on(x, y, support.class_names, parsed, support.task)
+
+    def adapted_on(
+        self, x: torch.Tensor, y: torch.Tensor, class_names: list[str], options: StrictModel, task: str
+    ) -> AdaptedModel:
+        """The task adapted on a model-ready support (validated) with parsed ``options``: ``adapt``'s work, also
+        what a fine-tuned task grows or shrinks by (adapting again on its kept support)."""
         learner = self.inference_learner()
-        state = learner.detached_task(x, y, support.num_classes, parsed)
+        state = learner.detached_task(x, y, len(class_names), options)
         network = TaskNetwork(learner.export_module(state), learner.probabilities)
-        kept = TaskSupport(x, y, parsed) if self.kind.classifies else None
-        return AdaptedModel(self, state, support.class_names, task=support.task, support=kept, network=network)
+        kept = TaskSupport(x, y, options) if self.kind.classifies else None
+        return AdaptedModel(self, state, class_names, task=task, support=kept, network=network)
 
     def adapt_tensors(self, x: torch.Tensor, y: torch.Tensor, n_way: int, **options: object) -> TaskState:
         """The task state for model-ready tensors; the support set and options are validated here.

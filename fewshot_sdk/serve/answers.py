@@ -1,5 +1,5 @@
-"""The JSON the service answers with: a ``Prediction`` field by field, and how ``reject`` and ``transductive``
-are read from a URL.
+"""The JSON the service answers with: a ``Prediction`` field by field, and how ``reject``, ``transductive``
+and ``finetune`` are read from a URL.
 
 A prediction keeps the API's names (``class_names``, ``indices``, ``probs``, ``novelty``, ``threshold``,
 ``rejected``), one entry per image in the order sent, so a client in another language reads what a
@@ -62,3 +62,13 @@ def read_transductive(text: str | None) -> bool:
     if word in ("false", "0", "no"):
         return False
     raise InputError(f"transductive takes true or false, got {text[:40]!r}")
+
+
+def read_finetune(text: str | None) -> dict[str, str]:
+    """``POST /tasks?finetune=auto``: ``adapt``'s ``finetune="auto"`` (seconds per task, better on photos unlike
+    the model's); left out or ``none``: no fine-tuning."""
+    if text is None or text.strip().lower() in ("none", ""):
+        return {}
+    if text.strip().lower() == "auto":
+        return {"finetune": "auto"}
+    raise InputError(f"finetune takes auto or none, got {text[:40]!r}")

@@ -5,7 +5,8 @@ the event loop, so a slow adaptation holds up no other request; the learner is l
 shared by every task made with it (``adapt`` never changes it). ``create_app`` builds the app from
 settings; ``app_from_environment`` is the import string uvicorn's workers build it from.
 
-    POST   /tasks                        multipart, one field per class (its name), one file per photo
+    POST   /tasks                        multipart, one field per class (its name), one file per photo;
+                                         ?finetune=auto fine-tunes the task on them
     GET    /tasks                        every task
     GET    /tasks/{id}                   classes with their image counts, method, threshold
     POST   /tasks/{id}/classes           multipart like POST /tasks: classes to add
@@ -35,7 +36,7 @@ from fewshot_sdk.errors import InputError
 from fewshot_sdk.io.zoo import load
 from fewshot_sdk.methods.base import Learner
 from fewshot_sdk.serve.access import ApiKeyCheck
-from fewshot_sdk.serve.answers import prediction_json, read_reject, read_transductive
+from fewshot_sdk.serve.answers import prediction_json, read_finetune, read_reject, read_transductive
 from fewshot_sdk.serve.errors import install_error_handlers
 from fewshot_sdk.serve.limits import BodyLimit, Limits
 from fewshot_sdk.serve.metrics import Metrics, MetricsMiddleware
@@ -137,11 +138,12 @@ def create_app(settings: ServeSettings, learner: Learner | None = None) -> FastA
         return {"tasks": [info.as_json() for info in await off_loop(store.list)]}
 
     @app.post("/tasks", status_code=201)
-    async def create_task(request: Request) -> dict[str, Any]:
+    async def create_task(request: Request, finetune: str | None = None) -> dict[str, Any]:
+        options = read_finetune(finetune)  # a bad value is refused before the upload is read
         uploads = await read_uploads(request, limits)
 
         def work() -> dict[str, Any]:
-            return store.create(by_class(uploads, limits.max_pixels)).as_json()
+            return store.create(by_class(uploads, limits.max_pixels), **options).as_json()
 
         return await off_loop(work)
 

@@ -73,6 +73,9 @@ class TaskRecord(StrictModel):
     counts: dict[str, int] = Field(description="support images per class, in the task's class order")
     created: float
     updated: float
+    adapt_options: dict[str, Any] = Field(
+        default_factory=dict, description='adapt\'s options the task was made with, e.g. {"finetune": "auto"}'
+    )
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,7 @@ class TaskInfo:
     model: str | None
     created: float | None
     updated: float | None
+    adapt_options: dict[str, Any] | None = None
 
     def as_json(self) -> dict[str, Any]:
         counts = self.counts or {}
@@ -98,6 +102,7 @@ class TaskInfo:
             "model": self.model,
             "created": self.created,
             "updated": self.updated,
+            "adapt_options": self.adapt_options or {},
         }
 
 
@@ -162,14 +167,15 @@ class TaskStore:
         return out
 
     # ------------------------------------------------------------------ writing
-    def create(self, classes: Mapping[str, Sequence[object]]) -> TaskInfo:
-        """A new task adapted on ``classes`` ({name: [images]}, two classes or more)."""
+    def create(self, classes: Mapping[str, Sequence[object]], **options: Any) -> TaskInfo:
+        """A new task adapted on ``classes`` ({name: [images]}, two classes or more) with ``adapt``'s ``options``
+        (e.g. ``finetune="auto"``); a change of its classes later adapts with them again."""
         check_class_names(classes)
-        task = self.learner.adapt(SupportSet.from_mapping(classes))
+        task = self.learner.adapt(SupportSet.from_mapping(classes), **options)
         task_id = secrets.token_hex(8)
         now = time.time()
         counts = {name: len(images) for name, images in classes.items()}
-        record = TaskRecord(model=self.model, counts=counts, created=now, updated=now)
+        record = TaskRecord(model=self.model, counts=counts, created=now, updated=now, adapt_options=options)
         version = self._write_version(task_id, task, record)
         self._publish(task_id, version, replacing=None)
         return self._remember(task_id, version, task)
@@ -289,6 +295,7 @@ class TaskStore:
             model=record.model if record else None,
             created=record.created if record else None,
             updated=record.updated if record else None,
+            adapt_options=record.adapt_options if record else None,
         )
         task = self._load(version, config) if with_task else None
         return Entry(key, version, info, task)
@@ -298,12 +305,15 @@ class TaskStore:
             return None  # a task folder saved by the SDK and linked in by hand
         return read_json_model(version / RECORD_FILE, TaskRecord)
 
-    def _load(self, version: Path, config: TaskConfig, with_support: bool = False) -> AdaptedModel:
-        """The saved task (``fs.load_task``'s checks), on the server's learner when it was made with it."""
+    def _load(
+        self, version: Path, config: TaskConfig, with_support: bool = False, options: dict[str, Any] | None = None
+    ) -> AdaptedModel:
+        """The saved task (``fs.load_task``'s checks), on the server's learner when it was made with it;
+        ``with_support``: with its support images and the ``options`` it was adapted with."""
         loaded = load_task(version)
         assert isinstance(loaded, AdaptedModel)
         learner = self.learner if self._same_learner(loaded.learner) else loaded.learner
-        support = self._support(version, loaded) if with_support else None
+        support = self._support(version, loaded, options or {}) if with_support else None
         if learner is loaded.learner and support is None:
             return loaded
         return AdaptedModel(
@@ -325,7 +335,7 @@ class TaskStore:
         theirs = stored_tensors(other)  # type: ignore[arg-type]
         return theirs.keys() == tensors.keys() and all(torch.equal(theirs[k], tensors[k]) for k in tensors)
 
-    def _support(self, version: Path, task: AdaptedModel) -> TaskSupport | None:
+    def _support(self, version: Path, task: AdaptedModel, options: dict[str, Any]) -> TaskSupport | None:
         path = version / SUPPORT_FILE
         if not path.exists():
             return None  # grown without it, the task records no threshold: the SDK's rule
@@ -343,7 +353,11 @@ class TaskStore:
             or sorted(set(y.tolist())) != list(range(task.num_classes))
         ):
             raise CheckpointError(f"{path} does not hold the support images of the task beside it; the file is corrupt")
-        return TaskSupport(x, y, task.learner.adapt_options({}))  # type: ignore[attr-defined]
+        try:
+            parsed = task.learner.adapt_options(options)  # type: ignore[attr-defined]
+        except InputError as exc:
+            raise CheckpointError(f"{version / RECORD_FILE} records options the model refuses ({exc})") from None
+        return TaskSupport(x, y, parsed)
 
     @contextlib.contextmanager
     def _writing(self, task_id: str) -> Iterator[tuple[Path, AdaptedModel, TaskRecord]]:
@@ -351,10 +365,10 @@ class TaskStore:
         with self._task_lock(task_id):
             base = self._version(task_id)
             config: TaskConfig = read_json_model(base / TASK_FILE, TaskConfig)
-            task = self._load(base, config, with_support=True)
             record = self._record(base) or TaskRecord(
                 model=self.model, counts={}, created=time.time(), updated=time.time()
             )
+            task = self._load(base, config, with_support=True, options=record.adapt_options)
             yield base, task, record
 
     def _replace(self, task_id: str, base: Path, task: AdaptedModel, record: TaskRecord) -> TaskInfo:

@@ -251,10 +251,13 @@ class AdaptedModel:
 
         ``more`` is a ``SupportSet`` or a ``{class name: [images]}`` mapping. Equals adapting on
         the union of the two support sets, for methods whose task state is per class
-        (ProtoNet, Relation, Matching, Siamese); the others refuse. Returns a new task; this
-        one is unchanged.
+        (ProtoNet, Relation, Matching, Siamese); the others refuse. A fine-tuned task is adapted
+        again, fine-tuning included, on its support set and ``more``'s (seconds, not
+        milliseconds); one reloaded from a folder has no support set and refuses. Returns a new
+        task; this one is unchanged.
         """
-        layout = self.growable_layout("add classes to")
+        refit = self.support_to_refit("add classes to")
+        layout = None if refit is not None else self.growable_layout("add classes to")
         if not isinstance(more, SupportSet):
             more = SupportSet.from_mapping(more, min_classes=1)  # type: ignore[arg-type]
         clash = sorted(set(self.class_names) & set(more.class_names))
@@ -262,16 +265,23 @@ class AdaptedModel:
             raise InputError(f"the task already has classes {clash}: give new class names, or remove_classes first")
         x, y = more.to_tensors(self.learner.preprocessor)
         self.learner.domain_watch.warn(stacklevel=2)
+        names = self.class_names + more.class_names
+        if refit is not None:
+            grown = refit.merged(TaskSupport(x, y, refit.options), self.num_classes)
+            return self.learner.adapted_on(grown.x, grown.y, names, grown.options, self.task)
+        assert layout is not None
         added = self.learner.adapt_classes(x, y, more.num_classes)
         merged = merge_states(layout, self.state, added)
         support = None
         if self.support is not None:
             support = self.support.merged(TaskSupport(x, y, self.support.options), self.num_classes)
-        return AdaptedModel(self.learner, merged, self.class_names + more.class_names, self.task, support)
+        return AdaptedModel(self.learner, merged, names, self.task, support)
 
     def remove_classes(self, names: Sequence[str]) -> AdaptedModel:
-        """This task without the classes ``names`` (a new task; this one is unchanged)."""
-        layout = self.growable_layout("remove classes from")
+        """This task without the classes ``names`` (a new task; this one is unchanged). A fine-tuned task is
+        adapted again, fine-tuning included, on the rest of its support set."""
+        refit = self.support_to_refit("remove classes from")
+        layout = None if refit is not None else self.growable_layout("remove classes from")
         removed = {names} if isinstance(names, str) else set(names)
         unknown = sorted(removed - set(self.class_names))
         if unknown:
@@ -279,13 +289,28 @@ class AdaptedModel:
         keep = [i for i, name in enumerate(self.class_names) if name not in removed]
         if len(keep) < 2:
             raise InputError(f"removing {sorted(removed)} would leave {len(keep)} class; a task needs at least 2")
+        kept_names = [self.class_names[i] for i in keep]
+        if refit is not None:
+            rest = refit.selected(keep)
+            return self.learner.adapted_on(rest.x, rest.y, kept_names, rest.options, self.task)
+        assert layout is not None
         return AdaptedModel(
             self.learner,
             select_classes(layout, self.state, keep),
-            [self.class_names[i] for i in keep],
+            kept_names,
             self.task,
             None if self.support is None else self.support.selected(keep),
         )
+
+    def support_to_refit(self, action: str) -> TaskSupport | None:
+        """The kept support set a fine-tuned task is adapted again on to change its classes; None for a task
+        whose state is per class. A fine-tuned task without its support set (reloaded) refuses."""
+        layout = self.learner.task_layout() if self.kind.classifies else None
+        if layout is None or set(self.state) <= set(layout):
+            return None
+        if self.support is None:
+            self.growable_layout(action)  # raises: says what to do
+        return self.support
 
     def growable_layout(self, action: str) -> Layout:
         layout = self.learner.task_layout() if self.kind.classifies else None

@@ -78,6 +78,29 @@ def test_add_and_remove_classes_keep_a_calibrated_threshold(client, photos):
     assert answer["class_names"][0] == "panda" and "pizza" not in answer["classes"]
 
 
+def test_a_fine_tuned_task_answers_as_the_api_and_grows_by_fine_tuning_again(client, photos, learner):
+    def api_task(classes):
+        support = {name: sorted((photos.support_dir / name).iterdir()) for name in classes}
+        return learner.adapt(fs.SupportSet.from_mapping(support), finetune="auto")
+
+    made = client.post("/tasks?finetune=auto", files=photos.support(["flamingo", "laptop", "panda"]))
+    assert made.status_code == 201, made.text
+    assert made.json()["adapt_options"] == {"finetune": "auto"}
+    task_id = made.json()["id"]
+    queries = [photos.queries_dir / name for name in QUERIES]
+    answer = client.post(f"/tasks/{task_id}/predict?reject=none", files=photos.queries(*QUERIES)).json()
+    expected = api_task(["flamingo", "laptop", "panda"]).predict(queries)
+    assert np.allclose(answer["probs"], expected.probs.numpy(), atol=1e-4)
+    grown = client.post(f"/tasks/{task_id}/classes", files=photos.support(["pizza"]))
+    assert grown.status_code == 200, grown.text
+    assert grown.json()["adapt_options"] == {"finetune": "auto"} and grown.json()["threshold"] is not None
+    answer = client.post(f"/tasks/{task_id}/predict?reject=none", files=photos.queries(*QUERIES)).json()
+    expected = api_task(["flamingo", "laptop", "panda", "pizza"]).predict(queries)
+    assert np.allclose(answer["probs"], expected.probs.numpy(), atol=1e-4)
+    bad = client.post("/tasks?finetune=yes", files=photos.support(["flamingo", "laptop"]))
+    assert bad.status_code == 400 and bad.json() == {"error": "finetune takes auto or none, got 'yes'"}
+
+
 def test_the_onnx_download_runs_in_onnxruntime(shared, photos, tmp_path):
     from fewshot_sdk.export.runtime import OnnxClassifier
 
