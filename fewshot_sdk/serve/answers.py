@@ -67,8 +67,9 @@ def read_transductive(text: str | None) -> bool:
 def read_finetune(text: str | None) -> dict[str, str]:
     """``POST /tasks?finetune=auto``: ``adapt``'s ``finetune="auto"`` (seconds per task, better on photos unlike
     the model's); left out or ``none``: no fine-tuning."""
-    if text is None or text.strip().lower() in ("none", ""):
+    word = "none" if text is None else text.strip().lower()
+    if word in ("none", ""):
         return {}
-    if text.strip().lower() == "auto":
+    if word == "auto":
         return {"finetune": "auto"}
     raise InputError(f"finetune takes auto or none, got {text[:40]!r}")

@@ -256,8 +256,7 @@ class AdaptedModel:
         milliseconds); one reloaded from a folder has no support set and refuses. Returns a new
         task; this one is unchanged.
         """
-        refit = self.support_to_refit("add classes to")
-        layout = None if refit is not None else self.growable_layout("add classes to")
+        layout, refit = self.class_change("add classes to")
         if not isinstance(more, SupportSet):
             more = SupportSet.from_mapping(more, min_classes=1)  # type: ignore[arg-type]
         clash = sorted(set(self.class_names) & set(more.class_names))
@@ -280,8 +279,7 @@ class AdaptedModel:
     def remove_classes(self, names: Sequence[str]) -> AdaptedModel:
         """This task without the classes ``names`` (a new task; this one is unchanged). A fine-tuned task is
         adapted again, fine-tuning included, on the rest of its support set."""
-        refit = self.support_to_refit("remove classes from")
-        layout = None if refit is not None else self.growable_layout("remove classes from")
+        layout, refit = self.class_change("remove classes from")
         removed = {names} if isinstance(names, str) else set(names)
         unknown = sorted(removed - set(self.class_names))
         if unknown:
@@ -302,17 +300,10 @@ class AdaptedModel:
             None if self.support is None else self.support.selected(keep),
         )
 
-    def support_to_refit(self, action: str) -> TaskSupport | None:
-        """The kept support set a fine-tuned task is adapted again on to change its classes; None for a task
-        whose state is per class. A fine-tuned task without its support set (reloaded) refuses."""
-        layout = self.learner.task_layout() if self.kind.classifies else None
-        if layout is None or set(self.state) <= set(layout):
-            return None
-        if self.support is None:
-            self.growable_layout(action)  # raises: says what to do
-        return self.support
-
-    def growable_layout(self, action: str) -> Layout:
+    def class_change(self, action: str) -> tuple[Layout | None, TaskSupport | None]:
+        """How this task's classes change: ``(its per-class layout, None)`` when its state is made of per-class
+        pieces; ``(None, its kept support)`` when it was fine-tuned on its whole support set, which is then
+        adapted again; otherwise one line saying what to do instead."""
         layout = self.learner.task_layout() if self.kind.classifies else None
         if layout is None:
             raise InputError(
@@ -320,12 +311,14 @@ class AdaptedModel:
                 "adapt again on the new support set (learner.adapt)"
             )
         whole = sorted(set(self.state) - set(layout))
-        if whole:
-            raise InputError(
-                f"cannot {action} this {self.method} task: it was fine-tuned on its whole support set "
-                f"({len(whole)} tuned tensors, e.g. {whole[0]}); adapt again, with finetune, on the new support set"
-            )
-        return layout
+        if not whole:
+            return layout, None
+        if self.support is not None:
+            return None, self.support
+        raise InputError(
+            f"cannot {action} this {self.method} task: it was fine-tuned on its whole support set "
+            f"({len(whole)} tuned tensors, e.g. {whole[0]}); adapt again, with finetune, on the new support set"
+        )
 
     def save(self, folder: str | os.PathLike, overwrite: bool = False, onnx: bool = False) -> Path:
         """One folder with the learner, the task state and its novelty threshold (calibrated now if need be:

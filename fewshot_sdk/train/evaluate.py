@@ -34,8 +34,7 @@ def episode_accuracy(
     state = learner.adapt_tensors(episode.support_x, episode.support_y, episode.n_way, **(options or {}))
     with torch.inference_mode():
         queries = episode.query_x.to(learner.device)
-        scorer = learner.transductive_module(state) if transductive else None
-        logits = scorer(queries)[0] if scorer is not None else learner.score(state, queries)
+        logits = learner.transductive_module(state)(queries)[0] if transductive else learner.score(state, queries)
     return float((logits.argmax(-1).cpu() == episode.query_y).float().mean())
 
 
