@@ -15,7 +15,9 @@ settings; ``app_from_environment`` is the import string uvicorn's workers build 
     GET    /tasks/{id}/onnx              the task as one .onnx file (exported on first request)
     POST   /tasks/{id}/predict           multipart, one file per image, any field name; ?reject=auto|none|<number>,
                                          ?transductive=true (the images sent together refine the task)
-    GET    /healthz, GET /metrics, GET / (the page)
+    GET    /healthz                      status, model, method, version, and whether the model can fine-tune
+                                         (``finetune``: does it take ?finetune=auto)
+    GET    /metrics, GET / (the page)
 """
 
 from __future__ import annotations
@@ -99,6 +101,15 @@ def by_class(uploads: list[tuple[str, Upload]], max_pixels: int) -> dict[str, li
     return classes
 
 
+def fine_tunes(learner: Learner) -> bool:
+    """Whether ``POST /tasks?finetune=auto`` is taken: the check ``adapt`` itself makes of its options."""
+    try:
+        learner.adapt_options({"finetune": "auto"})
+    except InputError:
+        return False
+    return True
+
+
 def create_app(settings: ServeSettings, learner: Learner | None = None) -> FastAPI:
     """The service over ``settings.tasks``; ``learner``: one already loaded (tests, embedding), else the settings'."""
     settings.check()
@@ -106,6 +117,7 @@ def create_app(settings: ServeSettings, learner: Learner | None = None) -> FastA
     store = TaskStore(settings.tasks, learner, settings.model)
     limits = settings.limits
     metrics = Metrics()
+    finetune = fine_tunes(learner)  # asked once: the page turns its fine-tuning checkbox off where it is False
     # Swagger's pages load their scripts from a CDN: the service works offline, so only /openapi.json is served.
     app = FastAPI(title="fewshot-sdk serve", version=__version__, docs_url=None, redoc_url=None)
     app.state.store = store
@@ -117,7 +129,13 @@ def create_app(settings: ServeSettings, learner: Learner | None = None) -> FastA
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
-        return {"status": "ok", "model": settings.model, "method": learner.method, "version": __version__}
+        return {
+            "status": "ok",
+            "model": settings.model,
+            "method": learner.method,
+            "finetune": finetune,
+            "version": __version__,
+        }
 
     @app.get("/metrics")
     async def prometheus() -> PlainTextResponse:

@@ -1,5 +1,6 @@
 """The page in a real headless Chromium: make a task from the example photos, classify photos dropped, chosen
-and snapped with a (fake) webcam, see a server error inline, remove a class.
+and snapped with a (fake) webcam, see a server error inline, remove a class, make a fine-tuned task; and the
+fine-tuning checkbox of a model that cannot fine-tune.
 
 Needs Debian's ``chromium`` and ``chromium-driver`` (``.ci/run`` installs them); skipped, saying so, where
 they are missing. ``FEWSHOT_PAGE_SCREENSHOT=path.png`` also saves the page after the first answer
@@ -8,10 +9,14 @@ they are missing. ``FEWSHOT_PAGE_SCREENSHOT=path.png`` also saves the page after
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
 import threading
 import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -43,20 +48,34 @@ target.dispatchEvent(new DragEvent("drop", {bubbles: true, cancelable: true, dat
 FILE_INPUT = "const i = document.createElement('input'); i.type = 'file'; document.body.append(i); return i;"
 
 
-@pytest.fixture()
-def page_url(learner, tmp_path, free_port):
-    """The service in a thread of this process (sharing the session's learner), on a free loopback port."""
-    app = create_app(ServeSettings(tasks=tmp_path / "tasks"), learner=learner)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port, log_level="warning"))
+@contextlib.contextmanager
+def served_here(learner, tasks: Path, port: int, **settings) -> Iterator[str]:
+    """The service over ``tasks`` in a thread of this process, with ``learner`` (named ``model=``), on ``port``."""
+    app = create_app(ServeSettings(tasks=tasks, **settings), learner=learner)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
     while not server.started:
         assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{free_port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture()
+def page_url(learner, tmp_path, free_port):
+    """The service in a thread of this process (sharing the session's learner), on a free loopback port."""
+    with served_here(learner, tmp_path / "tasks", free_port) as url:
+        yield url
+
+
+def get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return json.load(response)
 
 
 @pytest.fixture()
@@ -108,8 +127,9 @@ def test_the_page_teaches_classes_and_classifies_photos(page_url, browser, photo
         box.find_element(By.CSS_SELECTOR, ".class-files").send_keys("\n".join(paths))
     assert len(boxes[0].find_elements(By.CSS_SELECTOR, ".thumbs img")) == 5
     browser.find_element(By.ID, "create-task").click()
-    text_of(browser, "#teach-status", "Created task")
+    assert "fine-tuned" not in text_of(browser, "#teach-status", "Created task")
     assert len(browser.find_elements(By.CSS_SELECTOR, "#task-classes li")) == 5
+    assert "not fine-tuned" in text_of(browser, "#task-summary", "classes")
 
     # a photo chosen with the file input
     browser.find_element(By.ID, "query-files").send_keys(str(photos.queries_dir / "panda_0020.jpg"))
@@ -150,3 +170,51 @@ def test_the_page_teaches_classes_and_classifies_photos(page_url, browser, photo
     remove.send_keys("\n")
     WebDriverWait(browser, 60).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#task-classes li")) == 4)
     assert "pizza" not in browser.find_element(By.ID, "task-classes").text
+
+    # a fine-tuned task (one photo a class: the smallest fine-tuning, about a second on a CPU)
+    browser.get(page_url)
+    text_of(browser, "#model-line", "protonet-photos")
+    assert get_json(f"{page_url}/healthz")["finetune"] is True
+    finetune = browser.find_element(By.ID, "finetune")
+    assert finetune.is_enabled() and not finetune.is_selected()
+    finetune.click()
+    for box, name in zip(browser.find_elements(By.CSS_SELECTOR, ".class-box"), ["flamingo", "laptop"], strict=True):
+        box.find_element(By.CSS_SELECTOR, ".class-name").send_keys(name)
+        first = sorted((photos.support_dir / name).iterdir())[0]
+        box.find_element(By.CSS_SELECTOR, ".class-files").send_keys(str(first))
+    create = browser.find_element(By.ID, "create-task")
+    # the status set by the click itself, before the request is answered
+    status = browser.execute_script(
+        "arguments[0].click(); return document.getElementById('teach-status').textContent", create
+    )
+    assert "fine-tuning" in status
+    assert "fine-tuned on its photos" in text_of(browser, "#teach-status", "Created task")
+    task_id = browser.find_element(By.ID, "task-select").get_attribute("value")
+    assert get_json(f"{page_url}/tasks/{task_id}")["adapt_options"] == {"finetune": "auto"}
+    assert "fine-tuned on its photos" in text_of(browser, "#task-summary", "2 classes")
+
+
+def test_a_model_that_cannot_fine_tune_disables_the_checkbox_and_its_refusal_shows(
+    browser, photos, tmp_path, free_port
+):
+    import fewshot_sdk as fs
+
+    with served_here(fs.create("matching"), tmp_path / "tasks", free_port, model="matching") as url:
+        assert get_json(f"{url}/healthz")["finetune"] is False
+        browser.get(url)
+        text_of(browser, "#model-line", "matching")
+        assert "cannot fine-tune" in text_of(browser, "#finetune-off", "matching")
+        assert not browser.find_element(By.ID, "finetune").is_enabled()
+
+        # a page that was not told (a server that does not say) sends the request: the server's own words show
+        browser.execute_script(
+            "const box = document.getElementById('finetune'); box.disabled = false; box.checked = true;"
+        )
+        for box, name in zip(browser.find_elements(By.CSS_SELECTOR, ".class-box"), ["flamingo", "laptop"], strict=True):
+            box.find_element(By.CSS_SELECTOR, ".class-name").send_keys(name)
+            first = sorted((photos.support_dir / name).iterdir())[0]
+            box.find_element(By.CSS_SELECTOR, ".class-files").send_keys(str(first))
+        browser.find_element(By.ID, "create-task").click()
+        error = text_of(browser, "#teach-error", "finetune")
+        assert error == "matching adapt options: unknown ['finetune']; matching takes no options"
+        assert browser.find_element(By.ID, "teach-status").text == ""

@@ -6,6 +6,7 @@
 const $ = (id) => document.getElementById(id);
 const boxFiles = new Map(); // class box element -> File[]
 let camera = null; // the webcam's MediaStream while it runs
+let shownTask = null; // the selected task as GET /tasks/{id} last answered it
 
 function apiKey() {
   return $("api-key").value.trim();
@@ -45,6 +46,17 @@ function selectedTask() {
   return $("task-select").value;
 }
 
+// Whether a task (as the API answers it) was made with test-time fine-tuning: adapt_options {"finetune": "auto"}.
+function fineTuned(task) {
+  const finetune = task && task.adapt_options ? task.adapt_options.finetune : null;
+  return Boolean(finetune) && finetune !== "none";
+}
+
+// The selected task as last shown, if it is still the selected one.
+function selectedShown() {
+  return shownTask && shownTask.id === selectedTask() ? shownTask : null;
+}
+
 function taskLabel(task) {
   const names = task.classes.map((c) => c.name);
   const shown = names.length > 4 ? names.slice(0, 4).join(", ") + ", ..." : names.join(", ");
@@ -65,10 +77,18 @@ async function refreshTasks(select) {
 async function showTask() {
   const id = selectedTask();
   $("task-details").hidden = !id;
-  if (!id) return;
+  if (!id) {
+    shownTask = null;
+    return;
+  }
   const task = await (await api(`/tasks/${id}`)).json();
+  shownTask = task;
   const threshold = task.threshold === null ? "none (answers always name a class)" : task.threshold.toFixed(3);
-  show("task-summary", `${task.classes.length} classes, ${task.method}, "none of these" threshold: ${threshold}`);
+  const tuning = fineTuned(task) ? "fine-tuned on its photos" : "not fine-tuned";
+  show(
+    "task-summary",
+    `${task.classes.length} classes, ${task.method}, ${tuning}, "none of these" threshold: ${threshold}`,
+  );
   const list = $("task-classes");
   list.replaceChildren();
   for (const c of task.classes) {
@@ -86,7 +106,8 @@ async function showTask() {
 }
 
 async function removeClass(name) {
-  show("task-status", `Removing ${name}...`);
+  const again = fineTuned(selectedShown()) ? " and fine-tuning again on the photos left" : "";
+  show("task-status", `Removing ${name}${again}...`);
   await api(`/tasks/${selectedTask()}/classes/remove`, {
     method: "POST",
     headers: { "Content-Type": "application/json" },
@@ -187,14 +208,27 @@ function clearBoxes() {
   addBox();
 }
 
+function wantsFineTuning() {
+  const box = $("finetune");
+  return box.checked && !box.disabled;
+}
+
 async function createTask() {
   const { form, classes } = classesForm();
   if (classes < 2) throw new Error("a task needs two classes or more, each with a name and photos");
-  show("teach-status", "Adapting to your photos...");
-  const task = await (await api("/tasks", { method: "POST", body: form })).json();
+  const finetune = wantsFineTuning();
+  show(
+    "teach-status",
+    finetune
+      ? "Adapting to your photos and fine-tuning the network on them (a few seconds per task on a CPU)..."
+      : "Adapting to your photos...",
+  );
+  const path = finetune ? "/tasks?finetune=auto" : "/tasks";
+  const task = await (await api(path, { method: "POST", body: form })).json();
   clearBoxes();
   await refreshTasks(task.id);
-  show("teach-status", `Created task ${task.id} with ${task.classes.length} classes.`);
+  const tuned = fineTuned(task) ? ", fine-tuned on its photos" : "";
+  show("teach-status", `Created task ${task.id} with ${task.classes.length} classes${tuned}.`);
 }
 
 async function addToTask() {
@@ -202,11 +236,22 @@ async function addToTask() {
   if (!id) throw new Error("select a task first, or create a new one");
   const { form, classes } = classesForm();
   if (classes < 1) throw new Error("name a class and give it photos first");
-  show("teach-status", "Adding classes...");
+  // The server adapts the added classes the way the task was made: a fine-tuned task is fine-tuned again
+  // on all of its photos, whatever the checkbox says (it applies to new tasks).
+  const known = selectedShown();
+  show(
+    "teach-status",
+    fineTuned(known)
+      ? "Adding classes and fine-tuning the network again on all of the task's photos..."
+      : "Adding classes...",
+  );
   const task = await (await api(`/tasks/${id}/classes`, { method: "POST", body: form })).json();
   clearBoxes();
   await refreshTasks(id);
-  show("teach-status", `Task ${id} now has ${task.classes.length} classes.`);
+  let how = "";
+  if (fineTuned(task)) how = ", fine-tuned again on its photos";
+  else if (wantsFineTuning()) how = " (not fine-tuned: the checkbox applies to new tasks)";
+  show("teach-status", `Task ${id} now has ${task.classes.length} classes${how}.`);
 }
 
 // ------------------------------------------------------------------ classifying
@@ -317,6 +362,14 @@ function start() {
   guarded("task", async () => {
     const health = await (await api("/healthz")).json();
     show("model-line", `Model ${health.model} (${health.method}), fewshot-sdk ${health.version}.`);
+    if (health.finetune === false) {
+      // a server that does not say (an older one) leaves the box on: its refusal, if any, shows as an error
+      $("finetune").checked = false;
+      $("finetune").disabled = true;
+      const why = `The model ${health.model} (${health.method}) cannot fine-tune: only ProtoNet-based models can.`;
+      show("finetune-off", why);
+      $("finetune-off").hidden = false;
+    }
     await refreshTasks();
   });
 }
