@@ -52,10 +52,11 @@ def test_the_learner_is_bitwise_unchanged_and_the_task_holds_the_tuned_tail(glyp
     torch.testing.assert_close(task.predict(glyphs[1]).novelty, plain.predict(glyphs[1]).novelty)  # untuned novelty
 
 
-def test_a_fine_tuned_task_saves_reloads_and_exports_with_parity(glyphs, tmp_path):
+@pytest.mark.parametrize("settings", [QUICK, {**QUICK, "untuned_weight": 1.0}], ids=["head", "ensemble"])
+def test_a_fine_tuned_task_saves_reloads_and_exports_with_parity(glyphs, tmp_path, settings):
     import onnxruntime
 
-    task = fs.load("protonet-omniglot").adapt(glyphs[0], finetune=QUICK)
+    task = fs.load("protonet-omniglot").adapt(glyphs[0], finetune=settings)
     expected = task.predict(glyphs[1])
     reloaded = fs.load_task(task.save(tmp_path / "task"))
     torch.testing.assert_close(reloaded.predict(glyphs[1]).probs, expected.probs, rtol=0, atol=1e-6)
@@ -68,6 +69,19 @@ def test_a_fine_tuned_task_saves_reloads_and_exports_with_parity(glyphs, tmp_pat
         reloaded.add_classes({"extra": [glyphs[1][0]]})
     with pytest.raises(fs.InputError, match="fine-tuned on its whole support set"):
         reloaded.remove_classes([task.class_names[0]])
+
+
+def test_untuned_weight_adds_the_untuned_prototypes_log_probabilities_to_the_heads(glyphs):
+    """probs ∝ p_head * p_untuned ** w (float64 reference), from the same tuned network (same seed)."""
+    learner = fs.load("protonet-omniglot")
+    head_only = learner.adapt(glyphs[0], finetune=QUICK).predict(glyphs[1]).probs.double()
+    untuned = learner.adapt(glyphs[0]).predict(glyphs[1]).probs.double()
+    for weight in (0.5, 2.0):
+        task = learner.adapt(glyphs[0], finetune={**QUICK, "untuned_weight": weight})
+        assert float(task.state["untuned_weight"]) == weight
+        reference = (head_only.log() + weight * untuned.log()).softmax(1)
+        torch.testing.assert_close(task.predict(glyphs[1]).probs.double(), reference, rtol=0, atol=1e-5)
+    assert "untuned_weight" not in learner.adapt(glyphs[0], finetune=QUICK).state  # 0: the head alone, as before
 
 
 def test_a_fine_tuned_task_changes_classes_by_fine_tuning_again_on_its_support(examples_dir):

@@ -80,7 +80,7 @@ def finetuned(learner: fs.Learner, args: argparse.Namespace) -> list[str]:
     twin = learner.frozen_or_self()
     rows, means = [], {}
     for name, dataset in datasets.items():
-        for k_shot in (1, 5):
+        for k_shot in args.finetune_shots:
             n_way = min(5, dataset.num_classes)
             sampler = EpisodeSampler(dataset, n_way, k_shot, 15, seed=0)
             scored: dict[str, list[float]] = {"finetune": [], "finetune +transductive": []}
@@ -122,6 +122,7 @@ def main() -> None:
     parser.add_argument("--modes", nargs="*", default=["inductive", "transductive"])
     parser.add_argument("--finetune-episodes", type=int, default=0, help="also fine-tuned tasks, on this many")
     parser.add_argument("--finetune-far-only", action="store_true", help="fine-tuned tasks on the far domains only")
+    parser.add_argument("--finetune-shots", nargs="+", type=int, default=[1, 5], help="fine-tuned tasks at these shots")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     torch.manual_seed(0)
