@@ -34,7 +34,8 @@ from fewshot_sdk.methods.base import class_means
 from fewshot_sdk.methods.finetuning import FineTunedScorer, cosine_logits
 from fewshot_sdk.train.evaluate import auroc
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # photo_models.py beside this file
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # photo_models.py, open_set_rules.py beside this file
+from open_set_rules import draw_episode, open_set_ways
 from photo_models import MODELS
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
@@ -77,29 +78,19 @@ def main() -> None:
     for domain in args.domains:
         data = LabelledImages.from_mapping(scan_class_folders(args.data / domain), learner.preprocessor)
         by_class = data.indices_by_class()
-        n_way = 5 if data.num_classes >= 10 else max(2, data.num_classes // 2)
-        outside = min(5, data.num_classes - n_way)
+        n_way, outside = open_set_ways(data.num_classes)
         generator = torch.Generator().manual_seed(0)
         aurocs: dict[str, list[float]] = {kind: [] for kind in KINDS}
         for _ in range(args.episodes):
-            classes = torch.randperm(data.num_classes, generator=generator)[: n_way + outside].tolist()
-            support, support_y, inside, outsiders = [], [], [], []
-            for label, c in enumerate(classes):
-                order = by_class[c][torch.randperm(len(by_class[c]), generator=generator)]
-                if label < n_way:
-                    support.append(data.images[order[: args.shots]])
-                    support_y.append(torch.full((args.shots,), label))
-                    inside.append(data.images[order[args.shots : args.shots + 15]])
-                else:
-                    outsiders.append(data.images[order[:5]])
-            x, y = torch.cat(support), torch.cat(support_y)
+            support, y, inside, outsiders = draw_episode(by_class, n_way, outside, args.shots, generator)
+            x = data.images[support]
             state = learner.adapt_tensors(x, y, n_way, finetune="auto")
             scorer = FineTunedScorer(learner.backbone, learner.transform, learner.prototype_logits, state)
             with torch.inference_mode():
                 tuned_support, _ = scorer.features(x)
                 means = class_means(tuned_support, y, n_way)
-                known = novelty(scorer, learner, state["prototypes"], means, torch.cat(inside))
-                unknown = novelty(scorer, learner, state["prototypes"], means, torch.cat(outsiders))
+                known = novelty(scorer, learner, state["prototypes"], means, data.images[inside])
+                unknown = novelty(scorer, learner, state["prototypes"], means, data.images[outsiders])
                 on_support = novelty(scorer, learner, state["prototypes"], means, x)
             for kind in KINDS[:-1]:
                 aurocs[kind].append(auroc(known[kind], unknown[kind]))

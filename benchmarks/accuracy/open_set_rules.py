@@ -64,6 +64,30 @@ def scores(kind: str, queries: torch.Tensor, support: torch.Tensor, labels: torc
     raise ValueError(kind)
 
 
+def open_set_ways(classes: int) -> tuple[int, int]:
+    """(support classes, outside classes) of a domain's open-set episodes: 5 and up to 5, or half and the rest."""
+    n_way = 5 if classes >= 10 else max(2, classes // 2)
+    return n_way, min(5, classes - n_way)
+
+
+def draw_episode(
+    by_class: list[torch.Tensor], n_way: int, outside: int, shots: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(support indices, their labels, in-support query indices, outside query indices) of one episode:
+    ``shots`` support and 15 query examples of each of ``n_way`` random classes, 5 of each of ``outside`` others."""
+    classes = torch.randperm(len(by_class), generator=generator)[: n_way + outside].tolist()
+    support, labels, inside, outsiders = [], [], [], []
+    for label, c in enumerate(classes):
+        order = by_class[c][torch.randperm(len(by_class[c]), generator=generator)]
+        if label < n_way:
+            support.append(order[:shots])
+            labels.append(torch.full((shots,), label))
+            inside.append(order[shots : shots + 15])
+        else:
+            outsiders.append(order[:5])
+    return torch.cat(support), torch.cat(labels), torch.cat(inside), torch.cat(outsiders)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="protonet-photos", choices=list(MODELS))
@@ -87,24 +111,13 @@ def main() -> None:
         with torch.no_grad():
             features = torch.cat([learner.embed(part) for part in torch.split(data.images, 64)])
         by_class = data.indices_by_class()
-        n_way = 5 if data.num_classes >= 10 else max(2, data.num_classes // 2)
-        outside = min(5, data.num_classes - n_way)
+        n_way, outside = open_set_ways(data.num_classes)
         generator = torch.Generator().manual_seed(0)
         figures: dict[tuple[str, str], list[tuple[float, float]]] = {}
         aurocs: dict[str, list[float]] = {kind: [] for kind in kinds}
         for _ in range(args.episodes):
-            classes = torch.randperm(data.num_classes, generator=generator)[: n_way + outside].tolist()
-            support, support_y, inside, outsiders = [], [], [], []
-            for label, c in enumerate(classes):
-                order = by_class[c][torch.randperm(len(by_class[c]), generator=generator)]
-                if label < n_way:
-                    support.append(features[order[: args.shots]])
-                    support_y.append(torch.full((args.shots,), label))
-                    inside.append(features[order[args.shots : args.shots + 15]])
-                else:
-                    outsiders.append(features[order[:5]])
-            s, y = torch.cat(support), torch.cat(support_y)
-            known_q, outside_q = torch.cat(inside), torch.cat(outsiders)
+            support, y, inside, outsiders = draw_episode(by_class, n_way, outside, args.shots, generator)
+            s, known_q, outside_q = features[support], features[inside], features[outsiders]
             for kind in kinds:
                 inside_scores = scores(kind, known_q, s, y, n_way, temperature)
                 outside_scores = scores(kind, outside_q, s, y, n_way, temperature)
