@@ -12,7 +12,9 @@ Scores (larger: more novel): ``prototype`` (squared distance to the nearest prot
 distance to the nearest support example), ``energy`` (minus logsumexp of the logits, Liu et al. 2020).
 Thresholds: ``balanced`` (today's: best balanced accuracy between held-out known and unknown scores)
 and ``known-q<p>`` (the p-quantile of the held-out known scores, so about p of the known queries are kept;
-the balanced one where the support has one shot and no known score).
+the balanced one where the support has one shot and no known score), and ``balanced-floor-q<p>`` (the
+balanced one, raised to that quantile where it lies below it: it never rejects more than about 1 - p of
+the known queries, and rejects as the balanced one does where that already keeps them).
 
     python benchmarks/accuracy/open_set_rules.py --model protonet-photos --episodes 300
 """
@@ -99,7 +101,7 @@ def main() -> None:
     learner = MODELS[args.model]().frozen_or_self()
     temperature = float(getattr(learner.config, "temperature", 1.0))
     kinds = ("prototype", "max-softmax", "nearest-shot", "energy", "task-centred", "class-scaled")
-    thresholds = ("balanced", *(f"known-q{q:g}" for q in QUANTILES))
+    thresholds = ("balanced", *(f"known-q{q:g}" for q in QUANTILES), *(f"balanced-floor-q{q:g}" for q in QUANTILES))
     print(f"{args.model}, {args.shots}-shot, {args.episodes} episodes a domain")
     print("| domain | ways + outside | score | AUROC | threshold | in-support rejected | outside accepted |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
@@ -128,10 +130,11 @@ def main() -> None:
 
                 known, unknown = held_out_scores(novelty_of, s, y, n_way, min_classes=1)
                 for rule in thresholds:
-                    if rule == "balanced" or known.numel() == 0:
-                        threshold = choose_threshold(known, unknown)
-                    else:
-                        threshold = float(torch.quantile(known.double(), float(rule.removeprefix("known-q"))))
+                    threshold = choose_threshold(known, unknown)
+                    if rule != "balanced" and known.numel() > 0:
+                        quantile = float(torch.quantile(known.double(), float(rule.rpartition("-q")[2])))
+                        floor = rule.startswith("balanced-floor")
+                        threshold = max(threshold, quantile) if floor else quantile
                     rejected = float((inside_scores > threshold).double().mean())
                     accepted = float((outside_scores <= threshold).double().mean())
                     figures.setdefault((kind, rule), []).append((rejected, accepted))
