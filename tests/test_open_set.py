@@ -40,11 +40,14 @@ def test_folds_hold_out_every_multi_shot_example_once_and_never_a_class_alone():
         assert set(labels[~fold].tolist()) == {0, 1, 2}
 
 
-def test_the_threshold_separates_known_from_unknown_at_the_middle_of_the_gap():
+def test_the_threshold_separates_known_from_unknown_and_keeps_most_known_scores():
     assert choose_threshold(torch.tensor([0.0, 1.0, 2.0]), torch.tensor([5.0, 6.0])) == pytest.approx(3.5)
-    # overlapping sets: the balanced error is smallest between 3 and 4
+    # overlapping sets: the balanced threshold (between 3 and 4) would reject the known 4.5, so it is raised to
+    # the 0.95 quantile of the known scores (linear: 3 + 0.85 * 1.5), which keeps about 95% of known queries
     threshold = choose_threshold(torch.tensor([1.0, 2.0, 3.0, 4.5]), torch.tensor([4.0, 5.0, 6.0]))
-    assert 3.0 < threshold < 4.0
+    assert threshold == pytest.approx(4.275)
+    threshold = choose_threshold(torch.tensor([1.0, 2.0, 3.0] * 20), torch.tensor([2.5, 5.0, 6.0]))
+    assert threshold == pytest.approx(3.0)  # balanced: 2.25, which rejects a third of the known; floor: 3
     assert choose_threshold(torch.zeros(0), torch.tensor([3.0, 2.0])) == 2.0  # one shot: the nearest unknown
     with pytest.raises(InputError, match="more classes"):
         choose_threshold(torch.tensor([1.0]), torch.zeros(0))
