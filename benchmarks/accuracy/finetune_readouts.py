@@ -36,7 +36,7 @@ from fewshot_sdk.data.episodes import EpisodeSampler
 from fewshot_sdk.data.folders import scan_class_folders
 from fewshot_sdk.data.labelled import LabelledImages
 from fewshot_sdk.methods.base import class_means
-from fewshot_sdk.methods.finetuning import FineTunedScorer, cosine_logits
+from fewshot_sdk.methods.finetuning import FineTunedScorer, cosine_logits, with_untuned
 from fewshot_sdk.methods.transductive_prototypes import refine
 from fewshot_sdk.train.evaluate import mean_ci95
 
@@ -57,8 +57,8 @@ def readouts(scorer: FineTunedScorer, learner, state, support_x, support_y, n_wa
     tuned_means = cosine_logits(tuned, means, scorer.scale)
     out = {"head": head, "untuned": untuned_logits, "tuned-means": tuned_means}
     for weight in ENSEMBLE_WEIGHTS:
-        out[f"head+untuned x{weight:g}"] = head.log_softmax(1) + weight * untuned_logits.log_softmax(1)
-    out["head+tuned-means"] = head.log_softmax(1) + tuned_means.log_softmax(1)
+        out[f"head+untuned x{weight:g}"] = with_untuned(head, untuned_logits, weight)
+    out["head+tuned-means"] = with_untuned(head, tuned_means, 1.0)
     normalised = F.normalize(tuned, dim=1)
     rows, centred = refine(scorer.head, scorer.shots, normalised)
     out["transductive head"] = cosine_logits(centred, rows, scorer.scale)

@@ -280,6 +280,11 @@ def cosine_logits(features: torch.Tensor, head: torch.Tensor, scale: torch.Tenso
     return scale * F.normalize(features, dim=1) @ F.normalize(head, dim=1).t()
 
 
+def with_untuned(tuned_logits: torch.Tensor, untuned_logits: torch.Tensor, weight: float) -> torch.Tensor:
+    """The tuned head's log-probabilities plus ``weight`` times the untuned prototypes' (``untuned_weight``)."""
+    return tuned_logits.log_softmax(1) + weight * untuned_logits.log_softmax(1)
+
+
 class FineTunedScorer(nn.Module):
     """images -> (logits, novelty) of a fine-tuned task: the shared prefix, then the tuned tail and its head.
 
@@ -334,5 +339,5 @@ class FineTunedScorer(nn.Module):
             return cosine_logits(centred, rows, self.scale), novelty
         logits = cosine_logits(tuned, self.head, self.scale)
         if self.untuned_weight > 0:
-            logits = logits.log_softmax(1) + self.untuned_weight * untuned_logits.log_softmax(1)
+            logits = with_untuned(logits, untuned_logits, self.untuned_weight)
         return logits, novelty

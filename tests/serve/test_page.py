@@ -73,6 +73,14 @@ def page_url(learner, tmp_path, free_port):
         yield url
 
 
+def first_photo_each(browser, photos, names: list[str]) -> None:
+    """Names the page's class boxes ``names`` and gives each the first example photo of that class."""
+    for box, name in zip(browser.find_elements(By.CSS_SELECTOR, ".class-box"), names, strict=True):
+        box.find_element(By.CSS_SELECTOR, ".class-name").send_keys(name)
+        first = sorted((photos.support_dir / name).iterdir())[0]
+        box.find_element(By.CSS_SELECTOR, ".class-files").send_keys(str(first))
+
+
 def get_json(url: str) -> dict:
     with urllib.request.urlopen(url, timeout=30) as response:
         return json.load(response)
@@ -178,10 +186,7 @@ def test_the_page_teaches_classes_and_classifies_photos(page_url, browser, photo
     finetune = browser.find_element(By.ID, "finetune")
     assert finetune.is_enabled() and not finetune.is_selected()
     finetune.click()
-    for box, name in zip(browser.find_elements(By.CSS_SELECTOR, ".class-box"), ["flamingo", "laptop"], strict=True):
-        box.find_element(By.CSS_SELECTOR, ".class-name").send_keys(name)
-        first = sorted((photos.support_dir / name).iterdir())[0]
-        box.find_element(By.CSS_SELECTOR, ".class-files").send_keys(str(first))
+    first_photo_each(browser, photos, ["flamingo", "laptop"])
     create = browser.find_element(By.ID, "create-task")
     # the status set by the click itself, before the request is answered
     status = browser.execute_script(
@@ -210,10 +215,7 @@ def test_a_model_that_cannot_fine_tune_disables_the_checkbox_and_its_refusal_sho
         browser.execute_script(
             "const box = document.getElementById('finetune'); box.disabled = false; box.checked = true;"
         )
-        for box, name in zip(browser.find_elements(By.CSS_SELECTOR, ".class-box"), ["flamingo", "laptop"], strict=True):
-            box.find_element(By.CSS_SELECTOR, ".class-name").send_keys(name)
-            first = sorted((photos.support_dir / name).iterdir())[0]
-            box.find_element(By.CSS_SELECTOR, ".class-files").send_keys(str(first))
+        first_photo_each(browser, photos, ["flamingo", "laptop"])
         browser.find_element(By.ID, "create-task").click()
         error = text_of(browser, "#teach-error", "finetune")
         assert error == "matching adapt options: unknown ['finetune']; matching takes no options"
