@@ -12,7 +12,11 @@ differences between readouts are paired and free of the fine-tuning's randomness
   networks the task runs anyway);
 - ``head+tuned-means``: the two readouts of the tuned network, summed the same way;
 - ``transductive head`` / ``transductive tuned-means``: the batch refines the head's rows (what
-  ``transductive=True`` does on a fine-tuned task today) or the tuned class means.
+  ``transductive=True`` does on a fine-tuned task today) or the tuned class means;
+- ``transductive head+untuned``: the refined head's log-probabilities plus the untuned prototypes' (the sum
+  a fine-tuned task predicts with, its head refined by the batch);
+- ``transductive head+transductive untuned``: the same with the untuned prototypes refined by the batch too
+  (what ``transductive=True`` does on a task that was not fine-tuned).
 
 Episodes are ``train.evaluate``'s (same sampler and seed), so the ``head`` and ``untuned`` rows reproduce
 ``fewshot evaluate --finetune auto`` and ``fewshot evaluate``.
@@ -44,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # photo_models.py besi
 from photo_models import MODELS
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-ENSEMBLE_WEIGHTS = (0.25, 0.5, 1.0)
+ENSEMBLE_WEIGHTS = (0.25, 0.5, 1.0, 2.0)
 
 
 def readouts(scorer: FineTunedScorer, learner, state, support_x, support_y, n_way, queries) -> dict[str, torch.Tensor]:
@@ -62,6 +66,10 @@ def readouts(scorer: FineTunedScorer, learner, state, support_x, support_y, n_wa
     normalised = F.normalize(tuned, dim=1)
     rows, centred = refine(scorer.head, scorer.shots, normalised)
     out["transductive head"] = cosine_logits(centred, rows, scorer.scale)
+    out["transductive head+untuned"] = with_untuned(out["transductive head"], untuned_logits, 1.0)
+    refined, untuned_centred = refine(state["prototypes"], scorer.shots, untuned)
+    untuned_refined = learner.prototype_logits(untuned_centred, refined)
+    out["transductive head+transductive untuned"] = with_untuned(out["transductive head"], untuned_refined, 1.0)
     rows, centred = refine(F.normalize(means, dim=1), scorer.shots, normalised)
     out["transductive tuned-means"] = cosine_logits(centred, rows, scorer.scale)
     return out
