@@ -174,6 +174,8 @@ def test_bad_fine_tuning_settings_are_one_line(glyphs, finetune, match):
 
 
 def test_methods_without_fine_tuning_say_so(glyphs):
-    with pytest.raises(fs.InputError, match="matching takes no options"):
-        fs.load("matching-omniglot").adapt(glyphs[0], finetune="auto")
+    with pytest.raises(fs.InputError, match="mann takes no options"):
+        fs.load("mann-omniglot").adapt(glyphs[0], finetune="auto")
+    with pytest.raises(fs.InputError, match=r"unknown \['finetune'\]; maml takes steps"):
+        fs.load("maml-omniglot").adapt(glyphs[0], finetune="auto")
     assert FineTuneSettings().stages >= 1

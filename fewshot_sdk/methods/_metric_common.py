@@ -28,11 +28,15 @@ def per_class_max(pair_logits: torch.Tensor, support_classes: torch.Tensor) -> t
 
 
 def normalised_sigmoid(logits: torch.Tensor) -> torch.Tensor:
-    """sigmoid(l_c) / sum_c' sigmoid(l_c'), computed as softmax(log sigmoid(l)) so it never divides 0 by 0.
+    """sigmoid(l_c) / sum_c' sigmoid(l_c'), computed as softmax(log sigmoid(l)) so it never divides 0 by 0."""
+    return log_sigmoid(logits).softmax(dim=-1)
 
-    log sigmoid(l) = min(l, 0) - log(1 + exp(-|l|)) is spelt out rather than ``F.logsigmoid``:
-    exported to ONNX, the latter goes through onnxruntime's approximate Sigmoid, whose absolute
-    error swamps sigmoid scores near 1e-7 (a 2.5e-4 probability error on a relation task).
+
+def log_sigmoid(logits: torch.Tensor) -> torch.Tensor:
+    """log sigmoid(l) = min(l, 0) - log(1 + exp(-|l|)).
+
+    Spelt out rather than ``F.logsigmoid``: exported to ONNX, the latter goes through onnxruntime's
+    approximate Sigmoid, whose absolute error swamps sigmoid scores near 1e-7 (a 2.5e-4 probability
+    error on a relation task).
     """
-    log_sigmoid = torch.clamp(logits, max=0.0) - torch.log1p(torch.exp(-logits.abs()))
-    return log_sigmoid.softmax(dim=-1)
+    return torch.clamp(logits, max=0.0) - torch.log1p(torch.exp(-logits.abs()))

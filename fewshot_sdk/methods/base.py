@@ -55,7 +55,7 @@ from fewshot_sdk.task.open_set import choose_threshold, held_out_scores, max_log
 if TYPE_CHECKING:
     from pathlib import Path
 
-__all__ = ["Learner", "NoOptions", "TaskState", "check_support", "class_means"]
+__all__ = ["Learner", "NoOptions", "StateBuffers", "TaskState", "check_support", "class_means"]
 
 
 class NoOptions(StrictModel):
@@ -171,6 +171,11 @@ class Learner(nn.Module, metaclass=ABCMeta):
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """Class probabilities from ``score``'s output; softmax unless the paper says otherwise."""
         return logits.softmax(dim=-1)
+
+    def task_probabilities(self, state: TaskState) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The probability rule of a task state's logits: ``probabilities``, unless the state scores otherwise
+        (a fine-tuned task's cosine head is a softmax classifier whatever the method's rule)."""
+        return self.probabilities
 
     def episode_loss(self, episode: Episode) -> tuple[torch.Tensor, torch.Tensor]:
         """Meta-training loss of one episode and the query logits (for accuracy)."""
@@ -293,7 +298,7 @@ class Learner(nn.Module, metaclass=ABCMeta):
         """
         learner = self.inference_learner()
         scorer = learner.transductive_module(state) if transductive else learner.export_module(state)
-        return TaskNetwork(scorer, learner.probabilities)
+        return TaskNetwork(scorer, learner.task_probabilities(state))
 
     def train(self, mode: bool = True) -> Learner:
         """Training mode also drops the inference twin (:meth:`freeze`): the weights are about to change."""
@@ -353,7 +358,7 @@ class Learner(nn.Module, metaclass=ABCMeta):
         what a fine-tuned task grows or shrinks by (adapting again on its kept support)."""
         learner = self.inference_learner()
         state = learner.detached_task(x, y, len(class_names), options)
-        network = TaskNetwork(learner.export_module(state), learner.probabilities)
+        network = TaskNetwork(learner.export_module(state), learner.task_probabilities(state))
         kept = TaskSupport(x, y, options) if self.kind.classifies else None
         return AdaptedModel(self, state, class_names, task=task, support=kept, network=network)
 
@@ -407,19 +412,30 @@ class Learner(nn.Module, metaclass=ABCMeta):
         return f"method={self.method!r}, config={self.config!r}"
 
 
-class _ScoreWithState(nn.Module):
-    """Generic export wrapper: the learner's ``score`` with the task state as buffers."""
+class StateBuffers(nn.Module):
+    """A task state held as buffers, so it moves and traces with the module that scores by it; ``state`` reads
+    it back as the dict the learner's hooks take."""
 
-    def __init__(self, learner: Learner, state: TaskState) -> None:
+    def __init__(self, state: TaskState) -> None:
         super().__init__()
-        self.learner = learner
         self.names = list(state)
         for index, name in enumerate(self.names):
             self.register_buffer(f"state_{index}", state[name])
 
+    @property
+    def state(self) -> TaskState:
+        return {name: getattr(self, f"state_{i}") for i, name in enumerate(self.names)}
+
+
+class _ScoreWithState(StateBuffers):
+    """Generic export wrapper: the learner's ``score`` with the task state as buffers."""
+
+    def __init__(self, learner: Learner, state: TaskState) -> None:
+        super().__init__(state)
+        self.learner = learner
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        state = {name: getattr(self, f"state_{i}") for i, name in enumerate(self.names)}
-        return self.learner.score_with_novelty(state, x)
+        return self.learner.score_with_novelty(self.state, x)
 
 
 def check_support(x: object, y: object, n_way: int, kind: TaskKind = CLASSIFICATION, min_classes: int = 2) -> None:

@@ -12,15 +12,19 @@ support set itself is the strongest answer the cross-domain literature has (BSCD
   (Proto-MAML's initialisation, Triantafillou et al. 2020), so step 0 is the prototype classifier.
 
 A fine-tuned task predicts with the tuned head's log-probabilities, plus ``untuned_weight`` times the
-untuned prototypes' where that setting asks for it (an ensemble of the two networks it runs anyway: the
-untuned tail gives novelty; ``finetune="auto"`` leaves it off, as measured).
+untuned task's (ProtoNet's prototypes, Matching's attention, ...) where that setting asks for it (an
+ensemble of the two networks it runs anyway: the untuned tail gives novelty; ``finetune="auto"`` leaves
+it off, as measured on ProtoNet).
 
 The support is seen as ``views`` random views per image (:mod:`fewshot_sdk.data.augment`); the
 frozen prefix of the backbone runs once per view, and each of the ``steps`` full-batch Adam steps
 runs only the tuned stages. The tuned weights and the head are the task's state (``finetuned.*``,
 ``head``), so a fine-tuned task saves, reloads and exports like any other; its novelty (and so
-``reject``) is measured by the untuned network against the prototypes, where the threshold of
-``reject="auto"`` is calibrated.
+``reject``) is measured by the untuned network, as the untuned task of the same support measures it,
+where the threshold of ``reject="auto"`` is calibrated.
+
+Which methods fine-tune, and how a learner's hooks route a fine-tuned state here, is
+:mod:`.finetunable`'s; this module knows backbones, heads and task-state tensors, not methods.
 """
 
 from __future__ import annotations
@@ -40,10 +44,9 @@ from fewshot_sdk.data.augment import random_views
 from fewshot_sdk.methods.base import class_means
 from fewshot_sdk.methods.transductive_prototypes import refine
 from fewshot_sdk.models.frozen import is_tracing
-from fewshot_sdk.task.open_set import max_logit_novelty
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
     from fewshot_sdk.config import PreprocessConfig
     from fewshot_sdk.models.backbones import Backbone
@@ -96,6 +99,14 @@ class FineTuneSettings(StrictModel):
 AUTO_FULL_FROM_SHOTS = 3
 
 FineTune = Literal["auto"] | FineTuneSettings | None
+
+
+class FineTuneOptions(StrictModel):
+    """finetune: "auto", or settings of test-time fine-tuning (see fewshot_sdk.methods.finetuning); None: none"""
+
+    finetune: FineTune = Field(
+        None, description='"auto" or FineTuneSettings: tune the last backbone stages and a head on the support'
+    )
 
 
 def auto_settings(shots: int) -> FineTuneSettings:
@@ -160,7 +171,7 @@ class TunedTail(nn.Module):
         return self
 
 
-def tuned_first_stage(state: dict[str, torch.Tensor]) -> int | None:
+def tuned_first_stage(state: Mapping[str, torch.Tensor]) -> int | None:
     """The first tuned stage of a fine-tuned task state; None for a state that was not fine-tuned."""
     stages = [int(key[len(TUNED_PREFIX) :].split(".")[0]) for key in state if key.startswith(TUNED_PREFIX)]
     return min(stages) if stages else None
@@ -177,7 +188,8 @@ def finetuned_state(
 ) -> dict[str, torch.Tensor]:
     """The tuned stages and the cosine head, trained on ``settings.views`` views of the support ``x``, ``y``.
 
-    ``transform``: the method's feature transform after the backbone (ProtoNet's SimpleShot norm).
+    ``transform``: the method's features of the backbone's output, [B, D] (ProtoNet's SimpleShot norm,
+    Relation's flattened maps, Siamese's h(x)).
     Runs on the backbone's device with autograd on, whatever the caller's mode; ``backbone`` is read only.
     """
     tuning = TailTuning(backbone, first_tuned_stage(backbone, settings.stages), transform, settings)
@@ -281,25 +293,47 @@ def cosine_logits(features: torch.Tensor, head: torch.Tensor, scale: torch.Tenso
 
 
 def with_untuned(tuned_logits: torch.Tensor, untuned_logits: torch.Tensor, weight: float) -> torch.Tensor:
-    """The tuned head's log-probabilities plus ``weight`` times the untuned prototypes' (``untuned_weight``)."""
+    """The tuned head's log-probabilities plus ``weight`` times the untuned task's (``untuned_weight``).
+
+    ``untuned_logits``: logits whose softmax is the untuned task's probabilities.
+    """
     return tuned_logits.log_softmax(1) + weight * untuned_logits.log_softmax(1)
+
+
+def is_finetuned(state: Mapping[str, torch.Tensor]) -> bool:
+    """Whether a task state holds a tuned tail (else it is the method's own, untuned state)."""
+    return tuned_first_stage(state) is not None
+
+
+def untuned_part(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A fine-tuned task state without what fine-tuning added: the untuned task of the same support."""
+    added = (HEAD, "scale", UNTUNED_WEIGHT)
+    return {k: v for k, v in state.items() if not k.startswith(TUNED_PREFIX) and k not in added}
+
+
+def head_probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """A fine-tuned task's probabilities: its logits are a softmax classifier's (the cosine head's), whatever
+    rule the method's own logits follow (Relation's and Siamese's normalised sigmoids)."""
+    return logits.softmax(dim=-1)
 
 
 class FineTunedScorer(nn.Module):
     """images -> (logits, novelty) of a fine-tuned task: the shared prefix, then the tuned tail and its head.
 
-    The untuned tail of the same prefix gives the novelty against the prototypes, as an untuned task
-    of the same support set measures it, and (where the state holds an ``untuned_weight``) adds its
-    prototypes' log-probabilities to the head's. ``transductive``: the head's rows are refined by the
-    batch (:mod:`.transductive_prototypes`) before they score it, alone.
+    ``untuned`` maps the untuned tail's output (what the backbone returns for the batch) to the untuned
+    task's (logits whose softmax is its probabilities, novelty): the novelty is thus measured as an
+    untuned task of the same support set measures it, and (where the state holds an ``untuned_weight``)
+    those log-probabilities are added to the head's. ``transform`` gives the head's features of a tail's
+    output. ``transductive``: the head's rows are refined by the batch (:mod:`.transductive_prototypes`,
+    with the state's ``shots``) before they score it, alone.
     """
 
     def __init__(
         self,
         backbone: Backbone,
         transform: Callable[[torch.Tensor], torch.Tensor],
-        novelty_logits: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-        state: dict[str, torch.Tensor],
+        untuned: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+        state: Mapping[str, torch.Tensor],
         transductive: bool = False,
     ) -> None:
         super().__init__()
@@ -311,29 +345,34 @@ class FineTunedScorer(nn.Module):
         self.tail.load_tuned({k: v for k, v in state.items() if k.startswith(TUNED_PREFIX)})
         self.tail.eval().requires_grad_(False)
         self.transform = transform
-        self.novelty_logits = novelty_logits
+        self.untuned = untuned
         self.transductive = transductive
         self.register_buffer("head", F.normalize(state[HEAD], dim=1))
-        self.register_buffer("prototypes", state["prototypes"])
-        self.register_buffer("shots", state["shots"])
+        if "shots" in state:  # the transductive refinement weighs each row by its class's shots
+            self.register_buffer("shots", state["shots"])
         self.scale = float(state["scale"])
         self.untuned_weight = float(state.get(UNTUNED_WEIGHT, 0.0))
 
-    def features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(tuned, untuned) embeddings, in chunks of the backbone's ``inference_chunk`` (a trace sees one)."""
+    def outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the head's features of the tuned tail, the untuned tail's output), in chunks of the backbone's
+        ``inference_chunk`` (a trace sees one)."""
         chunk = self.backbone.inference_chunk
         if is_tracing() or len(x) <= chunk:
             shared = self.backbone.run_stages(x, 0, self.first)
             untuned = self.backbone.run_stages(shared, self.first, len(self.backbone.stages))
             untuned = untuned.flatten(1) if self.backbone.flatten else untuned
-            return self.transform(self.tail(shared)), self.transform(untuned)
-        parts = [self.features(part) for part in torch.split(x, chunk)]
+            return self.transform(self.tail(shared)), untuned
+        parts = [self.outputs(part) for part in torch.split(x, chunk)]
         return torch.cat([tuned for tuned, _ in parts]), torch.cat([untuned for _, untuned in parts])
 
+    def features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(tuned, untuned) features, both through ``transform`` (the readouts of the fine-tuning benchmarks)."""
+        tuned, untuned = self.outputs(x)
+        return tuned, self.transform(untuned)
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        tuned, untuned = self.features(x)
-        untuned_logits = self.novelty_logits(untuned, self.prototypes)
-        novelty = max_logit_novelty(untuned_logits)
+        tuned, untuned = self.outputs(x)
+        untuned_logits, novelty = self.untuned(untuned)
         if self.transductive:
             rows, centred = refine(self.head, self.shots, F.normalize(tuned, dim=1))
             return cosine_logits(centred, rows, self.scale), novelty

@@ -22,6 +22,11 @@ cosines of non-negative (ReLU) features crowd into [0, 1], so the attention is
 nearly uniform over 20 supports and learns slowly: the shipped models use 0.05
 (in a 300-episode 20-way trial, validation 5-way 1-shot 96.3% against 93.0% at
 0.1, and about 82% at 1 after 1000 episodes).
+
+``adapt(support, finetune=...)`` fine-tunes the end of the CNN and a cosine head on the support
+(:mod:`.finetunable`): the head is started at the class means of the CNN's embeddings g'(x_i), not
+of FCE's g(x_i, S), since a head scores one image at a time; the task's novelty stays the untuned
+network's.
 """
 
 from __future__ import annotations
@@ -33,7 +38,8 @@ from fewshot_sdk.config import StrictModel
 from fewshot_sdk.kernels import pairwise_logits, pairwise_softmax
 from fewshot_sdk.methods._metric_common import one_hot
 from fewshot_sdk.methods._metric_fce import AttentionReadLSTM, SupportContext
-from fewshot_sdk.methods.base import Learner, TaskState
+from fewshot_sdk.methods.base import TaskState
+from fewshot_sdk.methods.finetunable import FineTunable
 from fewshot_sdk.registry import register_method
 from fewshot_sdk.task.layout import Layout
 
@@ -52,7 +58,7 @@ class MatchingFCEConfig(MatchingConfig):
 
 
 @register_method
-class MatchingNet(Learner):
+class MatchingNet(FineTunable):
     method = "matching"
     Config = MatchingConfig
     config: MatchingConfig
@@ -71,24 +77,18 @@ class MatchingNet(Learner):
         embeddings = self.backbone(support_x)
         return embeddings if self.support_context is None else self.support_context(embeddings)
 
-    def embed_query(self, query_x: torch.Tensor, support_embeddings: torch.Tensor) -> torch.Tensor:
-        """f(x, S): the CNN, then (FCE) K attention reads of g(S)."""
-        embeddings = self.backbone(query_x)
+    def embed_query(self, embeddings: torch.Tensor, support_embeddings: torch.Tensor) -> torch.Tensor:
+        """f(x, S) of the CNN's embeddings f'(x): themselves, or (FCE) after K attention reads of g(S)."""
         return embeddings if self.query_reader is None else self.query_reader(embeddings, support_embeddings)
 
-    def fit_task(
-        self, support_x: torch.Tensor, support_y: torch.Tensor, n_way: int, options: StrictModel | None = None
-    ) -> TaskState:
+    def untuned_task(self, support_x: torch.Tensor, support_y: torch.Tensor, n_way: int) -> TaskState:
+        """The support embeddings g(x_i, S) and their one-hot labels y_i."""
         support = self.embed_support(support_x)
         return {"support": support, "support_classes": one_hot(support_y, n_way, support)}
 
     def task_layout(self) -> Layout | None:
         """Stored support embeddings; with Full Context Embeddings every embedding depends on the whole support."""
         return None if self.config.fce else {"support": "example_rows", "support_classes": "one_hot"}
-
-    def score(self, state: TaskState, query_x: torch.Tensor) -> torch.Tensor:
-        """log P(y | x, S) with P the cosine-attention read of the support one-hot labels (eq. 1-2)."""
-        return self.read(state, self.embed_query(query_x, state["support"]))
 
     def read(self, state: TaskState, queries: torch.Tensor) -> torch.Tensor:
         """log P(y | x, S) of embedded queries."""
@@ -97,16 +97,21 @@ class MatchingNet(Learner):
         )
         return read.clamp_min(PROBABILITY_FLOOR).log()
 
-    def score_with_novelty(self, state: TaskState, query_x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Novelty: minus the best cosine to any support embedding.
+    def scores(self, state: TaskState, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """log P(y | x, S), the cosine-attention read of the support one-hot labels (eq. 1-2), of the CNN's
+        embeddings of queries. Novelty: minus the best cosine to any support embedding.
 
         The attention is normalised over the support, so its log-probabilities say which
         support example is nearest, not how near: a query unlike every support example
         still reads one class with probability near 1.
         """
-        queries = self.embed_query(query_x, state["support"])
+        queries = self.embed_query(features, state["support"])
         cosines = pairwise_logits(queries, state["support"], "cosine")
         return self.read(state, queries), -cosines.amax(dim=-1)
+
+    def tuned_features(self, features: torch.Tensor) -> torch.Tensor:
+        """The head sees the CNN's embedding: FCE's LSTMs read the whole support, which a per-image head cannot."""
+        return features
 
 
 @register_method

@@ -13,6 +13,9 @@ first subtracts the mean feature of the meta-training classes (a buffer computed
 :meth:`ProtoNet.calibrate` before each validation, saved in the checkpoint). On the sphere
 squared distances lie in [0, 4], so these models use a small ``temperature`` to give
 probabilities that are not flat.
+
+``adapt(support, finetune=...)`` fine-tunes the end of the backbone and a cosine head on the support
+(:mod:`.finetunable`, :mod:`.finetuning`), the head started at the normalised prototypes.
 """
 
 from __future__ import annotations
@@ -27,20 +30,13 @@ from torch import nn
 from fewshot_sdk.config import StrictModel
 from fewshot_sdk.data.labelled import LabelledImages
 from fewshot_sdk.kernels import pairwise_logits
-from fewshot_sdk.methods.base import Learner, TaskState, class_means
-from fewshot_sdk.methods.finetuning import FineTune, FineTunedScorer, finetuned_state, resolve, tuned_first_stage
+from fewshot_sdk.methods.base import TaskState, class_means
+from fewshot_sdk.methods.finetunable import FineTunable
+from fewshot_sdk.methods.finetuning import is_finetuned
 from fewshot_sdk.methods.transductive_prototypes import refine
 from fewshot_sdk.registry import register_method
 from fewshot_sdk.task.layout import Layout
 from fewshot_sdk.task.open_set import held_out_scores, max_logit_novelty
-
-
-class ProtoNetOptions(StrictModel):
-    """finetune: "auto", or settings of test-time fine-tuning (see fewshot_sdk.methods.finetuning); None: none"""
-
-    finetune: FineTune = Field(
-        None, description='"auto" or FineTuneSettings: tune the last backbone stages and a head on the support'
-    )
 
 
 class ProtoNetConfig(StrictModel):
@@ -52,10 +48,9 @@ class ProtoNetConfig(StrictModel):
 
 
 @register_method
-class ProtoNet(Learner):
+class ProtoNet(FineTunable):
     method = "protonet"
     Config = ProtoNetConfig
-    Options = ProtoNetOptions
     config: ProtoNetConfig
     task_independent_embedding = True
 
@@ -86,32 +81,22 @@ class ProtoNet(Learner):
         per_class = class_means(features.to(self.feature_mean), train_data.labels, train_data.num_classes)
         self.feature_mean.copy_(per_class.mean(0))
 
-    def fit_task(
-        self, support_x: torch.Tensor, support_y: torch.Tensor, n_way: int, options: StrictModel | None = None
-    ) -> TaskState:
+    def untuned_task(self, support_x: torch.Tensor, support_y: torch.Tensor, n_way: int) -> TaskState:
+        """The prototypes (eq. 1) and each class's shots (the transductive refinement weighs by them)."""
         shots = torch.bincount(support_y, minlength=n_way)
-        state = {"prototypes": class_means(self.embed(support_x), support_y, n_way), "shots": shots}
-        settings = resolve(options.finetune, int(shots.min())) if isinstance(options, ProtoNetOptions) else None
-        if settings is not None:
-            tuned = finetuned_state(
-                self.backbone, self.transform, self.preprocess_config, support_x, support_y, n_way, settings
-            )
-            state.update(tuned)
-        return state
+        return {"prototypes": class_means(self.embed(support_x), support_y, n_way), "shots": shots}
 
     def task_layout(self) -> Layout:
         return {"prototypes": "class_rows", "shots": "class_rows"}
 
-    def score(self, state: TaskState, query_x: torch.Tensor) -> torch.Tensor:
-        if tuned_first_stage(state) is not None:
-            return self.score_with_novelty(state, query_x)[0]
-        return self.prototype_logits(self.embed(query_x), state["prototypes"])
+    def scores(self, state: TaskState, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eq. 2's logits of backbone outputs against the prototypes; novelty: minus the largest."""
+        logits = self.prototype_logits(self.transform(features), state["prototypes"])
+        return logits, max_logit_novelty(logits)
 
-    def score_with_novelty(self, state: TaskState, query_x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """A fine-tuned state scores through its tuned network (built for the call; a task builds it once)."""
-        if tuned_first_stage(state) is not None:
-            return self.export_module(state)(query_x)
-        return super().score_with_novelty(state, query_x)
+    def tuned_features(self, features: torch.Tensor) -> torch.Tensor:
+        """The head sees the embedding the prototypes are means of (after the SimpleShot transform)."""
+        return self.transform(features)
 
     def prototype_logits(self, features: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
         """-d(f(x), c_k) / temperature (eq. 2's logits) for embedded queries."""
@@ -133,9 +118,7 @@ class ProtoNet(Learner):
             return held_out_scores(novelty_of, features, y.to(features.device), n_way, min_classes=1)
 
     def export_module(self, state: TaskState) -> nn.Module:
-        if tuned_first_stage(state) is not None:
-            return FineTunedScorer(self.backbone, self.transform, self.prototype_logits, state)
-        if self.config.metric != "sqeuclidean":
+        if self.config.metric != "sqeuclidean" or is_finetuned(state):
             return super().export_module(state)
         return PrototypeLinearHead(_Embedding(self), state["prototypes"], self.config.temperature)
 
@@ -144,8 +127,8 @@ class ProtoNet(Learner):
 
         A task saved before ProtoNet kept its shots counts every class as one shot.
         """
-        if tuned_first_stage(state) is not None:
-            return FineTunedScorer(self.backbone, self.transform, self.prototype_logits, state, transductive=True)
+        if is_finetuned(state):
+            return self.finetuned_scorer(state, transductive=True)
         shots = state.get("shots", torch.ones(len(state["prototypes"]), dtype=torch.long))
         return RefinedPrototypes(self, state["prototypes"], shots)
 

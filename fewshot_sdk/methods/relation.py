@@ -15,6 +15,10 @@ probabilities are the sigmoid relation scores normalised to sum to one.
 The paper trains one model per K, so the sum matches what its relation module saw. A model used at
 another K needs ``shot_pooling="mean"`` (the shipped 1-shot-trained model does; sum = mean at K = 1):
 summed maps at K = 5 are 5x the scale it was trained on (benchmarks/results/relation.md).
+
+``adapt(support, finetune=...)`` fine-tunes the end of the embedding module and a cosine head on the
+flattened support feature maps (:mod:`.finetunable`); such a task predicts with the head's softmax and
+keeps the untuned relation scores' novelty.
 """
 
 from __future__ import annotations
@@ -29,11 +33,13 @@ from torch import nn
 from fewshot_sdk.config import StrictModel
 from fewshot_sdk.data.episodes import Episode
 from fewshot_sdk.errors import InputError
-from fewshot_sdk.methods._metric_common import normalised_sigmoid, one_hot
-from fewshot_sdk.methods.base import Learner, TaskState
+from fewshot_sdk.methods._metric_common import log_sigmoid, normalised_sigmoid, one_hot
+from fewshot_sdk.methods.base import TaskState
+from fewshot_sdk.methods.finetunable import FineTunable
 from fewshot_sdk.models.backbones import conv_block
 from fewshot_sdk.registry import register_method
 from fewshot_sdk.task.layout import Layout
+from fewshot_sdk.task.open_set import max_logit_novelty
 
 
 class RelationConfig(StrictModel):
@@ -91,7 +97,7 @@ class RelationModule(nn.Module):
 
 
 @register_method
-class RelationNet(Learner):
+class RelationNet(FineTunable):
     method = "relation"
     Config = RelationConfig
     config: RelationConfig
@@ -101,15 +107,13 @@ class RelationNet(Learner):
     def build(self) -> None:
         self.relation = RelationModule(self.backbone.out_shape, self.config.channels, self.config.hidden)
 
-    def feature_maps(self, x: torch.Tensor) -> torch.Tensor:
-        """f_phi(x) as [B, C, H, W], whatever the backbone's flatten setting."""
-        return self.backbone.features(x)
+    def maps(self, features: torch.Tensor) -> torch.Tensor:
+        """f_phi(x) as [B, C, H, W] from the backbone's output, whatever its flatten setting."""
+        return features if features.dim() == 4 else features.unflatten(1, self.backbone.out_shape)
 
-    def fit_task(
-        self, support_x: torch.Tensor, support_y: torch.Tensor, n_way: int, options: StrictModel | None = None
-    ) -> TaskState:
+    def untuned_task(self, support_x: torch.Tensor, support_y: torch.Tensor, n_way: int) -> TaskState:
         """Class feature maps: the sum (paper) or mean of each class's support feature maps."""
-        maps = self.feature_maps(support_x)
+        maps = self.maps(self.backbone(support_x))
         members = one_hot(support_y, n_way, maps)
         if self.config.shot_pooling == "mean":
             members = members / members.sum(0, keepdim=True)
@@ -119,9 +123,19 @@ class RelationNet(Learner):
     def task_layout(self) -> Layout:
         return {"class_maps": "class_rows"}
 
-    def score(self, state: TaskState, query_x: torch.Tensor) -> torch.Tensor:
-        """Relation logits [B, n_way]; sigmoid of them is the paper's relation score r in (0, 1)."""
-        return self.relation.pairwise(self.feature_maps(query_x), state["class_maps"])
+    def scores(self, state: TaskState, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Relation logits [B, n_way] (sigmoid of them is the paper's relation score r in (0, 1)); novelty: minus
+        the largest."""
+        logits = self.relation.pairwise(self.maps(features), state["class_maps"])
+        return logits, max_logit_novelty(logits)
+
+    def tuned_features(self, features: torch.Tensor) -> torch.Tensor:
+        """The head sees the flattened feature maps (the relation module compares maps; a cosine head, vectors)."""
+        return features.flatten(1)
+
+    def softmax_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """log sigmoid(r): softmax of it is :meth:`probabilities`' normalised relation scores."""
+        return log_sigmoid(logits)
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """Relation scores normalised to sum to one over the classes."""

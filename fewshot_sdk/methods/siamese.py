@@ -14,6 +14,10 @@ cross-entropy on same/different pairs of training-class images under random affi
 (:mod:`._metric_pairs`). A one-shot task is solved as in Koch's one-shot experiments: score the
 query against every support image and take, per class, the best score; probabilities are those
 per-class sigmoid scores normalised to sum to one.
+
+``adapt(support, finetune=...)`` fine-tunes the end of the conv backbone and a cosine head on h(x) of
+the support (:mod:`.finetunable`); such a task predicts with the head's softmax and keeps the untuned
+twin scores' novelty.
 """
 
 from __future__ import annotations
@@ -23,15 +27,18 @@ import math
 import torch
 from pydantic import Field
 from torch import nn
+from torch.func import functional_call
 
 from fewshot_sdk.config import StrictModel
 from fewshot_sdk.data.episodes import Episode
 from fewshot_sdk.kernels import pairwise_logits
-from fewshot_sdk.methods._metric_common import normalised_sigmoid, one_hot, per_class_max
+from fewshot_sdk.methods._metric_common import log_sigmoid, normalised_sigmoid, one_hot, per_class_max
 from fewshot_sdk.methods._metric_pairs import affine_distort, balanced_verification_loss
-from fewshot_sdk.methods.base import Learner, TaskState
+from fewshot_sdk.methods.base import TaskState
+from fewshot_sdk.methods.finetunable import FineTunable
 from fewshot_sdk.registry import register_method
 from fewshot_sdk.task.layout import Layout
+from fewshot_sdk.task.open_set import max_logit_novelty
 
 
 class SiameseConfig(StrictModel):
@@ -42,7 +49,7 @@ class SiameseConfig(StrictModel):
 
 
 @register_method
-class SiameseNet(Learner):
+class SiameseNet(FineTunable):
     method = "siamese"
     Config = SiameseConfig
     config: SiameseConfig
@@ -66,9 +73,7 @@ class SiameseNet(Learner):
         weights = self.distance_weights.to(first.dtype)
         return self.bias.to(first.dtype) + pairwise_logits(first, second, "l1", weights=weights)
 
-    def fit_task(
-        self, support_x: torch.Tensor, support_y: torch.Tensor, n_way: int, options: StrictModel | None = None
-    ) -> TaskState:
+    def untuned_task(self, support_x: torch.Tensor, support_y: torch.Tensor, n_way: int) -> TaskState:
         """Adaptation stores the support embeddings and their classes; nothing is trained."""
         embeddings = self.embed(support_x)
         return {"support": embeddings, "support_classes": one_hot(support_y, n_way, embeddings)}
@@ -76,9 +81,21 @@ class SiameseNet(Learner):
     def task_layout(self) -> Layout:
         return {"support": "example_rows", "support_classes": "one_hot"}
 
-    def score(self, state: TaskState, query_x: torch.Tensor) -> torch.Tensor:
-        """Per class, the best "same" logit of the query against that class's support images."""
-        return per_class_max(self.pair_logits(self.embed(query_x), state["support"]), state["support_classes"])
+    def scores(self, state: TaskState, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per class, the best "same" logit of the query against that class's support images; novelty: minus
+        the largest."""
+        logits = per_class_max(self.pair_logits(self.head(features), state["support"]), state["support_classes"])
+        return logits, max_logit_novelty(logits)
+
+    def tuned_features(self, features: torch.Tensor) -> torch.Tensor:
+        """The head sees h(x): the twin's FC layer (or identity), its weights read only: fine-tuning tunes the
+        backbone's last stages and leaves no gradient on the learner."""
+        weights = {name: tensor.detach() for name, tensor in self.head.named_parameters()}
+        return functional_call(self.head, weights, (features,))
+
+    def softmax_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """log sigmoid of the "same" logits: softmax of it is :meth:`probabilities`' normalised scores."""
+        return log_sigmoid(logits)
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """Per-class sigmoid scores normalised to sum to one."""

@@ -204,11 +204,11 @@ def test_a_model_that_cannot_fine_tune_disables_the_checkbox_and_its_refusal_sho
 ):
     import fewshot_sdk as fs
 
-    with served_here(fs.create("matching"), tmp_path / "tasks", free_port, model="matching") as url:
+    with served_here(fs.create("mann"), tmp_path / "tasks", free_port, model="mann") as url:
         assert get_json(f"{url}/healthz")["finetune"] is False
         browser.get(url)
-        text_of(browser, "#model-line", "matching")
-        assert "cannot fine-tune" in text_of(browser, "#finetune-off", "matching")
+        text_of(browser, "#model-line", "mann")
+        assert "cannot fine-tune" in text_of(browser, "#finetune-off", "mann")
         assert not browser.find_element(By.ID, "finetune").is_enabled()
 
         # a page that was not told (a server that does not say) sends the request: the server's own words show
@@ -218,5 +218,5 @@ def test_a_model_that_cannot_fine_tune_disables_the_checkbox_and_its_refusal_sho
         first_photo_each(browser, photos, ["flamingo", "laptop"])
         browser.find_element(By.ID, "create-task").click()
         error = text_of(browser, "#teach-error", "finetune")
-        assert error == "matching adapt options: unknown ['finetune']; matching takes no options"
+        assert error == "mann adapt options: unknown ['finetune']; mann takes no options"
         assert browser.find_element(By.ID, "teach-status").text == ""

@@ -366,7 +366,7 @@ function start() {
       // a server that does not say (an older one) leaves the box on: its refusal, if any, shows as an error
       $("finetune").checked = false;
       $("finetune").disabled = true;
-      const why = `The model ${health.model} (${health.method}) cannot fine-tune: only ProtoNet-based models can.`;
+      const why = `The model ${health.model} (${health.method}) cannot fine-tune: only the metric methods on a backbone can (ProtoNet, Matching, Relation, Siamese).`;
       show("finetune-off", why);
       $("finetune-off").hidden = false;
     }
