@@ -1,5 +1,8 @@
 """Helpers shared by the method tests (importable: ``pythonpath = tests``)."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import pytest
 import torch
 
@@ -52,3 +55,14 @@ def assert_sampler_episode_adapts_and_predicts(learner: fs.Learner, splits: Omni
     support = fs.SupportSet.from_tensors(episode.support_x, episode.support_y)
     prediction = learner.adapt(support).predict(episode.query_x)
     assert prediction.indices.shape == (15,) and prediction.probs.shape == (15, 5)
+
+
+@contextmanager
+def leaves_unchanged(learner: fs.Learner) -> Iterator[None]:
+    """Asserts that the block leaves every tensor of ``learner`` and of its inference twin bitwise as it was."""
+    modules = (learner, learner.frozen_or_self())
+    before = [{name: tensor.clone() for name, tensor in module.state_dict().items()} for module in modules]
+    yield
+    for module, saved in zip(modules, before, strict=True):
+        for name, tensor in module.state_dict().items():
+            assert torch.equal(tensor, saved[name]), name
