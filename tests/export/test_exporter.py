@@ -74,10 +74,11 @@ def test_a_graph_that_does_not_reproduce_the_task_is_never_written(task, tmp_pat
 
 
 class LenBoundProtoNet(ProtoNet):
-    """A method whose score turns the batch size into a Python int (not registered)."""
+    """A method whose scoring turns the batch size into a Python int (not registered)."""
 
-    def score(self, state, query_x):
-        return super().score(state, query_x).view(len(query_x), -1)
+    def scores(self, state, features):
+        logits, novelty = super().scores(state, features)
+        return logits.view(len(features), -1), novelty
 
 
 def test_a_method_that_bakes_in_the_batch_size_gets_a_clear_error(tmp_path):
