@@ -135,6 +135,10 @@ class LakeRunsResult(StrictModel):
     correct: int
     accuracy: float
     per_run_errors: list[int] = Field(default_factory=list)
+    #: each run's test images were scored together (``predict(..., transductive=True)``)
+    transductive: bool = False
+    #: ``adapt``'s options each run's task was adapted with (e.g. ``{"finetune": "auto"}``)
+    adapt_options: dict[str, Any] = Field(default_factory=dict)
 
 
 class Provenance(StrictModel):

@@ -568,6 +568,12 @@ def evaluate(
             typer.echo(json.dumps({"model": model, "method": learner.method, **evaluation.as_json()}, indent=2))
 
 
+def adapted_how(result: Any) -> str:
+    """ ", fine-tuned" and/or ", transductive": how a figure's tasks were adapted and predicted, or nothing."""
+    fine_tuned = ", fine-tuned" if result.adapt_options.get("finetune") else ""
+    return fine_tuned + (", transductive" if result.transductive else "")
+
+
 def print_result(result: Any) -> None:
     """One figure of ``fewshot evaluate`` as the line it prints, as soon as it is measured."""
     from fewshot_sdk.config import AccuracyResult, LakeRunsResult
@@ -576,12 +582,10 @@ def print_result(result: Any) -> None:
     if isinstance(result, AccuracyResult):
         figure = f"{100 * result.accuracy:.2f} ± {100 * result.ci95:.2f}%"
         where = f"{result.dataset}, " if result.dataset and result.split == DOMAIN_SPLIT else ""
-        how = (", fine-tuned" if result.adapt_options.get("finetune") else "") + (
-            ", transductive" if result.transductive else ""
-        )
-        typer.echo(f"{where}{result.n_way}-way {result.k_shot}-shot: {figure} ({result.episodes} episodes{how})")
+        episodes = f"{result.episodes} episodes{adapted_how(result)}"
+        typer.echo(f"{where}{result.n_way}-way {result.k_shot}-shot: {figure} ({episodes})")
     elif isinstance(result, LakeRunsResult):
-        correct = f"{100 * result.accuracy:.2f}% correct ({result.correct}/{result.test_images})"
+        correct = f"{100 * result.accuracy:.2f}% correct ({result.correct}/{result.test_images}{adapted_how(result)})"
         typer.echo(f"Lake's {result.runs} runs: {correct}")
     else:  # the sinusoid MSE by label
         for label, figure in result.items():

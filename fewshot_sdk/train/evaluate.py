@@ -132,17 +132,30 @@ def evaluate_episodes(
     )
 
 
-def evaluate_lake_runs(learner: Learner, runs: list[LakeRun]) -> LakeRunsResult:
-    """Lake et al.'s 20 within-alphabet 20-way 1-shot runs: accuracy over all test images."""
+def evaluate_lake_runs(
+    learner: Learner, runs: list[LakeRun], transductive: bool = False, options: dict[str, object] | None = None
+) -> LakeRunsResult:
+    """Lake et al.'s 20 within-alphabet 20-way 1-shot runs: accuracy over all test images.
+
+    ``options`` go to every run's ``adapt`` (e.g. ``finetune``); ``transductive``: each run's 20 test images are
+    predicted together, as ``predict(..., transductive=True)``.
+    """
     errors = []
     for run in runs:
         support = SupportSet.from_mapping({name: [image] for name, image in run.training})
-        prediction = learner.adapt(support).predict([image for _, image in run.test])
+        task = learner.adapt(support, **(options or {}))
+        prediction = task.predict([image for _, image in run.test], transductive=transductive)
         errors.append(sum(int(p != a) for p, a in zip(prediction.indices.tolist(), run.answers, strict=True)))
     total = sum(len(run.test) for run in runs)
     correct = total - sum(errors)
     return LakeRunsResult(
-        runs=len(runs), test_images=total, correct=correct, accuracy=correct / total, per_run_errors=errors
+        runs=len(runs),
+        test_images=total,
+        correct=correct,
+        accuracy=correct / total,
+        per_run_errors=errors,
+        transductive=transductive,
+        adapt_options=options or {},
     )
 
 

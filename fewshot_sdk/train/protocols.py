@@ -213,8 +213,10 @@ def run_protocol(
         evaluation.domain_means.append(mean)
         on_result(mean)
     if protocol.lake_runs is not None and ranks.is_main:
-        lake = evaluate_lake_runs(learner, load_lake_runs(protocol.lake_runs))
-        learner.provenance.lake_runs = lake
+        options = config.adapt_options()
+        lake = evaluate_lake_runs(learner, load_lake_runs(protocol.lake_runs), config.transductive, options)
+        if not (config.transductive or options):  # the model card's one Lake figure is the plain protocol's
+            learner.provenance.lake_runs = lake
         evaluation.lake_runs = lake
         on_result(lake)
     return evaluation

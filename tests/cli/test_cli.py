@@ -4,6 +4,7 @@ from cli_support import assert_clean_error, run
 from PIL import Image
 
 import fewshot_sdk as fs
+from fewshot_sdk.config import LakeRunsResult
 
 
 def test_classify_with_the_bundled_model_gets_the_examples_right(examples_dir):
@@ -146,6 +147,26 @@ def test_evaluate_on_lake_runs_and_models_listing(checkpoint, omniglot_dir):
     listing = run("models", "--json")
     assert listing.exit_code == 0
     assert "protonet" in json.loads(listing.output)["methods"]
+
+
+def test_evaluate_fine_tunes_and_transduces_lakes_runs_too_and_keeps_the_plain_figure_on_the_card(
+    checkpoint, omniglot_dir, tmp_path
+):
+    model = fs.load(checkpoint).save(tmp_path / "model")
+    runs = omniglot_dir / "all_runs.zip"
+    plain = run("evaluate", "--model", model, "--lake-runs", runs, "--record", "--json")
+    assert plain.exit_code == 0, plain.output
+    recorded = fs.load(model).provenance.lake_runs
+    assert recorded == LakeRunsResult(**json.loads(plain.output)["lake_runs"]) and not recorded.adapt_options
+
+    adapted = run("evaluate", "--model", model, "--lake-runs", runs, "--record", "--finetune", "auto", "--transductive")
+    assert adapted.exit_code == 0, adapted.output
+    assert "/400, fine-tuned, transductive)" in adapted.output
+    assert fs.load(model).provenance.lake_runs == recorded  # the card's figure is the plain protocol's
+    as_json = run("evaluate", "--model", model, "--lake-runs", runs, "--finetune", "auto", "--json")
+    lake = json.loads(as_json.output)["lake_runs"]
+    assert lake["adapt_options"] == {"finetune": "auto"} and lake["transductive"] is False
+    assert lake["per_run_errors"] != recorded.per_run_errors  # the tasks were fine-tuned: other answers
 
 
 def test_evaluate_with_the_backbone_in_onnxruntime_gets_the_same_figures(checkpoint, omniglot_dir):
