@@ -85,7 +85,7 @@ def main() -> None:
             support, y, inside, outsiders = draw_episode(by_class, n_way, outside, args.shots, generator)
             x = data.images[support]
             state = learner.adapt_tensors(x, y, n_way, finetune="auto")
-            scorer = FineTunedScorer(learner.backbone, learner.transform, learner.prototype_logits, state)
+            scorer = learner.finetuned_scorer(state)
             with torch.inference_mode():
                 tuned_support, _ = scorer.features(x)
                 means = class_means(tuned_support, y, n_way)

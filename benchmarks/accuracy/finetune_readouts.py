@@ -104,7 +104,7 @@ def main() -> None:
             for _ in range(args.episodes):
                 episode = sampler.sample()
                 state = learner.adapt_tensors(episode.support_x, episode.support_y, n_way, finetune=args.finetune)
-                scorer = FineTunedScorer(learner.backbone, learner.transform, learner.prototype_logits, state)
+                scorer = learner.finetuned_scorer(state)
                 with torch.inference_mode():
                     support = (episode.support_x, episode.support_y, n_way)
                     logits = readouts(scorer, learner, state, *support, episode.query_x)
