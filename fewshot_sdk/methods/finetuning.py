@@ -54,6 +54,7 @@ if TYPE_CHECKING:
 #: Task-state names: the tuned stages' tensors are ``finetuned.<stage>.<parameter>``.
 TUNED_PREFIX = "finetuned."
 HEAD = "head"
+SCALE = "scale"
 UNTUNED_WEIGHT = "untuned_weight"
 
 
@@ -208,7 +209,7 @@ def finetuned_state(
         if steps == 0:  # the held-out examples said tuning does not help: the untuned task
             return {}
     tail, head = tuning.train(prefix, y, n_way, steps)
-    state = {**tail.tuned_state(), HEAD: head.detach().clone(), "scale": torch.tensor(settings.scale)}
+    state = {**tail.tuned_state(), HEAD: head.detach().clone(), SCALE: torch.tensor(settings.scale)}
     if settings.untuned_weight > 0:  # a state without it (all before it) predicts with the tuned head alone
         state[UNTUNED_WEIGHT] = torch.tensor(settings.untuned_weight)
     return state
@@ -309,7 +310,7 @@ def is_finetuned(state: Mapping[str, torch.Tensor]) -> bool:
 
 def untuned_part(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A fine-tuned task state without what fine-tuning added: the untuned task of the same support."""
-    added = (HEAD, "scale", UNTUNED_WEIGHT)
+    added = (HEAD, SCALE, UNTUNED_WEIGHT)
     return {k: v for k, v in state.items() if not k.startswith(TUNED_PREFIX) and k not in added}
 
 
@@ -352,7 +353,7 @@ class FineTunedScorer(nn.Module):
         self.register_buffer("head", F.normalize(state[HEAD], dim=1))
         if "shots" in state:  # the transductive refinement weighs each row by its class's shots
             self.register_buffer("shots", state["shots"])
-        self.scale = float(state["scale"])
+        self.scale = float(state[SCALE])
         self.untuned_weight = float(state.get(UNTUNED_WEIGHT, 0.0))
 
     def outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
