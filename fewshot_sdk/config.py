@@ -65,6 +65,10 @@ class PreprocessConfig(StrictModel):
         return (self.channels, *self.image_size)
 
 
+#: EfficientNet-Lite0's last five weighted stages all work at 1/32 of the input size: the most side levels.
+MAX_SIDE_LEVELS = 5
+
+
 class BackboneConfig(StrictModel):
     """The feature extractor: a named architecture or a user's own module ("custom")."""
 
@@ -81,6 +85,26 @@ class BackboneConfig(StrictModel):
     pretrained: bool = Field(
         True, description="efficientnet-lite0: start from the bundled ImageNet weights (False: random init)"
     )
+    side_levels: tuple[float, ...] = Field(
+        (),
+        description="efficientnet-lite0: weights of the last blocks' pooled outputs, kept beside the head's features "
+        "(the last block's first; ProtoNet L2-normalises and weighs each; () for the head alone)",
+    )
+
+    @field_validator("side_levels")
+    @classmethod
+    def _positive_finite_weights(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if len(value) > MAX_SIDE_LEVELS:
+            raise ValueError(f"at most {MAX_SIDE_LEVELS} side levels (the blocks at 1/32 of the input size)")
+        if not all(0 < weight < float("inf") for weight in value):
+            raise ValueError("every side level weight must be > 0 and finite")
+        return value
+
+    @model_validator(mode="after")
+    def _side_levels_need_efficientnet(self) -> BackboneConfig:
+        if self.side_levels and self.name != "efficientnet-lite0":
+            raise ValueError(f"side_levels are for efficientnet-lite0, not {self.name}")
+        return self
 
     @property
     def pretrained_weights(self) -> bool:

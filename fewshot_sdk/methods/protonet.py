@@ -29,6 +29,7 @@ from torch import nn
 
 from fewshot_sdk.config import StrictModel
 from fewshot_sdk.data.labelled import LabelledImages
+from fewshot_sdk.errors import InputError
 from fewshot_sdk.kernels import pairwise_logits
 from fewshot_sdk.methods.base import TaskState, class_means
 from fewshot_sdk.methods.finetunable import FineTunable
@@ -55,6 +56,11 @@ class ProtoNet(FineTunable):
     task_independent_embedding = True
 
     def build(self) -> None:
+        if self.backbone.side_levels and self.config.feature_norm == "none":
+            raise InputError(
+                "the backbone's side_levels are weighed against unit-norm head features: "
+                "pick feature_norm 'l2', 'sqrt-l2' or 'centered-l2', or drop side_levels"
+            )
         if self.config.feature_norm == "centered-l2":
             self.register_buffer("feature_mean", torch.zeros(self.backbone.out_features))
 
@@ -63,14 +69,19 @@ class ProtoNet(FineTunable):
         return self.transform(self.backbone(x))
 
     def transform(self, features: torch.Tensor) -> torch.Tensor:
-        """The configured SimpleShot transform of backbone outputs."""
+        """The configured SimpleShot transform of backbone outputs.
+
+        With the backbone's side levels, it applies to the head's features, and each level joins
+        them L2-normalised and weighted (``BackboneConfig.side_levels``).
+        """
         if self.config.feature_norm == "centered-l2":
             features = features - self.feature_mean
+        features, sides = self.backbone.split_levels(features)
         if self.config.feature_norm == "sqrt-l2":  # features after a ReLU: never negative
             features = features.clamp_min(0).sqrt()
         if self.config.feature_norm != "none":
             features = F.normalize(features, dim=-1)
-        return features
+        return self.backbone.join_levels(features, sides)
 
     def calibrate(self, train_data: LabelledImages) -> None:
         """Centred L2 needs the mean embedding of the meta-training classes (class-balanced)."""

@@ -12,10 +12,12 @@ hard-code them.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from fewshot_sdk.config import BackboneConfig, PreprocessConfig
@@ -146,6 +148,8 @@ class Backbone(nn.Module):
     fold_batchnorm: bool = True
     #: Inference on more inputs than this runs in chunks (set from INFERENCE_CHUNK_BYTES when built).
     inference_chunk: int = 1 << 30
+    #: (channels, weight) of each level that follows the first features (EfficientNet's ``side_levels``)
+    side_levels: tuple[tuple[int, float], ...] = ()
 
     def __init__(self, body: nn.Module, input_shape: tuple[int, ...], flatten: bool) -> None:
         super().__init__()
@@ -235,6 +239,24 @@ class Backbone(nn.Module):
             self.train(was_training)
         return torch.cat(outputs)
 
+    def split_levels(self, features: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Flat features [..., out_features] as (the first ones, [each side level's]): EfficientNet's side levels."""
+        if not self.side_levels:
+            return features, []
+        sizes = [channels for channels, _ in self.side_levels]
+        first, *sides = features.split([features.shape[-1] - sum(sizes), *sizes], dim=-1)
+        return first, sides
+
+    def join_levels(self, first: torch.Tensor, sides: list[torch.Tensor]) -> torch.Tensor:
+        """Unit-norm ``first`` features and the side levels, each L2-normalised and weighted, as one unit vector."""
+        if not sides:
+            return first
+        weights = [weight for _, weight in self.side_levels]
+        joined = torch.cat(
+            [first, *(w * F.normalize(side, dim=-1) for w, side in zip(weights, sides, strict=True))], -1
+        )
+        return joined / math.sqrt(1 + sum(w * w for w in weights))
+
     @contextmanager
     def starting_at(self, stage: int) -> Iterator[None]:
         """Within this block the backbone takes the outputs of stage ``stage`` - 1 as its input."""
@@ -286,12 +308,16 @@ def efficientnet_lite0(config: BackboneConfig, shape: tuple[int, int, int]) -> B
             f"efficientnet-lite0 takes RGB images (channels=3), not {shape[0]}-channel ones; "
             "drop channels=1 or pick conv4 for greyscale data"
         )
-    body = EfficientNetLite0(shape[0], pool=config.flatten, image_size=(shape[1], shape[2]))
+    body = EfficientNetLite0(
+        shape[0], pool=config.flatten, image_size=(shape[1], shape[2]), side_levels=len(config.side_levels)
+    )
     if config.pretrained:
         from fewshot_sdk.models.pretrained import imagenet_weights
 
         imagenet_weights(body)
-    return Backbone(body, shape, flatten=config.flatten)
+    backbone = Backbone(body, shape, flatten=config.flatten)
+    backbone.side_levels = tuple(zip(body.side_level_channels, config.side_levels, strict=True))
+    return backbone
 
 
 def default_preprocess(config: BackboneConfig) -> PreprocessConfig:

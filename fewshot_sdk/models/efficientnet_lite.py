@@ -18,6 +18,16 @@ sizes as tensors, and arithmetic on them would freeze Python numbers into the tr
 
 The network is an ``nn.Sequential`` of *stages* (stem, 16 blocks, head, pooling) so
 that training can freeze a prefix and compute it once (see ``Backbone.stage_outputs``).
+
+``side_levels`` keeps the outputs of the last blocks beside the head's features. Off the
+photos a network was trained on (satellite tiles, leaves, textures) its last layers are the
+most specific to that training, and the blocks before them carry more of what transfers
+(Yosinski et al. 2014; Zou et al. 2021 for few-shot photos of other domains; measured here in
+``benchmarks/results/cross_domain_cpu.md``). Each of the last
+``side_levels`` weighted stages passes its own input along, appended after its output as
+extra channels, so the chain of stages stays a chain: a prefix computed once still holds
+every level the rest needs. Those blocks all work at 1/32 of the input size, so the pooled
+output is ``[head | last block | the block before | ...]``.
 """
 
 from __future__ import annotations
@@ -28,6 +38,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from fewshot_sdk.config import MAX_SIDE_LEVELS
 
 #: (repeats, kernel, stride of the first block, expansion, input channels, output channels), Table 1 of the paper.
 LITE0_STAGES: tuple[tuple[int, int, int, int, int, int], ...] = (
@@ -147,6 +159,38 @@ class MBConv(nn.Module):
         return out + x if self.residual else out
 
 
+class MBConvCarryingInput(MBConv):
+    """An MBConv block whose output has its input appended as extra channels (``side_levels``).
+
+    It reads only the first ``in_channels`` channels: the rest are levels carried from earlier.
+    Its parameters are an MBConv's, under the same names, so ImageNet and trained weights load as they are.
+    """
+
+    def __init__(self, in_channels: int, *args: object, **kwargs: object) -> None:
+        super().__init__(in_channels, *args, **kwargs)
+        self.in_channels = in_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([super().forward(x[:, : self.in_channels]), x], dim=1)
+
+
+class HeadCarryingInput(nn.Sequential):
+    """The 1x1 head (convolution, batch norm, ReLU6), with its input appended as extra channels.
+
+    Its children run in order on the first ``in_channels`` channels, so batch norm folds into the
+    convolution as in a plain ``nn.Sequential`` (``runs_children_in_order``).
+    """
+
+    runs_children_in_order = True
+
+    def __init__(self, head: nn.Sequential, in_channels: int) -> None:
+        super().__init__(*head)
+        self.in_channels = in_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([super().forward(x[:, : self.in_channels]), x], dim=1)
+
+
 class GlobalAveragePool(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.mean(dim=(2, 3))
@@ -158,20 +202,35 @@ class EfficientNetLite0(nn.Sequential):
     ``pool=False`` ends at the [1280, H/32, W/32] feature maps (Relation Networks compare those).
     ``image_size`` (H, W): the size preprocessing makes, for which every strided layer plans its
     padding (see :class:`SamePadConv2d`); other sizes still run eagerly.
+    ``side_levels``: how many of the last blocks' outputs follow the head's 1280 features (module docstring).
     """
 
-    def __init__(self, in_channels: int = 3, pool: bool = True, image_size: Size | None = None) -> None:
+    def __init__(
+        self, in_channels: int = 3, pool: bool = True, image_size: Size | None = None, side_levels: int = 0
+    ) -> None:
+        if not 0 <= side_levels <= MAX_SIDE_LEVELS:
+            raise ValueError(f"side_levels must be 0..{MAX_SIDE_LEVELS}, not {side_levels}")
+        blocks = [
+            (c_out if index else c_in, c_out, kernel, first_stride if index == 0 else 1, expansion)
+            for repeats, kernel, first_stride, expansion, c_in, c_out in LITE0_STAGES
+            for index in range(repeats)
+        ]
+        carrying = len(blocks) + 1 - side_levels  # blocks from this index on (the head is the last) carry
         stages: list[nn.Module] = [conv_bn_relu6(in_channels, STEM_CHANNELS, 3, stride=2, input_size=image_size)]
         size = same_output_size(image_size, 2) if image_size is not None else None
-        for repeats, kernel, first_stride, expansion, c_in, c_out in LITE0_STAGES:
-            for index in range(repeats):
-                stride = first_stride if index == 0 else 1
-                stages.append(MBConv(c_out if index else c_in, c_out, kernel, stride, expansion, size))
-                size = same_output_size(size, stride) if size is not None else None
-        stages.append(conv_bn_relu6(LITE0_STAGES[-1][-1], FEATURES, 1))
+        for index, (c_in, c_out, kernel, stride, expansion) in enumerate(blocks):
+            block = MBConvCarryingInput if index >= carrying else MBConv
+            stages.append(block(c_in, c_out, kernel, stride, expansion, size))
+            size = same_output_size(size, stride) if size is not None else None
+        head = conv_bn_relu6(LITE0_STAGES[-1][-1], FEATURES, 1)
+        stages.append(HeadCarryingInput(head, LITE0_STAGES[-1][-1]) if side_levels else head)
+        # The head carries the last block's output; each carrying block, its own input.
+        carried = [LITE0_STAGES[-1][-1], *(c_in for c_in, *_ in reversed(blocks[carrying:]))][:side_levels]
         if pool:
             stages.append(GlobalAveragePool())
         super().__init__(*stages)
+        #: channels of each carried level after the head's, the last block's first
+        self.side_level_channels = tuple(carried)
         # NHWC: torch's CPU depthwise and 1x1 convolutions run ~1.45x faster in this layout
         # (measured: 16 photos at 192x192, 0.32 s -> 0.22 s on 2 threads); results are the same.
         self.to(memory_format=torch.channels_last)

@@ -10,7 +10,8 @@ kernel, which zero-fills them again on the next call (``benchmarks/results/batch
 Folding is exact in real arithmetic; in float32 the folded weights (computed in float64, rounded
 once) move outputs by about 1e-6 of their scale. Only pairs that are certainly a convolution
 feeding a batch norm are folded: adjacent children of a plain ``nn.Sequential`` (a subclass may
-run its children in another order), a batch norm in eval mode with statistics of its own.
+run its children in another order, unless it says ``runs_children_in_order = True``), a batch norm
+in eval mode with statistics of its own.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def foldable_pairs(network: nn.Module) -> list[tuple[nn.Sequential, str, str]]:
     """(container, convolution's name, batch norm's name) for every pair :func:`fold_batchnorm_` folds."""
     pairs = []
     for container in network.modules():
-        if type(container) is not nn.Sequential:
+        if type(container) is not nn.Sequential and not getattr(container, "runs_children_in_order", False):
             continue
         names = list(container._modules)
         for first, second in pairwise(names):

@@ -51,6 +51,7 @@ class FrozenBackbone(Backbone):
         self.out_features = backbone.out_features
         self.inference_chunk = backbone.inference_chunk
         self.fold_batchnorm = backbone.fold_batchnorm
+        self.side_levels = backbone.side_levels
         self.engine = engine(self.body, self.input_shape) if engine is not None else None
         self.eval()
 

@@ -1,0 +1,49 @@
+"""Give an EfficientNet-Lite0 checkpoint side levels: the same weights, the last blocks' outputs kept beside the head's.
+
+    python scripts/with_side_levels.py protonet-photos --weights 1 0.5 --out runs/protonet-photos-levels
+
+``BackboneConfig.side_levels`` adds no parameters: the new checkpoint holds the same tensors, and its
+config says which block outputs join the embedding and with what weight (the last block's first). The
+provenance keeps the checkpoint's training record, says what changed in ``training.extra["side_levels"]``,
+and drops the recorded figures, which were measured without the levels: evaluate the new checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import fewshot_sdk as fs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", help="bundled model or checkpoint folder (efficientnet-lite0)")
+    parser.add_argument("--weights", type=float, nargs="+", required=True, help="each level's weight, last block first")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    source = fs.load(args.checkpoint)
+    backbone = source.backbone_config.model_copy(update={"side_levels": tuple(args.weights)})
+    learner = fs.create(
+        source.method,
+        backbone=backbone.model_dump(),
+        preprocess=source.preprocess_config.model_dump(),
+        **source.config.model_dump(),
+    )
+    learner.load_state_dict(source.state_dict())
+    learner.domain = source.domain
+    learner.storage_dtype = source.storage_dtype
+    learner.provenance = source.provenance.model_copy(deep=True)
+    learner.provenance.results = []  # figures without the levels: evaluate the new checkpoint
+    learner.provenance.lake_runs = None
+    if learner.provenance.training is not None:
+        learner.provenance.training.extra["side_levels"] = {
+            "weights": list(args.weights),
+            "from": str(args.checkpoint),
+            "chosen_in": "benchmarks/results/cross_domain_cpu.md",
+        }
+    path = learner.save(args.out)
+    print(f"wrote {path}: {args.checkpoint} with side levels {args.weights}")
+
+
+if __name__ == "__main__":
+    main()
