@@ -2,7 +2,9 @@
 
 Since commit 6a9e7ab the bundled ``protonet-photos`` is itself ``interpolated-0.5@224-sqrt``; the variants
 built from ``fs.load("protonet-photos")`` (``@224``, ``interpolated-*``) were measured on the meta-fine-tuned
-model bundled before it: run them from commit 1eed1d9 to reproduce those rows.
+model bundled before it: run them from commit 1eed1d9 to reproduce those rows. Since side levels it is
+``levels-0.5-0.25``: the same weights, the last two blocks' outputs beside the head's (``head-only`` is the
+default before them).
 """
 
 from __future__ import annotations
@@ -43,6 +45,17 @@ def interpolated(weight: float, feature_norm: str = "l2", preprocess: object = P
     return learner.eval().freeze()
 
 
+def with_side_levels(*weights: float) -> fs.Learner:
+    """The shipped weights, with the pooled outputs of the last blocks kept beside the head's features
+    (``BackboneConfig.side_levels``: the last block's weight first), each L2-normalised and weighted."""
+    shipped = fs.load("protonet-photos")
+    backbone = shipped.backbone_config.model_copy(update={"side_levels": weights})
+    learner = type(shipped)(shipped.config, backbone, shipped.preprocess_config)
+    learner.load_state_dict(shipped.state_dict())
+    learner.domain = shipped.domain
+    return learner.eval().freeze()
+
+
 MODELS = {
     "frozen-imagenet": frozen_imagenet,
     "protonet-photos": lambda: fs.load("protonet-photos"),
@@ -57,4 +70,13 @@ MODELS = {
     "interpolated-0.5@192-sqrt": lambda: interpolated(
         0.5, "sqrt-l2", PHOTO_PREPROCESS.model_copy(update={"image_size": (192, 192), "resize_shorter": 219})
     ),
+    "head-only": with_side_levels,  # the shipped weights without side levels: the default before them
+    "levels-1": lambda: with_side_levels(1.0),
+    "levels-0.5": lambda: with_side_levels(0.5),
+    "levels-0.5-0.25": lambda: with_side_levels(0.5, 0.25),
+    "levels-0.75-0.25": lambda: with_side_levels(0.75, 0.25),
+    "levels-0.5-0.5": lambda: with_side_levels(0.5, 0.5),
+    "levels-0.75-0.5": lambda: with_side_levels(0.75, 0.5),
+    "levels-1-0.5": lambda: with_side_levels(1.0, 0.5),
+    "levels-1-0.75": lambda: with_side_levels(1.0, 0.75),
 }
