@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 
 import torch
+from derived_checkpoint import carry_over  # beside this script
 
 import fewshot_sdk as fs
 
@@ -55,20 +56,19 @@ def main() -> None:
     start = fs.create(tuned.method, backbone=tuned.backbone_config.model_dump(), **settings)
     learner = fs.create(tuned.method, backbone=tuned.backbone_config.model_dump(), preprocess=preprocess, **settings)
     learner.load_state_dict(averaged_weights(tuned.state_dict(), start.state_dict(), args.weight))
-    learner.domain = tuned.domain
-    learner.storage_dtype = tuned.storage_dtype
-    learner.provenance = tuned.provenance.model_copy(deep=True)
-    learner.provenance.results = []  # figures of other weights: evaluate the new ones
-    learner.provenance.lake_runs = None
-    if learner.provenance.training is not None:
-        learner.provenance.training.extra["interpolation"] = {
+    carry_over(
+        tuned,
+        learner,
+        "interpolation",
+        {
             "method": "WiSE-FT weight-space average (Wortsman et al. 2022)",
             "fine_tuned_share": args.weight,
             "fine_tuned": str(args.checkpoint),
             "start": "the backbone's pretrained weights",
             "preprocess": preprocess,
             "method_config": settings,
-        }
+        },
+    )
     path = learner.save(args.out)
     print(f"wrote {path}: {args.weight} x {args.checkpoint} + {1 - args.weight:g} x its pretrained start")
 

@@ -12,7 +12,12 @@ from __future__ import annotations
 
 import argparse
 
+from derived_checkpoint import carry_over  # beside this script
+
 import fewshot_sdk as fs
+
+#: Where the bundled photo model's side levels were chosen (recorded in the new checkpoint's provenance).
+CHOSEN_IN = "benchmarks/results/cross_domain_cpu.md"
 
 
 def main() -> None:
@@ -30,17 +35,8 @@ def main() -> None:
         **source.config.model_dump(),
     )
     learner.load_state_dict(source.state_dict())
-    learner.domain = source.domain
-    learner.storage_dtype = source.storage_dtype
-    learner.provenance = source.provenance.model_copy(deep=True)
-    learner.provenance.results = []  # figures without the levels: evaluate the new checkpoint
-    learner.provenance.lake_runs = None
-    if learner.provenance.training is not None:
-        learner.provenance.training.extra["side_levels"] = {
-            "weights": list(args.weights),
-            "from": str(args.checkpoint),
-            "chosen_in": "benchmarks/results/cross_domain_cpu.md",
-        }
+    how = {"weights": list(args.weights), "from": str(args.checkpoint), "chosen_in": CHOSEN_IN}
+    carry_over(source, learner, "side_levels", how)
     path = learner.save(args.out)
     print(f"wrote {path}: {args.checkpoint} with side levels {args.weights}")
 
