@@ -48,6 +48,10 @@ def test_the_threshold_separates_known_from_unknown_and_keeps_most_known_scores(
     assert threshold == pytest.approx(4.275)
     threshold = choose_threshold(torch.tensor([1.0, 2.0, 3.0] * 20), torch.tensor([2.5, 5.0, 6.0]))
     assert threshold == pytest.approx(3.0)  # balanced: 2.25, which rejects a third of the known; floor: 3
+    balanced = choose_threshold(torch.tensor([1.0, 2.0, 3.0] * 20), torch.tensor([2.5, 5.0, 6.0]), keep_known=None)
+    assert balanced == pytest.approx(2.25)  # without the floor (what benchmarks compare it with)
+    known, unknown = torch.tensor([1.0, 2.0, 3.0, 4.5]), torch.tensor([4.0, 5.0, 6.0])
+    assert choose_threshold(known, unknown, keep_known=None) == pytest.approx(3.5)
     assert choose_threshold(torch.zeros(0), torch.tensor([3.0, 2.0])) == 2.0  # one shot: the nearest unknown
     with pytest.raises(InputError, match="more classes"):
         choose_threshold(torch.tensor([1.0]), torch.zeros(0))

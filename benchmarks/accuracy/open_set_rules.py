@@ -10,7 +10,7 @@ queries); for each threshold rule, calibrated on the support alone (held-out sco
 Scores (larger: more novel): ``prototype`` (squared distance to the nearest prototype, today's),
 ``max-softmax`` (minus the largest probability, Hendrycks & Gimpel 2017), ``nearest-shot`` (squared
 distance to the nearest support example), ``energy`` (minus logsumexp of the logits, Liu et al. 2020).
-Thresholds: ``balanced`` (today's: best balanced accuracy between held-out known and unknown scores)
+Thresholds: ``balanced`` (best balanced accuracy between held-out known and unknown scores, without the floor)
 and ``known-q<p>`` (the p-quantile of the held-out known scores, so about p of the known queries are kept;
 the balanced one where the support has one shot and no known score), and ``balanced-floor-q<p>`` (the
 balanced one, raised to that quantile where it lies below it: it never rejects more than about 1 - p of
@@ -130,7 +130,7 @@ def main() -> None:
 
                 known, unknown = held_out_scores(novelty_of, s, y, n_way, min_classes=1)
                 for rule in thresholds:
-                    threshold = choose_threshold(known, unknown)
+                    threshold = choose_threshold(known, unknown, keep_known=None)
                     if rule != "balanced" and known.numel() > 0:
                         quantile = float(torch.quantile(known.double(), float(rule.rpartition("-q")[2])))
                         floor = rule.startswith("balanced-floor")

@@ -95,8 +95,13 @@ def held_out_scores(
     return (torch.cat(known) if known else empty), (torch.cat(unknown) if unknown else empty)
 
 
-def choose_threshold(known: torch.Tensor, unknown: torch.Tensor, method: str = "this") -> float:
-    """The novelty above which a query is rejected, from held-out support scores (module docstring)."""
+def choose_threshold(
+    known: torch.Tensor, unknown: torch.Tensor, method: str = "this", keep_known: float | None = KEEP_KNOWN
+) -> float:
+    """The novelty above which a query is rejected, from held-out support scores (module docstring).
+
+    ``keep_known``: the quantile of the known scores the threshold is raised to; None for the balanced one alone.
+    """
     if unknown.numel() == 0:
         raise InputError(
             f"reject='auto' holds each support class out in turn, and {method} tasks need more classes for that; "
@@ -111,4 +116,7 @@ def choose_threshold(known: torch.Tensor, unknown: torch.Tensor, method: str = "
     rejected_unknown = (unknown[None, :] > candidates[:, None]).double().mean(1)
     balanced = (accepted_known + rejected_unknown) / 2
     best = torch.nonzero(balanced >= balanced.max() - 1e-12).flatten()
-    return max(float(candidates[best].median()), float(torch.quantile(known, KEEP_KNOWN)))
+    balanced_threshold = float(candidates[best].median())
+    if keep_known is None:
+        return balanced_threshold
+    return max(balanced_threshold, float(torch.quantile(known, keep_known)))
