@@ -24,7 +24,13 @@ from timing import device_name, median_seconds, report
 
 import fewshot_sdk as fs
 from fewshot_sdk.data.augment import random_views
-from fewshot_sdk.methods.finetuning import FineTuneSettings, TunedTail, auto_settings, first_tuned_stage
+from fewshot_sdk.methods.finetuning import (
+    AUTO_FULL_FROM_SHOTS,
+    FineTuneSettings,
+    TunedTail,
+    auto_settings,
+    first_tuned_stage,
+)
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "photos" / "support"
 
@@ -66,8 +72,9 @@ def main() -> None:
         "# Test-time fine-tuning: seconds per task (issue 26)",
         "",
         f"Machine: {device_name()}, torch {torch.__version__}. `finetune='auto'`: {settings.model_dump()} from "
-        f"3 shots, {auto_settings(1).model_dump()} below.",
-        "`python benchmarks/speed/finetune_speed.py --out benchmarks/results/finetune_speed_cpu.md`",
+        f"{AUTO_FULL_FROM_SHOTS} shots, {auto_settings(1).model_dump()} below.",
+        f"`python benchmarks/speed/finetune_speed.py --repeats {args.repeats} "
+        f"--out benchmarks/results/finetune_speed_cpu.md` (median of {args.repeats} after a warm-up)",
         "",
         "| support | threads | adapt, no fine-tuning (s) | adapt, finetune='auto' (s) |",
         "| --- | --- | --- | --- |",
