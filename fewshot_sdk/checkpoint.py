@@ -218,9 +218,9 @@ def stored_tensors(learner: SavedLearner) -> dict[str, torch.Tensor]:
 
 #: The config fields that decide what the weights compute; provenance, domain and version may change.
 ARCHITECTURE_FIELDS = {"method", "method_config", "backbone", "preprocess"}
-#: Fields added to those after files carried the digest: they enter it only when set, so every file
-#: written before them (the bundled models among them) still matches its own config.
-FIELDS_ADDED_TO_DIGEST = {("backbone", "side_levels"): []}
+#: Fields added to those after files carried the digest: they enter it only when not at their default, so
+#: every file written before them (the bundled models among them) still matches its own config.
+FIELDS_ADDED_TO_DIGEST = (("backbone", "side_levels"),)
 
 
 def weights_header(config: LearnerConfig, file_format: str) -> dict[str, str]:
@@ -231,8 +231,9 @@ def weights_header(config: LearnerConfig, file_format: str) -> dict[str, str]:
     fields that decide the computation catches a weights file put beside another config.
     """
     architecture = config.model_dump(mode="json", include=ARCHITECTURE_FIELDS)
-    for (section, field), default in FIELDS_ADDED_TO_DIGEST.items():
-        if architecture[section].get(field) == default:
+    for section, field in FIELDS_ADDED_TO_DIGEST:
+        default = type(getattr(config, section)).model_fields[field].default
+        if getattr(getattr(config, section), field) == default:
             del architecture[section][field]
     digest = hashlib.sha256(json.dumps(architecture, sort_keys=True).encode()).hexdigest()
     return {

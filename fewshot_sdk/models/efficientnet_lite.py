@@ -224,8 +224,8 @@ class EfficientNetLite0(nn.Sequential):
             size = same_output_size(size, stride) if size is not None else None
         head = conv_bn_relu6(LITE0_STAGES[-1][-1], FEATURES, 1)
         stages.append(HeadCarryingInput(head, LITE0_STAGES[-1][-1]) if side_levels else head)
-        # The head carries the last block's output; each carrying block, its own input.
-        carried = [LITE0_STAGES[-1][-1], *(c_in for c_in, *_ in reversed(blocks[carrying:]))][:side_levels]
+        carriers = (MBConvCarryingInput, HeadCarryingInput)  # each appends its input: the last one's comes first
+        carried = [stage.in_channels for stage in reversed(stages) if isinstance(stage, carriers)]
         if pool:
             stages.append(GlobalAveragePool())
         super().__init__(*stages)
