@@ -130,11 +130,11 @@ def main() -> None:
 
                 known, unknown = held_out_scores(novelty_of, s, y, n_way, min_classes=1)
                 for rule in thresholds:
-                    threshold = choose_threshold(known, unknown, keep_known=None)
-                    if rule != "balanced" and known.numel() > 0:
-                        quantile = float(torch.quantile(known.double(), float(rule.rpartition("-q")[2])))
-                        floor = rule.startswith("balanced-floor")
-                        threshold = max(threshold, quantile) if floor else quantile
+                    keep = None if rule == "balanced" else float(rule.rpartition("-q")[2])
+                    if rule.startswith("known-q") and known.numel() > 0:
+                        threshold = float(torch.quantile(known.double(), keep))
+                    else:  # the balanced threshold, floored at the quantile for balanced-floor-q<p>
+                        threshold = choose_threshold(known, unknown, keep_known=keep)
                     rejected = float((inside_scores > threshold).double().mean())
                     accepted = float((outside_scores <= threshold).double().mean())
                     figures.setdefault((kind, rule), []).append((rejected, accepted))
