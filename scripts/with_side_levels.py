@@ -20,6 +20,14 @@ import fewshot_sdk as fs
 CHOSEN_IN = "benchmarks/results/cross_domain_cpu.md"
 
 
+def side_levelled(source: fs.Learner, weights: tuple[float, ...]) -> fs.Learner:
+    """A new learner of ``source``'s method, weights and preprocessing, its backbone with these side levels."""
+    backbone = source.backbone_config.model_copy(update={"side_levels": weights})
+    learner = type(source)(source.config, backbone, source.preprocess_config)
+    learner.load_state_dict(source.state_dict())
+    return learner
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", help="bundled model or checkpoint folder (efficientnet-lite0)")
@@ -27,14 +35,7 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     source = fs.load(args.checkpoint)
-    backbone = source.backbone_config.model_copy(update={"side_levels": tuple(args.weights)})
-    learner = fs.create(
-        source.method,
-        backbone=backbone.model_dump(),
-        preprocess=source.preprocess_config.model_dump(),
-        **source.config.model_dump(),
-    )
-    learner.load_state_dict(source.state_dict())
+    learner = side_levelled(source, tuple(args.weights))
     how = {"weights": list(args.weights), "from": str(args.checkpoint), "chosen_in": CHOSEN_IN}
     carry_over(source, learner, "side_levels", how)
     path = learner.save(args.out)

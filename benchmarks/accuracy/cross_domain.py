@@ -44,11 +44,16 @@ DOMAINS = ("eurosat_rgb", "chest_xray_pneumonia", "plantvillage_apple", "dtd_tex
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "photos"
 
 
-def seconds_per_task(learner: fs.Learner, shots: int, transductive: bool, repeats: int, **options: object) -> float:
-    """adapt + predict of a 5-way task (``shots`` support photos a class, 75 queries), median over ``repeats``."""
+def example_task(shots: int) -> tuple[fs.SupportSet, list[Path]]:
+    """The timed task: the example photos' 5 classes with ``shots`` support photos each, and 75 queries."""
     classes = sorted(p for p in (EXAMPLES / "support").iterdir() if p.is_dir())
     support = fs.SupportSet.from_mapping({c.name: sorted(c.iterdir())[:shots] for c in classes})
-    queries = sorted((EXAMPLES / "queries").iterdir()) * 15
+    return support, sorted((EXAMPLES / "queries").iterdir()) * 15
+
+
+def seconds_per_task(learner: fs.Learner, shots: int, transductive: bool, repeats: int, **options: object) -> float:
+    """adapt + predict of a 5-way task (``shots`` support photos a class, 75 queries), median over ``repeats``."""
+    support, queries = example_task(shots)
     times = []
     for _ in range(repeats + 1):  # the first is a warm-up
         start = time.perf_counter()

@@ -15,8 +15,9 @@ from pathlib import Path
 import fewshot_sdk as fs
 from fewshot_sdk.models.backbones import PHOTO_PREPROCESS
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))  # the bundled model's own averaging
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))  # how the bundled model was made
 from interpolate_weights import averaged_weights
+from with_side_levels import side_levelled
 
 
 def frozen_imagenet(feature_norm: str = "l2") -> fs.Learner:
@@ -49,9 +50,7 @@ def with_side_levels(*weights: float) -> fs.Learner:
     """The shipped weights, with the pooled outputs of the last blocks kept beside the head's features
     (``BackboneConfig.side_levels``: the last block's weight first), each L2-normalised and weighted."""
     shipped = fs.load("protonet-photos")
-    backbone = shipped.backbone_config.model_copy(update={"side_levels": weights})
-    learner = type(shipped)(shipped.config, backbone, shipped.preprocess_config)
-    learner.load_state_dict(shipped.state_dict())
+    learner = side_levelled(shipped, weights)
     learner.domain = shipped.domain
     return learner.eval().freeze()
 

@@ -20,11 +20,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared timing.py
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "accuracy"))  # the photo models, the example task
-from cross_domain import EXAMPLES
+from cross_domain import example_task
 from photo_models import MODELS
 from timing import device_name, interleaved_seconds
-
-import fewshot_sdk as fs
 
 
 def main() -> None:
@@ -33,14 +31,12 @@ def main() -> None:
     parser.add_argument("--finetune", action="store_true", help='adapt with finetune="auto"')
     args = parser.parse_args()
     options = {"finetune": "auto"} if args.finetune else {}
-    classes = sorted(p for p in (EXAMPLES / "support").iterdir() if p.is_dir())
-    queries = sorted((EXAMPLES / "queries").iterdir()) * 15
     paths = {}
     for name in ("head-only", "protonet-photos"):
         learner = MODELS[name]()
         for shots in (1, 5):
-            support = fs.SupportSet.from_mapping({c.name: sorted(c.iterdir())[:shots] for c in classes})
-            paths[f"{name}, 5 x {shots}"] = lambda s=support, m=learner: m.adapt(s, **options).predict(queries)
+            support, queries = example_task(shots)
+            paths[f"{name}, 5 x {shots}"] = lambda s=support, q=queries, m=learner: m.adapt(s, **options).predict(q)
     samples = interleaved_seconds(paths, rounds=args.rounds, warmup=1)
     setting = f"{torch.get_num_threads()} thread(s), {'finetune=auto, ' if options else ''}median of {args.rounds}"
     print(f"{device_name()}, {setting}:")
