@@ -9,12 +9,20 @@ queries); for each threshold rule, calibrated on the support alone (held-out sco
 
 Scores (larger: more novel): ``prototype`` (squared distance to the nearest prototype, today's),
 ``max-softmax`` (minus the largest probability, Hendrycks & Gimpel 2017), ``nearest-shot`` (squared
-distance to the nearest support example), ``energy`` (minus logsumexp of the logits, Liu et al. 2020).
+distance to the nearest support example), ``energy`` (minus logsumexp of the logits, Liu et al. 2020),
+``task-centred`` and ``class-scaled`` (distances after centring on the support's mean, or over each class's
+own spread). Two read the whole query batch (transductive; the in-support and outside queries of an episode
+are scored together): ``batch-centred`` (centred on the mean of the support and the batch, renormalised) and
+``batch-clusters`` (soft k-means over the batch with the prototypes and ``n_way`` more centres started at the
+queries farthest from them, a plain form of transductive open-set recognition (Boudiaf et al. 2023's OSLO
+models the outliers instead): the distance to the nearest class centre less that to the nearest extra one).
 Thresholds: ``balanced`` (best balanced accuracy between held-out known and unknown scores, without the floor)
 and ``known-q<p>`` (the p-quantile of the held-out known scores, so about p of the known queries are kept;
 the balanced one where the support has one shot and no known score), and ``balanced-floor-q<p>`` (the
 balanced one, raised to that quantile where it lies below it: it never rejects more than about 1 - p of
-the known queries, and rejects as the balanced one does where that already keeps them).
+the known queries, and rejects as the balanced one does where that already keeps them). ``ceiling-q0.9``
+is no rule: the lowest threshold that keeps 90% of the episode's own in-support queries, which no rule can know.
+What it rejects is the most any threshold on that score can reject while keeping 90% of them.
 
     python benchmarks/accuracy/open_set_rules.py --model protonet-photos --episodes 300
 """
@@ -22,6 +30,7 @@ the known queries, and rejects as the balanced one does where that already keeps
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 from pathlib import Path
@@ -41,9 +50,20 @@ from photo_models import MODELS
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 QUANTILES = (0.9, 0.95)
+KINDS = ("prototype", "max-softmax", "nearest-shot", "energy", "task-centred", "class-scaled")
+KINDS += ("batch-centred", "batch-clusters")
+THRESHOLDS = ("balanced", *(f"known-q{q:g}" for q in QUANTILES), *(f"balanced-floor-q{q:g}" for q in QUANTILES))
+THRESHOLDS += ("ceiling-q0.9",)
 
 
 def scores(kind: str, queries: torch.Tensor, support: torch.Tensor, labels: torch.Tensor, n: int, t: float):
+    """The novelty of each query; ``queries`` is the episode's whole batch (the batch scores read all of it)."""
+    if kind == "batch-centred":
+        centre = torch.cat([support, queries]).mean(0)
+        moved_queries, moved_support = F.normalize(queries - centre, dim=1), F.normalize(support - centre, dim=1)
+        return scores("prototype", moved_queries, moved_support, labels, n, t)
+    if kind == "batch-clusters":
+        return batch_cluster_scores(queries, support, labels, n, t)
     prototypes = class_means(support, labels, n)
     distances = torch.cdist(queries, prototypes) ** 2
     if kind == "prototype":
@@ -64,6 +84,30 @@ def scores(kind: str, queries: torch.Tensor, support: torch.Tensor, labels: torc
         per_class = torch.where(per_class > 0, per_class, spread.mean().clamp_min(1e-6))
         return (distances / per_class).min(1).values
     raise ValueError(kind)
+
+
+def batch_cluster_scores(
+    queries: torch.Tensor, support: torch.Tensor, labels: torch.Tensor, n: int, t: float, iterations: int = 10
+) -> torch.Tensor:
+    """Soft k-means over the batch: ``n`` class centres (the support counts fully) and ``n`` extra ones, begun
+    farthest-first from the queries farthest from the prototypes; the distance to the nearest class centre less
+    that to the nearest extra one."""
+    prototypes = class_means(support, labels, n)
+    farthest = (torch.cdist(queries, prototypes) ** 2).min(1).values
+    extra = []
+    for _ in range(min(n, len(queries))):
+        pick = int(farthest.argmax())
+        extra.append(queries[pick])
+        farthest = torch.minimum(farthest, ((queries - queries[pick]) ** 2).sum(1))
+    centres = torch.cat([prototypes, torch.stack(extra)])
+    points = torch.cat([support, queries])
+    fixed = F.one_hot(labels, len(centres)).to(points.dtype)
+    for _ in range(iterations):
+        soft = (-(torch.cdist(queries, centres) ** 2) / t).softmax(1)
+        weights = torch.cat([fixed, soft])
+        centres = (weights.T @ points) / weights.sum(0)[:, None].clamp_min(1e-6)
+    distances = torch.cdist(queries, centres) ** 2
+    return distances[:, :n].min(1).values - distances[:, n:].min(1).values
 
 
 def open_set_ways(classes: int) -> tuple[int, int]:
@@ -97,11 +141,12 @@ def main() -> None:
     parser.add_argument("--domains", nargs="+", default=["eurosat_rgb", "plantvillage_apple", "caltech101"])
     parser.add_argument("--shots", type=int, default=5)
     parser.add_argument("--episodes", type=int, default=300)
+    parser.add_argument("--scores", nargs="+", default=list(KINDS), choices=KINDS)
+    parser.add_argument("--thresholds", nargs="+", default=list(THRESHOLDS), choices=THRESHOLDS)
     args = parser.parse_args()
     learner = MODELS[args.model]().frozen_or_self()
     temperature = float(getattr(learner.config, "temperature", 1.0))
-    kinds = ("prototype", "max-softmax", "nearest-shot", "energy", "task-centred", "class-scaled")
-    thresholds = ("balanced", *(f"known-q{q:g}" for q in QUANTILES), *(f"balanced-floor-q{q:g}" for q in QUANTILES))
+    kinds, thresholds = args.scores, args.thresholds
     print(f"{args.model}, {args.shots}-shot, {args.episodes} episodes a domain")
     print("| domain | ways + outside | score | AUROC | threshold | in-support rejected | outside accepted |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
@@ -121,8 +166,8 @@ def main() -> None:
             support, y, inside, outsiders = draw_episode(by_class, n_way, outside, args.shots, generator)
             s, known_q, outside_q = features[support], features[inside], features[outsiders]
             for kind in kinds:
-                inside_scores = scores(kind, known_q, s, y, n_way, temperature)
-                outside_scores = scores(kind, outside_q, s, y, n_way, temperature)
+                batch_scores = scores(kind, torch.cat([known_q, outside_q]), s, y, n_way, temperature)
+                inside_scores, outside_scores = batch_scores[: len(known_q)], batch_scores[len(known_q) :]
                 aurocs[kind].append(auroc(inside_scores, outside_scores))
 
                 def novelty_of(fit, fit_y, n, held, kind=kind):
@@ -131,7 +176,10 @@ def main() -> None:
                 known, unknown = held_out_scores(novelty_of, s, y, n_way, min_classes=1)
                 for rule in thresholds:
                     keep = None if rule == "balanced" else float(rule.rpartition("-q")[2])
-                    if rule.startswith("known-q") and known.numel() > 0:
+                    if rule.startswith("ceiling"):
+                        kept = math.ceil(keep * len(inside_scores) - 1e-9)  # the fewest in-support queries to keep
+                        threshold = float(inside_scores.sort().values[kept - 1])
+                    elif rule.startswith("known-q") and known.numel() > 0:
                         threshold = float(torch.quantile(known.double(), keep))
                     else:  # the balanced threshold, floored at the quantile for balanced-floor-q<p>
                         threshold = choose_threshold(known, unknown, keep_known=keep)
