@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +12,7 @@ import fewshot_sdk as fs
 from fewshot_sdk.errors import InputError
 from fewshot_sdk.io.zoo import method_class, method_names
 from fewshot_sdk.methods.base import Learner
-from fewshot_sdk.task.open_set import choose_threshold, shot_folds
+from fewshot_sdk.task.open_set import choose_threshold, conformal_floor, shot_folds
 
 METHODS = sorted({method_class(name).method for name in method_names()} - {"maml-sinusoid"})
 
@@ -43,9 +45,9 @@ def test_folds_hold_out_every_multi_shot_example_once_and_never_a_class_alone():
 def test_the_threshold_separates_known_from_unknown_and_keeps_most_known_scores():
     assert choose_threshold(torch.tensor([0.0, 1.0, 2.0]), torch.tensor([5.0, 6.0])) == pytest.approx(3.5)
     # overlapping sets: the balanced threshold (between 3 and 4) would reject the known 4.5, so it is raised to
-    # the 0.95 quantile of the known scores (linear: 3 + 0.85 * 1.5), which keeps about 95% of known queries
+    # the conformal floor; four known scores are too few for the rank ceil(0.9 * 5) = 5, so the largest
     threshold = choose_threshold(torch.tensor([1.0, 2.0, 3.0, 4.5]), torch.tensor([4.0, 5.0, 6.0]))
-    assert threshold == pytest.approx(4.275)
+    assert threshold == pytest.approx(4.5)
     threshold = choose_threshold(torch.tensor([1.0, 2.0, 3.0] * 20), torch.tensor([2.5, 5.0, 6.0]))
     assert threshold == pytest.approx(3.0)  # balanced: 2.25, which rejects a third of the known; floor: 3
     balanced = choose_threshold(torch.tensor([1.0, 2.0, 3.0] * 20), torch.tensor([2.5, 5.0, 6.0]), keep_known=None)
@@ -55,6 +57,29 @@ def test_the_threshold_separates_known_from_unknown_and_keeps_most_known_scores(
     assert choose_threshold(torch.zeros(0), torch.tensor([3.0, 2.0])) == 2.0  # one shot: the nearest unknown
     with pytest.raises(InputError, match="more classes"):
         choose_threshold(torch.tensor([1.0]), torch.zeros(0))
+
+
+@pytest.mark.parametrize("n", [9, 10, 25, 60])
+def test_the_floor_keeps_the_promised_share_of_queries_like_the_held_out_ones(n):
+    # n held-out known scores and one more query from the same distribution, 20000 times: the query lies at or
+    # below the floor ceil(0.9 (n + 1)) / (n + 1) of the time (0.909 at n = 10), never under 0.9. The plain 0.9
+    # quantile of the n scores keeps less than 0.9 at every n here (0.868 at n = 10 for its 0.95 quantile).
+    g = torch.Generator().manual_seed(n)
+    scores = torch.randn(20000, n + 1, generator=g, dtype=torch.float64).exp()  # skewed, as distances are
+    floors = torch.tensor([conformal_floor(row[:n], 0.9) for row in scores])
+    kept = float((scores[:, n] <= floors).double().mean())
+    rank = math.ceil(0.9 * (n + 1) - 1e-9)
+    assert kept == pytest.approx(rank / (n + 1), abs=0.008)
+    assert kept >= 0.9 - 0.006
+    plain = torch.quantile(scores[:, :n], 0.9, dim=1)
+    assert float((scores[:, n] <= plain).double().mean()) < 0.9
+
+
+def test_the_floor_is_the_largest_score_when_too_few_and_ignores_their_order():
+    assert conformal_floor(torch.tensor([3.0, 1.0, 2.0]), 0.9) == 3.0  # rank 4 of 3: the largest
+    shuffled = torch.randperm(19, generator=torch.Generator().manual_seed(0)).double()  # 0 .. 18 in some order
+    assert conformal_floor(shuffled, 0.9) == 17.0  # rank ceil(0.9 * 20) = 18
+    assert conformal_floor(torch.arange(25.0).flip(0), 0.9) == 23.0  # rank ceil(23.4) = 24
 
 
 def test_protonets_one_embedding_calibration_equals_adapting_per_fold():
