@@ -18,9 +18,11 @@ queries farthest from them, a plain form of transductive open-set recognition (B
 models the outliers instead): the distance to the nearest class centre less that to the nearest extra one).
 Thresholds: ``balanced`` (best balanced accuracy between held-out known and unknown scores, without the floor)
 and ``known-q<p>`` (the p-quantile of the held-out known scores, so about p of the known queries are kept;
-the balanced one where the support has one shot and no known score), and ``balanced-floor-q<p>`` (the
-balanced one, raised to that quantile where it lies below it: it never rejects more than about 1 - p of
-the known queries, and rejects as the balanced one does where that already keeps them). ``ceiling-q0.9``
+the balanced one where the support has one shot and no known score), ``balanced-floor-q<p>`` (the
+balanced one, raised to that quantile where it lies below it: ``reject="auto"``'s rule at q0.95 until the
+next one) and ``conformal-floor-q<p>`` (the balanced one, raised to the ceil(p (n + 1))-th smallest of the n
+known scores: ``choose_threshold``, the rule now at q0.9, which keeps at least p of queries like them however
+few they are). ``ceiling-q0.9``
 is no rule: the lowest threshold that keeps 90% of the episode's own in-support queries, which no rule can know.
 What it rejects is the most any threshold on that score can reject while keeping 90% of them.
 
@@ -53,7 +55,7 @@ QUANTILES = (0.9, 0.95)
 KINDS = ("prototype", "max-softmax", "nearest-shot", "energy", "task-centred", "class-scaled")
 KINDS += ("batch-centred", "batch-clusters")
 THRESHOLDS = ("balanced", *(f"known-q{q:g}" for q in QUANTILES), *(f"balanced-floor-q{q:g}" for q in QUANTILES))
-THRESHOLDS += ("ceiling-q0.9",)
+THRESHOLDS += ("conformal-floor-q0.9", "ceiling-q0.9")
 
 
 def scores(kind: str, queries: torch.Tensor, support: torch.Tensor, labels: torch.Tensor, n: int, t: float):
@@ -181,7 +183,10 @@ def main() -> None:
                         threshold = float(inside_scores.sort().values[kept - 1])
                     elif rule.startswith("known-q") and known.numel() > 0:
                         threshold = float(torch.quantile(known.double(), keep))
-                    else:  # the balanced threshold, floored at the quantile for balanced-floor-q<p>
+                    elif rule.startswith("balanced-floor") and known.numel() > 0:  # the rule before conformal-floor
+                        balanced = choose_threshold(known, unknown, keep_known=None)
+                        threshold = max(balanced, float(torch.quantile(known.double(), keep)))
+                    else:  # the balanced threshold, floored for conformal-floor-q<p> (today's rule at q0.9)
                         threshold = choose_threshold(known, unknown, keep_known=keep)
                     rejected = float((inside_scores > threshold).double().mean())
                     accepted = float((outside_scores <= threshold).double().mean())
