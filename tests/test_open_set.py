@@ -63,7 +63,7 @@ def test_the_threshold_separates_known_from_unknown_and_keeps_most_known_scores(
 def test_the_floor_keeps_the_promised_share_of_queries_like_the_held_out_ones(n):
     # n held-out known scores and one more query from the same distribution, 20000 times: the query lies at or
     # below the floor ceil(0.9 (n + 1)) / (n + 1) of the time (0.909 at n = 10), never under 0.9. The plain 0.9
-    # quantile of the n scores keeps less than 0.9 at every n here (0.868 at n = 10 for its 0.95 quantile).
+    # quantile of the n scores keeps less than 0.9 at every n here.
     g = torch.Generator().manual_seed(n)
     scores = torch.randn(20000, n + 1, generator=g, dtype=torch.float64).exp()  # skewed, as distances are
     floors = torch.tensor([conformal_floor(row[:n], 0.9) for row in scores])

@@ -22,9 +22,9 @@ the balanced one where the support has one shot and no known score), ``balanced-
 balanced one, raised to that quantile where it lies below it: ``reject="auto"``'s rule at q0.95 until the
 next one) and ``conformal-floor-q<p>`` (the balanced one, raised to the ceil(p (n + 1))-th smallest of the n
 known scores: ``choose_threshold``, the rule now at q0.9, which keeps at least p of queries like them however
-few they are). ``ceiling-q0.9``
-is no rule: the lowest threshold that keeps 90% of the episode's own in-support queries, which no rule can know.
-What it rejects is the most any threshold on that score can reject while keeping 90% of them.
+few they are). ``ceiling-q0.9`` is no rule: the lowest threshold that keeps 90% of the episode's own in-support
+queries, which no rule can know. What it rejects is the most any threshold on that score can reject while keeping
+90% of them.
 
     python benchmarks/accuracy/open_set_rules.py --model protonet-photos --episodes 300
 """
