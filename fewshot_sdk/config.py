@@ -8,6 +8,7 @@ silently ignored setting.
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -181,6 +182,19 @@ class Provenance(StrictModel):
 
         kept = [r for r in self.results if protocol(r) != protocol(result)]
         self.results = sorted([*kept, result], key=lambda r: (r.dataset or "", r.split, r.n_way, r.k_shot))
+
+
+def describe_settings_error(exc: ValidationError, config_model: type[BaseModel], method: str) -> str:
+    """``invalid settings for METHOD: ...`` and, where a name is none of its settings, every setting with its
+    default, so that a typo in ``--set`` or ``fs.create`` is answered with what the method does take."""
+    message = f"invalid settings for {method}: {describe_validation_error(exc)}"
+    if any(error["type"] == "extra_forbidden" for error in exc.errors()):
+        defaults = ", ".join(
+            f"{name}={json.dumps(field.get_default(call_default_factory=True), default=str)}"
+            for name, field in config_model.model_fields.items()
+        )
+        message += f"; the settings of {method} (defaults): {defaults}"
+    return message
 
 
 def describe_validation_error(exc: ValidationError) -> str:

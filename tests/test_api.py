@@ -19,8 +19,13 @@ def test_available_lists_methods_and_create_validates_settings():
         fs.create("nope")
     with pytest.raises(InputError, match="metric"):
         fs.create("protonet", metric="manhattan")
-    with pytest.raises(InputError, match="not_a_setting"):
+    with pytest.raises(InputError, match="not_a_setting") as refused:
         fs.create("protonet", not_a_setting=1)
+    # a name that is no setting is answered with the ones there are, as --set takes them (JSON values)
+    assert 'the settings of protonet (defaults): metric="sqeuclidean", temperature=1.0' in str(refused.value)
+    with pytest.raises(InputError, match="inner_lr") as refused:
+        fs.create("maml", inner_lr=-1.0)
+    assert "the settings of" not in str(refused.value)  # a bad value of a real setting: no list
 
 
 def test_support_from_folder_mapping_and_tensors_agree(learner, image_folder):

@@ -277,6 +277,14 @@ def test_training_settings_out_of_range_are_one_line(tmp_path, minimal_omniglot_
     assert_clean_error(result, match)
 
 
+def test_a_misspelt_training_setting_lists_the_methods_settings(tmp_path, minimal_omniglot_dir):
+    out = tmp_path / "out"
+    result = run("train", "--out", out, "--data", minimal_omniglot_dir, "--method", "maml", "--set", "inner_steps2=3")
+    assert_clean_error(result, "inner_steps2")
+    assert "the settings of maml (defaults):" in result.output and "inner_steps=1" in result.output
+    assert not out.exists()
+
+
 # ---- thrown at random: only our two error types, or a finite answer
 RANDOM = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

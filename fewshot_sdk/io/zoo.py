@@ -21,7 +21,7 @@ from fewshot_sdk.checkpoint import (
     read_json_model,
     read_weights,
 )
-from fewshot_sdk.config import BackboneConfig, PreprocessConfig, describe_validation_error
+from fewshot_sdk.config import BackboneConfig, PreprocessConfig, describe_settings_error, describe_validation_error
 from fewshot_sdk.errors import CheckpointError, InputError
 from fewshot_sdk.methods.base import Learner
 from fewshot_sdk.models.backbones import default_preprocess
@@ -131,9 +131,12 @@ def create(
             base = default_preprocess(backbone_config).model_dump()
             preprocess = PreprocessConfig(**{**base, **(preprocess or {})})
         preprocess_config = PreprocessConfig(**{**preprocess.model_dump(), **preprocess_settings})
-        config = cls.Config(**settings)
     except ValidationError as exc:
         raise InputError(f"invalid settings for {method}: {describe_validation_error(exc)}") from None
+    try:
+        config = cls.Config(**settings)
+    except ValidationError as exc:
+        raise InputError(describe_settings_error(exc, cls.Config, method)) from None
     return cls(config, backbone_config, preprocess_config, backbone_module=module).eval()
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from fewshot_sdk.config import Provenance, TrainingInfo, describe_validation_error
+from fewshot_sdk.config import Provenance, TrainingInfo, describe_settings_error
 from fewshot_sdk.data.images import Preprocessor
 from fewshot_sdk.data.labelled import LabelledImages
 from fewshot_sdk.data.omniglot import (
@@ -165,7 +165,7 @@ def warm_start(init: str | Path, settings: dict[str, Any] | None = None) -> Lear
     try:
         config = cls.Config(**{**base.config.model_dump(), **settings})
     except ValidationError as exc:
-        raise InputError(f"invalid settings for {base.method}: {describe_validation_error(exc)}") from None
+        raise InputError(describe_settings_error(exc, cls.Config, base.method)) from None
     learner = cls(config, base.backbone_config, base.preprocess_config).eval()
     try:
         learner.load_state_dict(base.state_dict())
