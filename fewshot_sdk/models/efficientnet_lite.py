@@ -159,26 +159,33 @@ class MBConv(nn.Module):
         return out + x if self.residual else out
 
 
-class MBConvCarryingInput(MBConv):
-    """An MBConv block whose output has its input appended as extra channels (``side_levels``).
+class CarriesInput(nn.Module):
+    """A stage that runs on the first ``in_channels`` channels of its input and appends the whole input after
+    its output as extra channels (``side_levels``): the rest are levels carried from earlier stages.
 
-    It reads only the first ``in_channels`` channels: the rest are levels carried from earlier.
-    Its parameters are an MBConv's, under the same names, so ImageNet and trained weights load as they are.
+    Mixed in before the stage it extends, whose parameters keep their names, so ImageNet and trained weights
+    load as they are.
     """
 
-    def __init__(self, in_channels: int, *args: object, **kwargs: object) -> None:
-        super().__init__(in_channels, *args, **kwargs)
-        self.in_channels = in_channels
+    in_channels: int
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([super().forward(x[:, : self.in_channels]), x], dim=1)
 
 
-class HeadCarryingInput(nn.Sequential):
-    """The 1x1 head (convolution, batch norm, ReLU6), with its input appended as extra channels.
+class MBConvCarryingInput(CarriesInput, MBConv):
+    """An MBConv block whose output has its input appended (:class:`CarriesInput`)."""
 
-    Its children run in order on the first ``in_channels`` channels, so batch norm folds into the
-    convolution as in a plain ``nn.Sequential`` (``runs_children_in_order``).
+    def __init__(self, in_channels: int, *args: object, **kwargs: object) -> None:
+        super().__init__(in_channels, *args, **kwargs)
+        self.in_channels = in_channels
+
+
+class HeadCarryingInput(CarriesInput, nn.Sequential):
+    """The 1x1 head (convolution, batch norm, ReLU6), with its input appended (:class:`CarriesInput`).
+
+    Its children run in order, so batch norm folds into the convolution as in a plain ``nn.Sequential``
+    (``runs_children_in_order``).
     """
 
     runs_children_in_order = True
@@ -186,9 +193,6 @@ class HeadCarryingInput(nn.Sequential):
     def __init__(self, head: nn.Sequential, in_channels: int) -> None:
         super().__init__(*head)
         self.in_channels = in_channels
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([super().forward(x[:, : self.in_channels]), x], dim=1)
 
 
 class GlobalAveragePool(nn.Module):
@@ -224,8 +228,8 @@ class EfficientNetLite0(nn.Sequential):
             size = same_output_size(size, stride) if size is not None else None
         head = conv_bn_relu6(LITE0_STAGES[-1][-1], FEATURES, 1)
         stages.append(HeadCarryingInput(head, LITE0_STAGES[-1][-1]) if side_levels else head)
-        carriers = (MBConvCarryingInput, HeadCarryingInput)  # each appends its input: the last one's comes first
-        carried = [stage.in_channels for stage in reversed(stages) if isinstance(stage, carriers)]
+        # each carrying stage appends its input after its output: the last one's comes first
+        carried = [stage.in_channels for stage in reversed(stages) if isinstance(stage, CarriesInput)]
         if pool:
             stages.append(GlobalAveragePool())
         super().__init__(*stages)
