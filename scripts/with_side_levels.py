@@ -22,7 +22,8 @@ CHOSEN_IN = "benchmarks/results/cross_domain_cpu.md"
 
 def side_levelled(source: fs.Learner, weights: tuple[float, ...]) -> fs.Learner:
     """A new learner of ``source``'s method, weights and preprocessing, its backbone with these side levels."""
-    backbone = source.backbone_config.model_copy(update={"side_levels": weights})
+    # validated (model_copy would not check the weights): a bad one is refused before any weights are copied
+    backbone = type(source.backbone_config)(**{**source.backbone_config.model_dump(), "side_levels": weights})
     learner = type(source)(source.config, backbone, source.preprocess_config)
     learner.load_state_dict(source.state_dict())
     return learner
